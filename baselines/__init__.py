@@ -1,0 +1,1 @@
+"""Comparison heads for the DOR-IQA benchmark; every head follows the same protocol as ``DORHead``."""

@@ -1,0 +1,1 @@
+"""The DOR-IQA benchmark harness: data, models, training, tracking, statistics and reports."""
