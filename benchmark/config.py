@@ -1,0 +1,334 @@
+"""Grid YAML files: loading, validation and expansion into cells.
+
+A grid names backbones × heads × datasets × splits × seeds and one regime. Validation is strict: an
+unknown key or a bad value raises :class:`ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REGIMES = ("frozen", "finetune")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+LABEL_NORMS = ("scale", "train-minmax")
+
+
+class ConfigError(ValueError):
+    """A grid file has an unknown key or a bad value."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A timm backbone and where its initial weights come from (False: seeded random init)."""
+
+    name: str
+    pretrained: bool | str = False
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head as named in the grid (``label``), its registry type and its hyper-parameters."""
+
+    label: str
+    type: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetPair:
+    """Train on ``train``; score on ``test`` (the same dataset's test split when they are equal)."""
+
+    train: str
+    test: str
+
+
+@dataclass(frozen=True)
+class CustomDataset:
+    """A CSV dataset (``image, score[, ref]``) declared in the grid."""
+
+    csv: str
+    higher_is_better: bool
+    scale: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (backbone, train dataset, test dataset, split, seed, regime): all heads of a cell are matched."""
+
+    backbone: str
+    dataset: str
+    test_dataset: str
+    split: int
+    seed: int
+    regime: str
+
+    @property
+    def key(self) -> str:
+        """Readable unique key, logged as the ``cell_key`` tag."""
+        return f"{self.backbone}|{self.dataset}->{self.test_dataset}|{self.regime}|split{self.split}|seed{self.seed}"
+
+    @property
+    def pair_key(self) -> str:
+        """The comparison group whose per-split differences the statistics test."""
+        return f"{self.backbone}|{self.dataset}->{self.test_dataset}|{self.regime}"
+
+    @property
+    def rng_seed(self) -> int:
+        """Seed of every random stream shared by the heads of this cell (order, crops, shared init)."""
+        return int.from_bytes(hashlib.sha256(self.key.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A validated grid file."""
+
+    name: str
+    backbones: tuple[BackboneSpec, ...]
+    heads: tuple[HeadSpec, ...]
+    datasets: tuple[DatasetPair, ...]
+    splits: int
+    seeds: tuple[int, ...]
+    regime: str
+    epochs: int
+    batch_size: int
+    patience: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: int
+    head_lr_multiplier: float
+    hidden: int
+    dropout: float
+    image_size: int | None
+    label_norm: str
+    split_fractions: tuple[float, float, float]
+    data_root: str | None
+    custom_datasets: dict[str, CustomDataset]
+    source: str = "<dict>"
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid, in a fixed order (backbone, dataset, split, seed)."""
+        return [
+            Cell(b.name, d.train, d.test, split, seed, self.regime)
+            for b in self.backbones for d in self.datasets
+            for split in range(self.splits) for seed in self.seeds
+        ]
+
+    def backbone(self, name: str) -> BackboneSpec:
+        """The spec of a backbone of this grid."""
+        return next(b for b in self.backbones if b.name == name)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Training hyper-parameters shared by every run of the grid, flattened for MLflow params."""
+        keys = ("regime", "epochs", "batch_size", "patience", "optimizer", "lr", "weight_decay", "schedule",
+                "warmup_epochs", "head_lr_multiplier", "hidden", "dropout", "image_size", "label_norm",
+                "split_fractions")
+        return {k: getattr(self, k) for k in keys}
+
+    def to_yaml(self) -> str:
+        """The resolved configuration (stored with every run)."""
+        data = asdict(self)
+        data.pop("source")
+        return yaml.safe_dump(_plain(data), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_TOP_KEYS = {
+    "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
+    "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
+    "data_root", "custom_datasets",
+}
+_REQUIRED = ("name", "backbones", "heads", "datasets")
+
+
+class _Reader:
+    """Reads values out of the parsed YAML, raising errors that name the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}': {message}")
+
+    def mapping(self, value: Any, key: str, allowed: set[str]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
+                            f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+        return value
+
+    def number(self, value: Any, key: str, kind: type, low: float, high: float | None = None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            raise self.fail(key, f"expected {kind.__name__}, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise self.fail(key, f"value {value!r} must be {bound}")
+        return kind(value)
+
+    def choice(self, value: Any, key: str, options: tuple[str, ...]) -> str:
+        if value not in options:
+            raise self.fail(key, f"value {value!r} is not one of {', '.join(options)}")
+        return value
+
+    def name(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty name, got {value!r}")
+        return value
+
+
+def _backbones(r: _Reader, value: Any) -> tuple[BackboneSpec, ...]:
+    items = value.items() if isinstance(value, dict) else ((v, None) for v in (value or []))
+    specs = []
+    for name, options in items:
+        name = r.name(name, "backbones")
+        options = r.mapping(options, f"backbones.{name}", {"pretrained"})
+        pretrained = options.get("pretrained", False)
+        if not isinstance(pretrained, (bool, str)):
+            raise r.fail(f"backbones.{name}.pretrained", f"expected true, false or a weights file path, got {pretrained!r}")
+        specs.append(BackboneSpec(name, pretrained))
+    if not specs:
+        raise r.fail("backbones", "list at least one timm backbone, e.g. 'efficientnet_lite0: {pretrained: true}'")
+    return tuple(specs)
+
+
+def _heads(r: _Reader, value: Any) -> tuple[HeadSpec, ...]:
+    from benchmark.heads import list_heads
+
+    items = value.items() if isinstance(value, dict) else ((v, None) for v in (value or []))
+    specs = []
+    for label, options in items:
+        label = r.name(label, "heads")
+        options = dict(options or {})
+        if not isinstance(options, dict):
+            raise r.fail(f"heads.{label}", f"expected a mapping of hyper-parameters, got {options!r}")
+        head_type = options.pop("type", label)
+        if head_type not in list_heads():
+            raise r.fail(f"heads.{label}", f"unknown head type {head_type!r}; known: {', '.join(list_heads())} "
+                                           "(give 'type:' to name a variant, e.g. dor-k8: {type: dor, num_bins: 8})")
+        specs.append(HeadSpec(label, head_type, options))
+    if not specs:
+        raise r.fail("heads", "list at least one head, e.g. 'mse: {}'")
+    return tuple(specs)
+
+
+def _datasets(r: _Reader, value: Any) -> tuple[DatasetPair, ...]:
+    pairs = []
+    for i, item in enumerate(value or []):
+        if isinstance(item, str):
+            pairs.append(DatasetPair(item, item))
+            continue
+        item = r.mapping(item, f"datasets[{i}]", {"train", "test"})
+        train = r.name(item.get("train"), f"datasets[{i}].train")
+        pairs.append(DatasetPair(train, r.name(item.get("test", train), f"datasets[{i}].test")))
+    if not pairs:
+        raise r.fail("datasets", "list at least one dataset, e.g. 'bundled' or {train: koniq10k, test: livec}")
+    return tuple(pairs)
+
+
+def _custom(r: _Reader, value: Any) -> dict[str, CustomDataset]:
+    out = {}
+    for name, spec in r.mapping(value, "custom_datasets", set(value or {})).items():
+        spec = r.mapping(spec, f"custom_datasets.{name}", {"csv", "higher_is_better", "scale"})
+        if "csv" not in spec or "higher_is_better" not in spec:
+            raise r.fail(f"custom_datasets.{name}", "needs 'csv' (path to image,score[,ref]) and 'higher_is_better'")
+        scale = spec.get("scale")
+        if scale is not None:
+            if not (isinstance(scale, list) and len(scale) == 2 and scale[0] < scale[1]):
+                raise r.fail(f"custom_datasets.{name}.scale", f"expected [low, high] with low < high, got {scale!r}")
+            scale = (float(scale[0]), float(scale[1]))
+        out[name] = CustomDataset(str(spec["csv"]), bool(spec["higher_is_better"]), scale)
+    return out
+
+
+def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
+    """Validate a parsed grid mapping and return a :class:`GridConfig`."""
+    r = _Reader(source)
+    data = r.mapping(data, "", _TOP_KEYS)
+    for key in _REQUIRED:
+        if key not in data:
+            raise r.fail(key, "missing required key")
+    stop = r.mapping(data.get("early_stopping"), "early_stopping", {"patience"})
+    opt = r.mapping(data.get("optimizer"), "optimizer", {"name", "lr", "weight_decay", "head_lr_multiplier"})
+    sched = r.mapping(data.get("schedule"), "schedule", {"name", "warmup_epochs"})
+    frozen = r.mapping(data.get("frozen"), "frozen", {"hidden", "dropout"})
+    seeds = data.get("seeds", [0])
+    seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if not isinstance(seeds, list) or not seeds:
+        raise r.fail("seeds", f"expected a count or a list of integers, got {seeds!r}")
+    fractions = data.get("split_fractions", [0.6, 0.2, 0.2])
+    if not (isinstance(fractions, list) and len(fractions) == 3 and abs(sum(fractions) - 1) < 1e-6
+            and all(isinstance(f, (int, float)) and f > 0 for f in fractions)):
+        raise r.fail("split_fractions", f"expected three positive fractions summing to 1, got {fractions!r}")
+    image_size = data.get("image_size")
+    grid = GridConfig(
+        name=r.name(data["name"], "name"),
+        backbones=_backbones(r, data["backbones"]),
+        heads=_heads(r, data["heads"]),
+        datasets=_datasets(r, data["datasets"]),
+        splits=r.number(data.get("splits", 10), "splits", int, 1),
+        seeds=tuple(r.number(s, "seeds", int, 0) for s in seeds),
+        regime=r.choice(data.get("regime", "frozen"), "regime", REGIMES),
+        epochs=r.number(data.get("epochs", 30), "epochs", int, 1),
+        batch_size=r.number(data.get("batch_size", 64), "batch_size", int, 1),
+        patience=r.number(stop.get("patience", 10), "early_stopping.patience", int, 1),
+        optimizer=r.choice(opt.get("name", "adamw"), "optimizer.name", OPTIMIZERS),
+        lr=r.number(opt.get("lr", 1e-3), "optimizer.lr", float, 0.0),
+        weight_decay=r.number(opt.get("weight_decay", 1e-4), "optimizer.weight_decay", float, 0.0),
+        head_lr_multiplier=r.number(opt.get("head_lr_multiplier", 1.0), "optimizer.head_lr_multiplier", float, 0.0),
+        schedule=r.choice(sched.get("name", "cosine"), "schedule.name", SCHEDULES),
+        warmup_epochs=r.number(sched.get("warmup_epochs", 0), "schedule.warmup_epochs", int, 0),
+        hidden=r.number(frozen.get("hidden", 256), "frozen.hidden", int, 1),
+        dropout=r.number(frozen.get("dropout", 0.1), "frozen.dropout", float, 0.0, 0.95),
+        image_size=None if image_size is None else r.number(image_size, "image_size", int, 32),
+        label_norm=r.choice(data.get("label_norm", "scale"), "label_norm", LABEL_NORMS),
+        split_fractions=tuple(float(f) for f in fractions),
+        data_root=data.get("data_root"),
+        custom_datasets=_custom(r, data.get("custom_datasets")),
+        source=source,
+    )
+    if len({h.label for h in grid.heads}) != len(grid.heads):
+        raise r.fail("heads", "head labels must be unique")
+    return grid
+
+
+def builtin_grids() -> list[str]:
+    """Names of the grid files shipped in ``benchmark/configs``."""
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("benchmark.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_grid(path: str | Path | None = None) -> GridConfig:
+    """Load and validate a grid file; ``None`` or a built-in name (``default``, ``paper``) loads a shipped grid."""
+    if path is None or str(path) in builtin_grids():
+        name = "default" if path is None else str(path)
+        text = resources.files("benchmark.configs").joinpath(f"{name}.yaml").read_text()
+        source = f"benchmark/configs/{name}.yaml"
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"grid file {file} does not exist; built-in grids: {', '.join(builtin_grids())}")
+        text, source = file.read_text(), str(file)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    return parse_grid(data, source)

@@ -1,0 +1,1 @@
+"""Grid files shipped with the suite."""

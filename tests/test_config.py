@@ -1,0 +1,71 @@
+"""Grid YAML validation and cell expansion."""
+
+import pytest
+import yaml
+
+from benchmark.config import Cell, ConfigError, builtin_grids, load_grid, parse_grid
+
+MINIMAL = {"name": "g", "backbones": ["test_resnet"], "heads": {"mse": {}, "dor": {"num_bins": 8}},
+           "datasets": ["bundled"]}
+
+
+def test_builtin_grids_parse():
+    assert {"default", "paper"} <= set(builtin_grids())
+    default = load_grid()
+    assert default.name == "default" and default.regime == "frozen"
+    assert {h.label for h in default.heads} >= {"mse", "dor", "dor-seed"}
+    assert default.splits * len(default.seeds) >= 10
+    paper = load_grid("paper")
+    assert paper.regime == "finetune" and paper.label_norm == "train-minmax"
+    assert {h.hparams.get("num_bins") for h in paper.heads if h.type.startswith("dor")} == {28}
+
+
+def test_cells_and_keys():
+    grid = parse_grid({**MINIMAL, "splits": 3, "seeds": [0, 1],
+                       "datasets": ["bundled", {"train": "koniq10k", "test": "livec"}]})
+    cells = grid.cells()
+    assert len(cells) == 1 * 2 * 3 * 2
+    assert cells[0] == Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen")
+    assert cells[0].key == "test_resnet|bundled->bundled|frozen|split0|seed0"
+    assert cells[0].pair_key == "test_resnet|bundled->bundled|frozen"
+    assert len({c.key for c in cells}) == len(cells)
+    assert cells[0].rng_seed == Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen").rng_seed
+    assert cells[0].rng_seed != cells[1].rng_seed
+
+
+def test_head_variants_and_backbone_line():
+    grid = parse_grid({**MINIMAL, "backbones": {"resnet50": {"pretrained": True}, "test_vit": None},
+                       "heads": {"dor-k8": {"type": "dor", "num_bins": 8}, "mse": None}})
+    assert [(b.name, b.pretrained) for b in grid.backbones] == [("resnet50", True), ("test_vit", False)]
+    assert grid.heads[0].label == "dor-k8" and grid.heads[0].type == "dor" and grid.heads[0].hparams == {"num_bins": 8}
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"epochz": 3}, "epochz"),
+    ({"regime": "linear"}, "regime"),
+    ({"epochs": 0}, "epochs"),
+    ({"optimizer": {"name": "adamw", "lrate": 1}}, "optimizer.lrate"),
+    ({"heads": {"mystery": {}}}, "heads.mystery"),
+    ({"split_fractions": [0.5, 0.5, 0.5]}, "split_fractions"),
+    ({"backbones": {"resnet50": {"pretrained": 3}}}, "backbones.resnet50.pretrained"),
+    ({"custom_datasets": {"mine": {"csv": "x.csv"}}}, "custom_datasets.mine"),
+])
+def test_bad_values_name_the_key_and_file(tmp_path, patch, key):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, **patch}))
+    with pytest.raises(ConfigError) as err:
+        load_grid(path)
+    assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
+
+
+def test_missing_file_and_required_key(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_grid(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="'heads': missing required key"):
+        parse_grid({k: v for k, v in MINIMAL.items() if k != "heads"})
+
+
+def test_resolved_yaml_round_trips():
+    grid = parse_grid(MINIMAL)
+    again = yaml.safe_load(grid.to_yaml())
+    assert again["name"] == "g" and again["heads"][1]["hparams"] == {"num_bins": 8}

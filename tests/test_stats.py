@@ -1,0 +1,227 @@
+"""Tests of benchmark.stats (hand-computed values) and benchmark.provenance (file fields)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from benchmark import provenance
+from benchmark.stats import (
+    StatsInputError,
+    across_dataset_wilcoxon,
+    average_ranks,
+    corrected_resampled_ttest,
+    friedman_test,
+    holm,
+    naive_paired_ttest,
+    nemenyi_critical_difference,
+    paired_bootstrap_srcc_ci,
+    rowwise_srcc,
+    wilcoxon_p,
+)
+
+DELTAS = [0.01, 0.02, 0.03, 0.00, 0.04, 0.01, 0.02, 0.03, 0.02, 0.02]
+# By hand: mean = 0.20 / 10 = 0.02; squared deviations sum to 12e-4, so var(ddof=1) = 12e-4 / 9.
+MEAN, VAR = 0.02, 12e-4 / 9
+
+
+def test_corrected_resampled_ttest_hand_computed() -> None:
+    t, p = corrected_resampled_ttest(DELTAS, n_train=800, n_test=200)
+    t_expected = MEAN / math.sqrt((1 / 10 + 200 / 800) * VAR)  # = 2.9277...
+    assert t == pytest.approx(t_expected, rel=1e-12)
+    assert t == pytest.approx(2.92770, abs=1e-4)
+    assert p == pytest.approx(2 * sps.t.sf(t_expected, df=9), rel=1e-12)
+    t_neg, p_neg = corrected_resampled_ttest([-d for d in DELTAS], n_train=800, n_test=200)
+    assert (t_neg, p_neg) == pytest.approx((-t, p))
+
+
+def test_naive_ttest_hand_computed_and_more_liberal() -> None:
+    t, p = naive_paired_ttest(DELTAS)
+    t_expected = MEAN / math.sqrt(VAR / 10)  # = 5.4772...
+    assert t == pytest.approx(t_expected, rel=1e-12)
+    assert p == pytest.approx(2 * sps.t.sf(t_expected, df=9), rel=1e-10)
+    assert p < corrected_resampled_ttest(DELTAS, 800, 200)[1]
+
+
+def test_ttests_zero_variance_conventions() -> None:
+    assert corrected_resampled_ttest([0.01] * 10, 800, 200) == (math.inf, 0.0)
+    assert corrected_resampled_ttest([-0.01] * 10, 800, 200) == (-math.inf, 0.0)
+    assert corrected_resampled_ttest([0.0] * 10, 800, 200) == (0.0, 1.0)
+    assert naive_paired_ttest([0.01] * 10) == (math.inf, 0.0)
+    assert naive_paired_ttest([0.0] * 10) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("deltas", "kwargs", "match"),
+    [
+        ([0.01], {}, "at least 2"),
+        ([0.01, float("nan"), 0.02], {}, "non-finite"),
+        ([0.01, 0.02], {"n_train": 0}, "positive"),
+    ],
+)
+def test_corrected_ttest_rejects_bad_input(deltas, kwargs, match) -> None:
+    args = {"n_train": 800, "n_test": 200, **kwargs}
+    with pytest.raises(StatsInputError, match=match) as info:
+        corrected_resampled_ttest(deltas, **args)
+    assert isinstance(info.value, ValueError)
+
+
+def test_wilcoxon_known_values() -> None:
+    # Exact two-sided p = 2 * (#sign patterns at least as extreme) / 2**n.
+    assert wilcoxon_p([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert wilcoxon_p([1, 2, 3, 4, 5, 6]) == pytest.approx(2 / 64)
+    # W- = 2: rank subsets with sum <= 2 are {}, {1}, {2} -> p = 2 * 3 / 64.
+    assert wilcoxon_p([1, -2, 3, 4, 5, 6]) == pytest.approx(6 / 64)
+    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
+
+
+def test_across_dataset_wilcoxon_caveat_threshold() -> None:
+    p5, caveat5 = across_dataset_wilcoxon([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert p5 == pytest.approx(0.0625)
+    assert caveat5 is not None
+    assert "N = 5 < 6" in caveat5 and "cannot reach p < .05" in caveat5 and "0.0625" in caveat5
+    names = ["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k", "SPAQ"]
+    p6, caveat6 = across_dataset_wilcoxon(dict(zip(names, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06], strict=True)))
+    assert p6 == pytest.approx(0.03125)
+    assert caveat6 is None
+    # A zero difference is dropped by the test, so six datasets with one tie behave like five.
+    p_tie, caveat_tie = across_dataset_wilcoxon(pd.Series([0.0, 0.02, 0.03, 0.04, 0.05, 0.06]))
+    assert p_tie == pytest.approx(0.0625)
+    assert caveat_tie is not None and "N = 5" in caveat_tie
+
+
+def test_holm_hand_example_and_statsmodels() -> None:
+    # Sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.2, size=17)
+    assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+
+
+def test_holm_nan_safe() -> None:
+    out = holm([0.01, float("nan"), 0.04, 0.03])
+    assert math.isnan(out[1])
+    assert out[[0, 2, 3]] == pytest.approx([0.03, 0.06, 0.06])  # family of 3, not 4
+    assert np.isnan(holm([float("nan"), float("nan")])).all()
+    with pytest.raises(StatsInputError, match=r"\[0, 1\]"):
+        holm([0.5, 1.2])
+
+
+def _population_srcc(noise_sd: float) -> float:
+    # Bivariate normal with correlation r has Spearman correlation (6 / pi) * asin(r / 2).
+    r = 1.0 / math.sqrt(1.0 + noise_sd**2)
+    return 6.0 / math.pi * math.asin(r / 2.0)
+
+
+def test_paired_bootstrap_ci_contains_population_difference() -> None:
+    rng = np.random.default_rng(42)
+    n = 600
+    mos = rng.standard_normal(n)
+    pred_a = mos + 0.3 * rng.standard_normal(n)
+    pred_b = mos + 1.0 * rng.standard_normal(n)
+    true_delta = _population_srcc(0.3) - _population_srcc(1.0)  # about 0.25
+    for method in ("BCa", "percentile"):
+        low, high = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000, seed=0, method=method)
+        assert low < true_delta < high, method
+        assert low > 0.0, method
+        assert high - low < 0.15, method
+    # Same seed, same interval; swapping the heads mirrors it.
+    low, high = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000, seed=0, method="percentile")
+    assert (low, high) == paired_bootstrap_srcc_ci(mos, pred_a, pred_b, 1000, seed=0, method="percentile")
+    low_s, high_s = paired_bootstrap_srcc_ci(mos, pred_b, pred_a, 1000, seed=0, method="percentile")
+    assert (low_s, high_s) == pytest.approx((-high, -low))
+
+
+def test_paired_bootstrap_degenerate_cases() -> None:
+    mos = np.arange(10.0)
+    pred = np.array([0.0, 2, 1, 3, 5, 4, 6, 8, 7, 9])
+    assert paired_bootstrap_srcc_ci(mos, pred, 2.0 * pred + 1.0) == (0.0, 0.0)  # same ranks
+    low, high = paired_bootstrap_srcc_ci(mos, pred, np.ones(10))
+    assert math.isnan(low) and math.isnan(high)
+    with pytest.raises(StatsInputError, match="equal length"):
+        paired_bootstrap_srcc_ci(mos, pred, pred[:5])
+
+
+def test_rowwise_srcc_matches_spearmanr_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, size=(4, 30)).astype(float)
+    b = a + rng.integers(0, 3, size=(4, 30))
+    expected = [sps.spearmanr(a[i], b[i]).statistic for i in range(4)]
+    assert rowwise_srcc(a, b) == pytest.approx(expected, rel=1e-12)
+
+
+def _ordered_scores() -> pd.DataFrame:
+    # Four blocks; head C always best, B second, A worst.
+    return pd.DataFrame(
+        {"A": [0.70, 0.80, 0.60, 0.75], "B": [0.72, 0.85, 0.65, 0.80], "C": [0.74, 0.90, 0.70, 0.85]},
+        index=["LIVE", "CSIQ", "TID2013", "KADID-10k"],
+    )
+
+
+def test_friedman_hand_computed() -> None:
+    # Rank sums 4, 8, 12: chi2 = 12 / (N k (k+1)) * sum R^2 - 3 N (k+1) = 0.25 * 224 - 48 = 8.
+    stat, p = friedman_test(_ordered_scores())
+    assert stat == pytest.approx(8.0)
+    assert p == pytest.approx(math.exp(-4.0))  # chi2 survival with 2 df is exp(-x / 2)
+    with pytest.raises(StatsInputError, match="at least 3 heads"):
+        friedman_test(_ordered_scores()[["A", "B"]])
+
+
+def test_average_ranks() -> None:
+    ranks = average_ranks(_ordered_scores())
+    assert ranks.to_dict() == {"C": 1.0, "B": 2.0, "A": 3.0}
+    assert list(ranks.index) == ["C", "B", "A"]
+    assert average_ranks(_ordered_scores(), higher_is_better=False).to_dict() == {"A": 1.0, "B": 2.0, "C": 3.0}
+    tied = pd.DataFrame({"A": [0.5, 0.9], "B": [0.5, 0.8]})
+    assert average_ranks(tied).to_dict() == {"A": 1.25, "B": 1.75}
+    with pytest.raises(StatsInputError, match="NaN"):
+        average_ranks(pd.DataFrame({"A": [0.5, np.nan], "B": [0.5, 0.8]}))
+
+
+def test_nemenyi_critical_difference_matches_demsar_table() -> None:
+    # Demsar (2006), Table 5a: q_0.05 = 2.343 (k=3), 2.569 (k=4), 2.728 (k=5).
+    for k, q in ((3, 2.343), (4, 2.569), (5, 2.728)):
+        cd = nemenyi_critical_difference(k, n_blocks=10)
+        assert cd == pytest.approx(q * math.sqrt(k * (k + 1) / 60.0), abs=2e-3)
+    with pytest.raises(StatsInputError, match=">= 3 heads"):
+        nemenyi_critical_difference(2, 10)
+
+
+def test_write_provenance_fields(tmp_path) -> None:
+    out = tmp_path / "res"
+    path = provenance.write_provenance(
+        out, ["dor-bench", "report", "--out", "a b"], duration_s=np.float64(1.5), n_runs=np.int64(40)
+    )
+    assert path == out / "provenance.json"
+    record = json.loads(path.read_text())
+    assert record["command"] == "dor-bench report --out 'a b'"
+    assert record["argv"] == ["dor-bench", "report", "--out", "a b"]
+    assert record["duration_s"] == 1.5 and record["n_runs"] == 40
+    assert record["git_sha"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", record["git_sha"])
+    date = datetime.fromisoformat(record["date"])
+    assert date.utcoffset() == UTC.utcoffset(None)
+    assert abs((datetime.now(UTC) - date).total_seconds()) < 600
+    machine = record["machine"]
+    assert machine["cpu_count"] == os.cpu_count()
+    assert machine["torch"] == torch.__version__
+    assert machine["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    assert machine["platform"]
+
+
+def test_write_provenance_outside_git_and_reserved_keys(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(provenance, "_REPO_DIR", tmp_path)
+    record = json.loads(provenance.write_provenance(tmp_path, "python x.py").read_text())
+    assert record["git_sha"] == "unknown"
+    assert record["command"] == "python x.py" and record["argv"] is None
+    with pytest.raises(ValueError, match="reserved"):
+        provenance.write_provenance(tmp_path, "x", date="yesterday")
