@@ -1,0 +1,60 @@
+"""SORD head: soft ordinal labels (Díaz & Marathe, CVPR 2019)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines._common import bin_centres, check_positive
+from dor_iqa.ordinal import at_least_float32, autocast_disabled, validate_num_bins
+
+
+class SORDHead(nn.Module):
+    """K-way softmax trained on soft ordinal labels (registry name ``"sord"``).
+
+    Target ``q_i = softmax_i(-alpha * d_i^2)`` with ``d_i = K (t_i - u)`` the distance from ``u`` to bin
+    centre ``t_i = (i + 0.5) / K`` measured in bins (the rank scale of Díaz & Marathe; squared distance is
+    their metric penalty).  Loss: ``KL(q || p)`` averaged over the batch (same gradient as their
+    cross-entropy).  Prediction: expectation of the bin centres under ``p``.
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the feature vector.
+    num_bins : int, default 28
+        Number of bins ``K``; 28 matches the DOR heads.
+    alpha : float, default 1.0
+        Sharpness of the soft labels (per squared bin); a neighbouring bin gets ``exp(-alpha)`` of the
+        weight of the bin at distance 0.
+    """
+
+    name = "sord"
+
+    def __init__(self, in_features: int, num_bins: int = 28, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.num_bins = validate_num_bins(num_bins)
+        self.alpha = check_positive(self.name, "alpha", alpha)
+        self.linear = nn.Linear(in_features, num_bins)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Return the class logits, shape ``(B, K)``."""
+        return self.linear(features)
+
+    def soft_labels(self, u: Tensor) -> Tensor:
+        """SORD targets ``softmax(-alpha * (K (t_i - u))^2)``, shape ``(B, K)``, at least float32."""
+        u = at_least_float32(u)
+        distance = (bin_centres(self.num_bins, u) - u.unsqueeze(-1)) * self.num_bins
+        return torch.softmax(-self.alpha * distance.square(), dim=-1)
+
+    def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
+        """``KL(soft_labels(u) || softmax(outputs))``, batch mean, in at least float32."""
+        outputs = at_least_float32(outputs)
+        with autocast_disabled(outputs):
+            targets = self.soft_labels(u).to(outputs.dtype)
+            return F.kl_div(F.log_softmax(outputs, dim=-1), targets, reduction="batchmean")
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        """Expected bin centre under the softmax, shape ``(B,)``."""
+        probs = torch.softmax(at_least_float32(outputs), dim=-1)
+        return (probs * bin_centres(self.num_bins, probs)).sum(dim=-1)

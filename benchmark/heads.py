@@ -1,0 +1,114 @@
+"""Registry of prediction heads: short name -> head class, and construction with checked hyper-parameters.
+
+Every head follows the protocol of :class:`dor_iqa.DORHead`: ``__init__(in_features, **hparams)``,
+``forward(features)``, ``loss(outputs, u)`` with ``u`` in [0, 1], ``predict(outputs)`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from baselines import CoralHead, CornHead, EMDHead, L1Head, MSEHead, SORDHead
+from dor_iqa.ordinal import DORHead
+from dor_iqa.seed_compat import SeedDORHead
+
+__all__ = ["HeadHparamError", "UnknownHeadError", "get_head", "head_hparams", "list_heads"]
+
+_HEADS: dict[str, type[nn.Module]] = {
+    cls.name: cls for cls in (MSEHead, L1Head, DORHead, SeedDORHead, CoralHead, CornHead, SORDHead, EMDHead)
+}
+
+
+class UnknownHeadError(KeyError, ValueError):
+    """A head name that is not registered; the message lists the registered names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class HeadHparamError(TypeError, ValueError):
+    """A hyper-parameter a head does not accept; the message names the head, the key and the accepted keys."""
+
+
+def list_heads() -> list[str]:
+    """Registered head names, sorted.
+
+    Returns
+    -------
+    list of str
+        E.g. ``['coral', 'corn', 'dor', 'dor-seed', 'emd', 'l1', 'mse', 'sord']``.
+    """
+    return sorted(_HEADS)
+
+
+def _head_class(name: str) -> type[nn.Module]:
+    try:
+        return _HEADS[name]
+    except KeyError:
+        raise UnknownHeadError(
+            f"unknown head {name!r}; registered heads: {', '.join(list_heads())}. "
+            "Fix the name in the grid config or register the head in benchmark/heads.py."
+        ) from None
+
+
+def head_hparams(name: str) -> dict[str, Any]:
+    """Hyper-parameters a head accepts, with their defaults (for logging and config validation).
+
+    Parameters
+    ----------
+    name : str
+        Registered head name.
+
+    Returns
+    -------
+    dict
+        ``{hparam: default}`` for every keyword of the head's ``__init__`` except ``in_features``.
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered.
+    """
+    params = inspect.signature(_head_class(name).__init__).parameters
+    return {key: p.default for key, p in params.items() if key not in ("self", "in_features")}
+
+
+def get_head(name: str, in_features: int, **hparams: Any) -> nn.Module:
+    """Build the head registered as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registered head name (see :func:`list_heads`).
+    in_features : int
+        Width of the feature vector the head receives (> 0).
+    **hparams
+        Head hyper-parameters (see :func:`head_hparams`); defaults fill the rest.
+
+    Returns
+    -------
+    nn.Module
+        The head.
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered.
+    HeadHparamError
+        If a hyper-parameter is not accepted by that head.
+    ValueError
+        If ``in_features`` is not a positive integer, or a head rejects a hyper-parameter's value.
+    """
+    accepted = head_hparams(name)
+    unexpected = sorted(set(hparams) - set(accepted))
+    if unexpected:
+        raise HeadHparamError(
+            f"head {name!r} does not accept hyper-parameter(s) {', '.join(map(repr, unexpected))}; "
+            f"accepted: {', '.join(accepted) or '(none)'}."
+        )
+    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
+        raise ValueError(f"head {name!r}: in_features must be a positive integer, got {in_features!r}.")
+    return _HEADS[name](in_features, **hparams)
