@@ -1,0 +1,98 @@
+"""Named exceptions of the data layer; each message says what is wrong, where, and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _preview(items: Sequence[object], limit: int = 5) -> str:
+    """Format the first ``limit`` items of a sequence, noting how many were left out."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    rest = len(items) - limit
+    return f"{shown} (and {rest} more)" if rest > 0 else shown
+
+
+class DataError(Exception):
+    """Base class of every error raised by :mod:`benchmark.data`."""
+
+
+class UnknownDatasetError(DataError, ValueError):
+    """A dataset name that is not in the registry."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"unknown dataset {name!r}; known datasets: {', '.join(known)}. "
+            "For your own images use benchmark.data.load_custom_labels(csv_path, higher_is_better)."
+        )
+        self.name = name
+
+
+class MissingImagesError(DataError, FileNotFoundError):
+    """Images listed by a label file that are not on disk (or no image folder at all)."""
+
+    def __init__(self, dataset: str, missing: Sequence[str], total: int, layout: str) -> None:
+        super().__init__(
+            f"dataset {dataset!r}: {len(missing)} of {total} images not found, e.g. {_preview(missing, 3)}. "
+            f"Expected layout: {layout}."
+        )
+        self.dataset = dataset
+        self.missing = list(missing)
+
+
+class CorruptImageError(DataError, OSError):
+    """An image file that PIL cannot decode (corrupt, truncated, or not an image)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"cannot decode image {path}: {reason}. Replace or re-download the file; "
+            "benchmark.data.find_bad_images(labels) lists every bad file of a label table."
+        )
+        self.path = path
+        self.reason = reason
+
+
+class InvalidScoreError(DataError, ValueError):
+    """Scores that are missing (NaN) or not numbers."""
+
+    def __init__(self, source: str, rows: Sequence[int], values: Sequence[object]) -> None:
+        pairs = [f"row {row}: {value!r}" for row, value in zip(rows, values)]
+        super().__init__(
+            f"{source}: {len(rows)} scores are missing or not numeric ({_preview(pairs)}); "
+            "rows are 0-based data rows (file line = row + 2). Fix or remove these rows."
+        )
+        self.rows = list(rows)
+
+
+class DuplicateImageError(DataError, ValueError):
+    """The same image listed on more than one row."""
+
+    def __init__(self, source: str, images: Sequence[str]) -> None:
+        super().__init__(
+            f"{source}: {len(images)} images appear on more than one row ({_preview(images)}). "
+            "Keep one row per image (average the scores if they are repeated ratings)."
+        )
+        self.images = list(images)
+
+
+class ScoreOutOfRangeError(DataError, ValueError):
+    """Scores outside the declared scale of a dataset."""
+
+    def __init__(self, source: str, rows: Sequence[int], values: Sequence[float], lo: float, hi: float) -> None:
+        pairs = [f"row {row}: {value!r}" for row, value in zip(rows, values)]
+        super().__init__(
+            f"{source}: {len(rows)} scores lie outside the declared scale [{lo}, {hi}] ({_preview(pairs)}). "
+            "Fix the scores or declare the right scale (scale=(lo, hi))."
+        )
+        self.rows = list(rows)
+
+
+class LabelFileError(DataError, ValueError):
+    """A label file that lacks required columns or cannot be read."""
+
+
+class SplitError(DataError, ValueError):
+    """A split that cannot be made (bad fractions, too few content groups)."""
+
+
+class RecipeError(DataError, ValueError):
+    """An invalid recipe for the embedded ``bundled`` dataset."""
