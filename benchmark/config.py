@@ -82,7 +82,17 @@ class Cell:
     @property
     def rng_seed(self) -> int:
         """Seed of every random stream shared by the heads of this cell (order, crops, shared init)."""
-        return int.from_bytes(hashlib.sha256(self.key.encode()).digest()[:4], "little") & 0x7FFFFFFF
+        return stable_seed(self.key)
+
+    @property
+    def backbone_seed(self) -> int:
+        """Seed of a randomly initialised backbone: shared by all splits of a seed, so frozen features are too."""
+        return stable_seed(f"{self.backbone}|seed{self.seed}")
+
+
+def stable_seed(text: str) -> int:
+    """A 31-bit seed derived from a text by sha256 (stable across processes, unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ class RunRecorder:
     tags: dict[str, str]
     params: dict[str, object]
     run_id: str = field(init=False, default="")
+    failed: bool = field(init=False, default=False)
 
     def __enter__(self) -> "RunRecorder":
         run = self.client.create_run(self.experiment_id, tags=self.tags,
@@ -117,8 +118,14 @@ class RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "FINISHED" if exc_type is None else "FAILED"
+        status = "FINISHED" if exc_type is None and not self.failed else "FAILED"
         self.client.set_terminated(self.run_id, status=status)
+
+    def fail(self, reason: str) -> None:
+        """End the run as FAILED (tag ``failure``) without raising: the grid goes on with other runs."""
+        log.warning("run %s (%s, %s) failed: %s", self.run_id, self.tags["cell_key"], self.tags["head"], reason)
+        self.client.set_tag(self.run_id, "failure", reason)
+        self.failed = True
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Add tags known only after training starts (hashes)."""

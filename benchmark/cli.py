@@ -1,0 +1,136 @@
+"""``dor-bench``: run a grid, list what exists, report a grid, score images with a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchmark.config import load_grid
+    from benchmark.grid import estimate_seconds, execute, plan_grid
+
+    grid = load_grid(args.config)
+    plan = plan_grid(grid, args.tracking_uri)
+    cells = grid.cells()
+    print(f"grid '{grid.name}' ({grid.source}): {len(cells)} cells × {len(grid.heads)} heads, regime "
+          f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
+    print(f"tracking: {plan.tracking_uri}")
+    if args.dry_run:
+        print(f"{'cell':<70} heads to run")
+        for cell in cells:
+            print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
+        print(f"estimated time: {estimate_seconds(plan) / 60:.1f} min on this machine (rough)")
+        return 0
+    slurm = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
+    if args.slurm_partition:
+        slurm["slurm_partition"] = args.slurm_partition
+    start = time.perf_counter()
+    outcomes = execute(plan, args.executor, args.workers, args.data_root, on_cell=_print_cell, slurm=slurm)
+    print(f"done: {sum(len(o.results) for o in outcomes)} runs in {len(outcomes)} cells, "
+          f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
+    return 0
+
+
+def _print_cell(outcome) -> None:
+    scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics else f"{r.head} FAILED"
+                       for r in outcome.results)
+    print(f"{outcome.cell.key}: {scores}  ({outcome.seconds:.1f} s)", flush=True)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from benchmark.config import builtin_grids
+    from benchmark.data import list_datasets
+    from benchmark.heads import list_heads
+
+    print("heads:    " + ", ".join(list_heads()))
+    print("datasets: " + ", ".join(list_datasets()))
+    print("grids:    " + ", ".join(builtin_grids()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from benchmark.report import build_report
+
+    result = build_report(args.grid, args.tracking_uri, args.out, reference=args.reference)
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(f"report written to {result.out_dir}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from benchmark.predict import load_trained_model, score_images
+
+    table = score_images(load_trained_model(args.run_id, args.tracking_uri), args.images)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+    failed = int((table["error"] != "").sum())
+    if failed:
+        print(f"{failed} of {len(table)} images could not be read (see the error column)", file=sys.stderr)
+    return 1 if failed == len(table) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dor-bench`` argument parser."""
+    parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="train a grid (default: the embedded offline default grid)")
+    run.add_argument("--config", help="grid YAML file or built-in grid name (default: default)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
+    run.add_argument("--executor", choices=("local", "submitit"), default="local")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes (use an MLflow server for > 1)")
+    run.add_argument("--data-root", help="folder holding the datasets' images (else $DOR_IQA_DATA)")
+    run.add_argument("--slurm-cluster", help="submitit cluster: slurm (default when available), local or debug")
+    run.add_argument("--slurm-partition", help="Slurm partition for the job array")
+    run.add_argument("--dry-run", action="store_true", help="print the cell table and a time estimate, train nothing")
+    run.set_defaults(func=_run)
+
+    lst = sub.add_parser("list", help="list heads, datasets and built-in grids")
+    lst.set_defaults(func=_list)
+
+    rep = sub.add_parser("report", help="statistics, tables and plots of a grid from MLflow (no retraining)")
+    rep.add_argument("--grid", help="grid (experiment) name; default: the only one in the store")
+    rep.add_argument("--tracking-uri", help="MLflow tracking URI")
+    rep.add_argument("--out", help="output folder (default: results/<grid>)")
+    rep.add_argument("--reference", default="mse", help="head every other head is compared with (default: mse)")
+    rep.set_defaults(func=_report)
+
+    pred = sub.add_parser("predict", help="score images with the model of a finished run")
+    pred.add_argument("images", nargs="+", help="image files")
+    pred.add_argument("--run-id", required=True, help="MLflow run id (runs.csv of a report lists them)")
+    pred.add_argument("--tracking-uri", help="MLflow tracking URI")
+    pred.add_argument("--out", help="also write the table to this CSV file")
+    pred.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dor-bench`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, OSError) as exc:  # the suite's errors say what to do; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

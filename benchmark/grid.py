@@ -1,0 +1,183 @@
+"""Running a grid: resume bookkeeping, cache preparation, and the local and Slurm (submitit) executors.
+
+Resume: before any work starts, runs left RUNNING by a killed process are marked FAILED and every
+(cell, head) that already has a FINISHED run is skipped, so a grid can be killed and rerun at will and
+never ends with two FINISHED runs for one (cell, head). Parallel workers need an MLflow server
+(``mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db``) because SQLite locks under
+concurrent writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from mlflow.tracking import MlflowClient
+from tqdm.auto import tqdm
+
+from benchmark.cell import CellRunner, HeadResult, dataset_labels
+from benchmark.config import Cell, GridConfig
+from benchmark.data import dataset_info
+from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "submitit")
+
+
+@dataclass
+class CellOutcome:
+    """A cell's finished heads (empty when everything was already done)."""
+
+    cell: Cell
+    results: list[HeadResult]
+    seconds: float
+
+
+@dataclass
+class GridPlan:
+    """What a run of the grid would do: all cells, and the heads still to train per cell."""
+
+    grid: GridConfig
+    tracking_uri: str
+    experiment_id: str
+    todo: dict[Cell, set[str]] = field(default_factory=dict)
+
+    @property
+    def n_runs(self) -> int:
+        """Number of (cell, head) runs still to train."""
+        return sum(len(heads) for heads in self.todo.values())
+
+
+def plan_grid(grid: GridConfig, tracking_uri: str | None = None) -> GridPlan:
+    """Resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    experiment_id = get_experiment_id(client, uri, grid.name)
+    finished = prepare_resume(client, experiment_id)
+    plan = GridPlan(grid, uri, experiment_id)
+    for cell in grid.cells():
+        heads = {h.label for h in grid.heads if (cell.key, h.label) not in finished}
+        if heads:
+            plan.todo[cell] = heads
+    return plan
+
+
+def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, experiment_id: str,
+             data_root: str | None = None, threads: int | None = None) -> CellOutcome:
+    """Train the given heads of one cell (the unit of work of every executor)."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    runner = CellRunner(grid, cell, MlflowClient(tracking_uri), experiment_id, data_root)
+    skip = {h.label for h in grid.heads} - heads
+    results = runner.run(skip=skip)
+    return CellOutcome(cell, results, time.perf_counter() - start)
+
+
+def _prepare_caches(plan: GridPlan, data_root: str | None) -> None:
+    """Build dataset and feature caches in this process before parallel workers start (frozen regime).
+
+    A runner asked to skip every head builds its inputs (features) and trains nothing.
+    """
+    grid = plan.grid
+    if grid.regime != "frozen":
+        return
+    first = {}
+    for cell in plan.todo:
+        first.setdefault((cell.backbone, cell.dataset, cell.test_dataset), cell)
+    for cell in tqdm(list(first.values()), desc="caches", unit="backbone×dataset"):
+        runner = CellRunner(grid, cell, MlflowClient(plan.tracking_uri), plan.experiment_id, data_root)
+        runner.run(skip={h.label for h in grid.heads})
+
+
+def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root: str | None = None,
+            on_cell: Callable[[CellOutcome], None] | None = None, slurm: dict | None = None) -> list[CellOutcome]:
+    """Run every pending (cell, head) of the plan.
+
+    Parameters
+    ----------
+    plan : from :func:`plan_grid`.
+    executor : ``local`` (in this process, or ``workers`` processes) or ``submitit`` (a Slurm job array;
+        ``slurm`` holds submitit parameters, e.g. ``{"cluster": "local"}`` or partition/gpus/timeout).
+    data_root : folder holding the datasets' images (overrides the grid's ``data_root``).
+    on_cell : called with each finished cell (the CLI prints a summary line).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    if not plan.todo:
+        return []
+    for name in {d for p in plan.grid.datasets for d in (p.train, p.test)}:
+        dataset_labels(plan.grid, name, data_root or plan.grid.data_root)  # fail early on missing data
+    args = [(plan.grid, cell, heads, plan.tracking_uri, plan.experiment_id, data_root)
+            for cell, heads in plan.todo.items()]
+    outcomes: list[CellOutcome] = []
+
+    def done(outcome: CellOutcome) -> None:
+        outcomes.append(outcome)
+        if on_cell:
+            on_cell(outcome)
+
+    if executor == "submitit":
+        for outcome in _submitit(args, slurm or {}, plan):
+            done(outcome)
+        return outcomes
+    if workers > 1:
+        _prepare_caches(plan, data_root)
+    bar = tqdm(total=len(args), desc=f"grid {plan.grid.name}", unit="cell")
+    if workers <= 1:
+        for a in args:
+            done(run_cell(*a))
+            bar.update(1)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(run_cell, *a, threads) for a in args]
+            for future in as_completed(futures):
+                done(future.result())
+                bar.update(1)
+    bar.close()
+    return outcomes
+
+
+def _submitit(args: list[tuple], slurm: dict, plan: GridPlan) -> list[CellOutcome]:
+    import submitit
+
+    params = dict(slurm)
+    folder = Path(params.pop("folder", Path("mlruns") / "submitit" / plan.grid.name))
+    cluster = params.pop("cluster", None)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(name=f"dor-bench-{plan.grid.name}", **params)
+    jobs = executor.map_array(run_cell, *zip(*args))
+    log.info("submitted %d cells as job array %s (logs in %s)", len(jobs), jobs[0].job_id if jobs else "-", folder)
+    return [job.result() for job in tqdm(jobs, desc=f"grid {plan.grid.name} (submitit)", unit="cell")]
+
+
+def estimate_seconds(plan: GridPlan) -> float:
+    """Rough wall-clock estimate from measured rates (DESIGN.md): 2-core CPU or one GPU."""
+    grid = plan.grid
+    gpu = torch.cuda.is_available()
+    total = 0.0
+    for cell, heads in plan.todo.items():
+        n = _n_rows(grid, cell.dataset)
+        if grid.regime == "frozen":
+            total += len(heads) * (1.5 + 0.002 * n * grid.epochs / 40)
+        else:
+            rate = 2500.0 if gpu else 10.0
+            total += len(heads) * grid.epochs * n * 0.8 / rate
+    if grid.regime == "frozen":
+        pairs = {(c.backbone, c.dataset) for c in plan.todo}
+        total += sum(_n_rows(grid, d) / (1000.0 if gpu else 40.0) for _, d in pairs)
+    return total
+
+
+def _n_rows(grid: GridConfig, dataset: str) -> int:
+    if dataset in grid.custom_datasets:
+        return len(dataset_labels(grid, dataset, grid.data_root)[0])
+    return dataset_info(dataset).n_rows

@@ -1,0 +1,163 @@
+"""End-to-end: tiny real grids on CPU into a temporary MLflow store, resume, crash recovery, executors."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from benchmark.cli import main
+from benchmark.config import load_grid
+from benchmark.grid import execute, plan_grid
+from benchmark.tracking import RUN_TAGS, TEST_METRICS
+
+
+def _runs(uri, grid="tiny"):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(grid)
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _finished_per_key(runs):
+    keys = [(r.data.tags["cell_key"], r.data.tags["head"]) for r in runs if r.info.status == "FINISHED"]
+    return pd.Series(keys).value_counts()
+
+
+def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
+    path = grid_file()
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    client, runs = _runs(tracking_uri)
+    assert len(runs) == 2 * 3 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert set(RUN_TAGS) <= set(run.data.tags)
+        assert {f"test_{m}" for m in TEST_METRICS} <= set(run.data.metrics)
+        assert run.data.params["n_test"] == str(len(_predictions(client, run)))
+        assert len(client.get_metric_history(run.info.run_id, "val_srcc")) >= 1
+    predictions = _predictions(client, runs[0])
+    assert list(predictions.columns) == ["image", "mos", "pred"]
+    assert predictions["pred"].between(1, 5).all() and predictions["mos"].between(1, 5).all()
+
+    by_cell = {}
+    for run in runs:
+        by_cell.setdefault(run.data.tags["cell_key"], []).append(run.data.tags)
+    assert len(by_cell) == 2
+    for tags in by_cell.values():  # matched pairs: identical shared init and sample order
+        assert len({t["init_hash"] for t in tags}) == 1 and len({t["order_hash"] for t in tags}) == 1
+        assert {t["head"] for t in tags} == {"mse", "dor", "dor-seed"}
+    assert len({tags[0]["order_hash"] for tags in by_cell.values()}) == 2
+
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    assert len(_runs(tracking_uri)[1]) == 6  # a rerun adds nothing
+
+    stuck = runs[0]
+    client.update_run(stuck.info.run_id, status="RUNNING")
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    _, again = _runs(tracking_uri)
+    statuses = {r.info.run_id: r.info.status for r in again}
+    assert statuses[stuck.info.run_id] == "FAILED" and len(again) == 7
+    counts = _finished_per_key(again)
+    assert len(counts) == 6 and (counts == 1).all()
+
+
+def _predictions(client, run):
+    path = client.download_artifacts(run.info.run_id, "predictions.csv")
+    return pd.read_csv(path)
+
+
+def test_dry_run_prints_cells_and_estimate(grid_file, tracking_uri):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["run", "--config", grid_file(), "--tracking-uri", tracking_uri, "--dry-run"]) == 0
+    text = out.getvalue()
+    assert "test_resnet|tiny->tiny|frozen|split1|seed0" in text and "estimated time" in text
+    assert "6 runs to do" in text
+
+
+def test_finetune_regime_and_predict(grid_file, tracking_uri, tiny_dataset, tmp_path):
+    path = grid_file(regime="finetune", splits=1, epochs=1, heads={"mse": {}, "dor": {"num_bins": 8}})
+    plan = plan_grid(load_grid(path), tracking_uri)
+    outcomes = execute(plan)
+    assert [len(o.results) for o in outcomes] == [2]
+    client, runs = _runs(tracking_uri)
+    assert len({r.data.tags["init_hash"] for r in runs}) == 1
+    assert all("model.pt" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in runs)
+
+    from benchmark.predict import load_trained_model, score_images
+
+    run = runs[0]
+    predictions = _predictions(client, run)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    images = list(predictions["image"][:3]) + [str(broken)]
+    table = score_images(load_trained_model(run.info.run_id, tracking_uri), images)
+    assert list(table["image"]) == images
+    assert table["error"].iloc[3] and np.isnan(table["score"].iloc[3])
+    np.testing.assert_allclose(table["score"][:3], predictions["pred"][:3], rtol=1e-4, atol=1e-4)
+
+
+def test_predict_frozen_matches_logged_predictions(grid_file, tracking_uri):
+    path = grid_file(splits=1, heads={"dor": {"num_bins": 8}})
+    execute(plan_grid(load_grid(path), tracking_uri))
+    client, runs = _runs(tracking_uri)
+    from benchmark.predict import load_trained_model, score_images
+
+    predictions = _predictions(client, runs[0])
+    table = score_images(load_trained_model(runs[0].info.run_id, tracking_uri), list(predictions["image"][:5]))
+    np.testing.assert_allclose(table["score"], predictions["pred"][:5], rtol=1e-4, atol=1e-4)
+
+
+def test_submitit_local_executor(grid_file, tracking_uri, tmp_path):
+    path = grid_file(splits=1, heads={"mse": {}, "dor": {"num_bins": 8}})
+    plan = plan_grid(load_grid(path), tracking_uri)
+    outcomes = execute(plan, "submitit", slurm={"cluster": "local", "folder": str(tmp_path / "jobs"),
+                                                "timeout_min": 10})
+    assert len(outcomes) == 1 and {r.head for r in outcomes[0].results} == {"mse", "dor"}
+    _, runs = _runs(tracking_uri)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
+    path = grid_file(splits=4, epochs=8)
+    command = [sys.executable, "-m", "benchmark.cli", "run", "--config", path, "--tracking-uri", tracking_uri]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                runs = _runs(tracking_uri)[1]
+            except Exception:  # the store may not exist yet or be locked mid-write
+                runs = []
+            if sum(r.info.status == "FINISHED" for r in runs) >= 2:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the grid finished before it could be killed; make it longer"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    _, partial = _runs(tracking_uri)
+    assert sum(r.info.status == "FINISHED" for r in partial) < 12
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, runs = _runs(tracking_uri)
+    counts = _finished_per_key(runs)
+    assert len(counts) == 4 * 3 and (counts == 1).all()
+    assert not any(r.info.status == "RUNNING" for r in runs)
+
+
+def test_missing_dataset_fails_before_training(grid_file, tracking_uri, tmp_path):
+    path = grid_file(datasets=["koniq10k"])
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--data-root", str(tmp_path)]) == 1
+    assert "koniq10k" in err.getvalue()
+    assert len(_runs(tracking_uri)[1]) == 0
