@@ -8,6 +8,7 @@ features or decoded images) → :func:`benchmark.training.fit` per head → test
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, replace
@@ -78,6 +79,18 @@ def _settings(grid: GridConfig, device: str) -> TrainSettings:
                          grid.schedule, grid.warmup_epochs, grid.head_lr_multiplier, device)
 
 
+def seeded_backbone(name: str, pretrained: bool | str, seed: int) -> nn.Module:
+    """A backbone whose random initialisation (if any) is seeded, never left to chance."""
+    torch.manual_seed(seed)
+    return create_backbone(name, pretrained)
+
+
+@functools.lru_cache(maxsize=2)
+def _frozen_backbone(name: str, pretrained: bool | str, seed: int) -> tuple[nn.Module, str]:
+    backbone = seeded_backbone(name, pretrained, seed).eval()
+    return backbone, weights_fingerprint(backbone)
+
+
 def default_device() -> str:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -113,13 +126,13 @@ class CellRunner:
         self.targets = torch.from_numpy(self.label_map.targets(u).astype(np.float32))
         self.orders = epoch_orders(len(self.train_idx), grid.epochs, cell.rng_seed)
         self.spec = grid.backbone(cell.backbone)
-        self.backbone = create_backbone(self.spec.name, self._pretrained())
+        if grid.regime == "frozen":  # never trained: one instance per process serves every cell
+            self.backbone, self.backbone_hash = _frozen_backbone(self.spec.name, self.spec.pretrained,
+                                                                 cell.backbone_seed)
+        else:
+            self.backbone = seeded_backbone(self.spec.name, self.spec.pretrained, cell.backbone_seed)
+            self.backbone_hash = weights_fingerprint(self.backbone)
         self.prep = Preprocessing.for_backbone(self.backbone, grid.image_size)
-        self.backbone_hash = weights_fingerprint(self.backbone)
-
-    def _pretrained(self) -> bool | str:
-        torch.manual_seed(self.cell.backbone_seed)  # a random-init backbone is seeded, never left to chance
-        return self.spec.pretrained
 
     def run(self, skip: set[str] = frozenset(), progress=None) -> list[HeadResult]:
         """Train the heads whose labels are not in ``skip``; return their summaries."""

@@ -57,7 +57,7 @@ def labels_fingerprint(labels: pd.DataFrame) -> str:
 
 @torch.inference_mode()
 def cached_features(backbone: nn.Module, backbone_name: str, dataset: str, labels: pd.DataFrame,
-                    prep: Preprocessing, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+                    prep: Preprocessing, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
     """Features [N, F] (float32) of every image in ``labels``, computed once and cached on disk.
 
     The cache key covers the backbone name, a fingerprint of its weights, the dataset's image list and
@@ -69,12 +69,13 @@ def cached_features(backbone: nn.Module, backbone_name: str, dataset: str, label
     if path.exists():
         return np.load(path)
     images = decode_cache(labels, prep.resize)
-    backbone = backbone.to(device).eval()
+    backbone = backbone.to(device, memory_format=torch.channels_last).eval()  # ~1.5-2x faster on CPU too
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc=f"features {backbone_name}/{dataset}",
                       unit="batch", leave=False):
         batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
-        chunks.append(backbone(prep.eval_batch(batch)).float().cpu().numpy())
+        inputs = prep.eval_batch(batch).contiguous(memory_format=torch.channels_last)
+        chunks.append(backbone(inputs).float().cpu().numpy())
     features = np.concatenate(chunks).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")

@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from benchmark.cell import LabelMap
+from benchmark.cell import LabelMap, seeded_backbone
 from benchmark.data import DatasetInfo, decode_image
 from benchmark.features import Preprocessing
 from benchmark.heads import get_head
@@ -69,8 +69,7 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
     label_map = LabelMap(DatasetInfo(**{k: mapping.pop(k) for k in list(mapping) if k not in ("u_low", "u_high")}),
                          mapping["u_low"], mapping["u_high"])
     if state["regime"] == "frozen":
-        torch.manual_seed(state["backbone_seed"])  # a random-init backbone was seeded from the cell
-        backbone = create_backbone(state["backbone"], state["pretrained"]).eval()
+        backbone = seeded_backbone(state["backbone"], state["pretrained"], state["backbone_seed"]).eval()
         if weights_fingerprint(backbone) != state["backbone_weights"]:
             raise RunArtifactError(
                 f"run {run_id}: the backbone weights available here ({state['backbone']}, pretrained="

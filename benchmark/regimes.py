@@ -40,7 +40,7 @@ class FeatureSource:
 
     def __init__(self, features: list[np.ndarray], train_idx: np.ndarray, device: str):
         self.features = torch.from_numpy(np.concatenate(features)).float()
-        train = self.features[torch.as_tensor(train_idx)]
+        train = self.features[torch.tensor(train_idx)]
         self.mean = train.mean(0)
         std = train.std(0)
         # a feature (nearly) constant on the training part must not blow up on other rows
@@ -55,7 +55,7 @@ class FeatureSource:
 
     def train_inputs(self, indices: np.ndarray) -> torch.Tensor:
         """Features of the rows (no augmentation in the frozen regime)."""
-        return self.features[torch.as_tensor(indices, device=self.device)]
+        return self.features[torch.tensor(indices, device=self.device)]
 
     eval_inputs = train_inputs
 

@@ -43,7 +43,7 @@ def test_default_recipe_size_and_info_without_building(tmp_path: Path, monkeypat
     monkeypatch.setenv("DOR_IQA_CACHE", str(tmp_path))
     assert len(PHOTO_NAMES) == 11 and len(DISTORTIONS) == 12 and LEVELS == (1, 2, 3, 4, 5)
     info = dataset_info("bundled")
-    assert info.n_rows == 11 * 3 * 12 * 5 == 1980
+    assert info.n_rows == 11 * 3 * 10 * 5 == 1650
     assert (info.scale_lo, info.scale_hi, info.higher_is_better, info.synthetic) == (1.0, 5.0, True, True)
     assert cache_root() == tmp_path
     assert list(tmp_path.iterdir()) == []
@@ -73,15 +73,16 @@ def test_labels_columns_groups_and_proxy_scale(tiny_builds: tuple[Path, Path]) -
     first, _ = tiny_builds
     table = load_bundled(TINY, first.parent.parent)
     assert list(table.columns[:5]) == ["image", "mos", "u", "ref", "distortion"]
-    assert {"level", "crop", "ssim", "haarpsi"} <= set(table.columns)
+    assert {"level", "crop", "photo", "ssim", "haarpsi"} <= set(table.columns)
     assert table["image"].iloc[0] == str(first / "images" / "chelsea_c0_gaussian_blur_l1.png")
-    assert sorted(table["ref"].unique()) == ["astronaut", "chelsea", "china", "coffee"]
+    assert sorted(table["ref"].unique()) == ["astronaut_c0", "chelsea_c0", "china_c0", "coffee_c0"]
+    assert (table["ref"] == table["photo"] + "_c" + table["crop"].astype(str)).all()
     assert table["mos"].between(1.0, 5.0).all()
     np.testing.assert_allclose(table["u"], (table["mos"] - 1.0) / 4.0)
     # proxy MOS = 1 + 4 * mean(clip(ssim, 0, 1), clip(haarpsi, 0, 1)), recomputed by hand
     quality = (table["ssim"].clip(0, 1) + table["haarpsi"].clip(0, 1)) / 2
     np.testing.assert_allclose(table["mos"], 1 + 4 * quality, atol=3e-6)  # inputs rounded to 6 decimals
-    # within each photo and distortion, a stronger level never scores higher
+    # within each reference crop and distortion, a stronger level never scores higher
     for _, group in table.groupby(["ref", "distortion"]):
         assert group.sort_values("level")["mos"].is_monotonic_decreasing
 
@@ -97,7 +98,7 @@ def test_jpeg_images_carry_decoded_artefacts_losslessly(tiny_builds: tuple[Path,
     assert not np.array_equal(jpeg, blur)
 
 
-def test_split_of_bundled_keeps_photos_whole_over_ten_seeds(tiny_builds: tuple[Path, Path]) -> None:
+def test_split_of_bundled_keeps_reference_crops_whole_over_ten_seeds(tiny_builds: tuple[Path, Path]) -> None:
     table = load_bundled(TINY, tiny_builds[0].parent.parent)
     for seed in range(10):
         parts = make_split(table, seed)

@@ -5,14 +5,18 @@ Its labels are a PROXY, not human opinion: a fixed ensemble of full-reference me
 
 Recipe (:class:`BundledRecipe`, default :data:`DEFAULT_RECIPE`): the 11 natural colour photographs
 shipped inside installed packages (:mod:`benchmark.data.photos`), each resized so its shorter side is
-1.5 x 256 px and cut into 3 crops of 256 x 256 at fixed positions; every crop is degraded by the 12
-distortion types of :mod:`benchmark.data.distortions` at 5 levels: 11 x 3 x 12 x 5 = 1980 images.
+1.5 x 256 px and cut into 3 crops of 256 x 256 at fixed positions; every crop is degraded by 10 of the
+distortion types of :mod:`benchmark.data.distortions` (:data:`DEFAULT_DISTORTIONS`) at 5 levels:
+11 x 3 x 10 x 5 = 1650 images.
 Noise is drawn from a generator seeded by (recipe seed, photo, crop, distortion, level), so the same
 recipe gives identical pixels and labels. Images are stored as lossless PNG (compressed ones carry
 their decoded codec artefacts).
 
-``ref`` is the SOURCE PHOTO's name: crops of one photo share content, so a split keeps whole photos on
-one side. Columns beyond the standard ones: ``level`` (1-5), ``crop`` (index), and the raw metric values.
+``ref`` is the reference crop (``<photo>_c<crop>``): as in KADID-10k or TID2013, all distorted versions of
+one reference stay on one side of a split. Crops of one photo do not overlap much but share its
+style, so cross-crop generalisation is easier than generalising to a new photograph (with whole photos
+as groups, 11 photos leave ~7 for training and frozen ImageNet features then barely generalise).
+Columns beyond the standard ones: ``level`` (1-5), ``crop`` (index), ``photo``, and the raw metric values.
 
 Cache: ``<cache>/bundled/<key>/`` with ``images/*.png``, ``labels.csv`` and ``recipe.json``, where
 ``<cache>`` is :func:`~benchmark.data.cache.cache_root` and ``key`` hashes the recipe, :data:`RECIPE_VERSION`
@@ -49,10 +53,16 @@ from benchmark.data.scales import DatasetInfo
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 MOS_SCALE = (1.0, 5.0)
 MIN_CROP = 32
 _PIXEL_LIBRARIES = ("pillow", "numpy", "scipy", "scikit-image", "torch", "piq")
+
+
+DEFAULT_DISTORTIONS: tuple[str, ...] = (
+    "gaussian_blur", "motion_blur", "gaussian_noise", "jpeg", "jpeg2000", "contrast", "darken", "desaturate",
+    "pixelate", "quantize",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class BundledRecipe:
     crop_size: int = 256
     crop_positions: tuple[tuple[float, float], ...] = ((0.15, 0.15), (0.5, 0.5), (0.85, 0.85))
     resize_factor: float = 1.5
-    distortions: tuple[str, ...] = tuple(DISTORTIONS)
+    distortions: tuple[str, ...] = DEFAULT_DISTORTIONS
     levels: tuple[int, ...] = LEVELS
     seed: int = 0
 
@@ -145,8 +155,9 @@ def _build_crop(task: tuple[BundledRecipe, str, int, Path]) -> list[dict[str, ob
     mos = proxy_mos(scores)
     rows = []
     for index, (name, distortion, level) in enumerate(keys):
-        row: dict[str, object] = {"image": name, "mos": mos[index], "ref": photo, "distortion": distortion}
-        row |= {"level": level, "crop": crop_index}
+        row: dict[str, object] = {"image": name, "mos": mos[index], "ref": f"{photo}_c{crop_index}",
+                                  "distortion": distortion}
+        row |= {"level": level, "crop": crop_index, "photo": photo}
         row |= {metric: scores[metric][index] for metric in METRICS}
         rows.append(row)
     return rows
@@ -247,5 +258,5 @@ def load_bundled(
     check_unique(table["image"].tolist(), source)
     layout = f"{folder}/images/<photo>_c<crop>_<distortion>_l<level>.png; delete {folder} to rebuild it"
     images = locate_images([[folder / "images" / name for name in table["image"]]], "bundled", layout)
-    extra = {column: table[column].tolist() for column in ("level", "crop", *METRICS)}
+    extra = {column: table[column].tolist() for column in ("level", "crop", "photo", *METRICS)}
     return assemble(images, mos, table["ref"].tolist(), table["distortion"].tolist(), bundled_info(recipe), extra)

@@ -1,0 +1,302 @@
+"""Comparison plots of a grid report (PNG, 120 dpi), one function per plot.
+
+Each function takes tidy DataFrames built by :mod:`benchmark.report` and an output path. Figures are
+built with :class:`matplotlib.figure.Figure` and its Agg canvas, never through ``pyplot``, so plotting
+changes no global backend or state and leaks no open figure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from scipy import stats
+
+from benchmark.tables import METRIC_LABELS
+
+DPI = 120
+SIGNIFICANT, NOT_SIGNIFICANT = "#c0392b", "#7f8c8d"
+UP, DOWN = "#1e8449", "#c0392b"
+
+
+def head_colors(heads: list[str]) -> dict[str, tuple]:
+    """A fixed colour per head label (tab10 order), so every plot colours a head the same way."""
+    palette = colormaps["tab10"].colors
+    return {head: palette[i % len(palette)] for i, head in enumerate(heads)}
+
+
+def _cell_label(pair_key: str) -> str:
+    return pair_key.replace("|", " · ").replace("->", "→")
+
+
+def _grid(n: int, max_cols: int, width: float, height: float) -> tuple[Figure, list]:
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _text_inches(labels: list[str], fontsize: float) -> float:
+    """Rough width of the longest label (DejaVu Sans averages ~0.55 em per character)."""
+    return max((len(label) for label in labels), default=0) * fontsize * 0.55 / 72
+
+
+def _save(fig: Figure, path: Path, left: float = 0.8, right: float = 0.3, bottom: float = 0.75, top: float = 0.75,
+          wspace: float = 0.3, hspace: float = 0.6) -> None:
+    """Save with margins given in inches (a fixed layout: ``tight_layout`` would draw every figure twice)
+    and fast PNG compression (level 1: several times faster to encode, files ~1.5x larger)."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace, hspace=hspace)
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
+
+
+def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
+    """Mean per-split difference (head A - head B) with its corrected-t 95 % CI, one line per cell and pair.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        ``stats.csv`` rows of one metric (columns pair_key, head_a, head_b, mean_delta, ci_low,
+        ci_high, significant, n_splits).
+    metric : str
+        Metric name, for the labels.
+    path : Path
+        Output PNG.
+    """
+    rows = rows.reset_index(drop=True)
+    n = len(rows)
+    labels = [f"{_cell_label(r.pair_key)}: {r.head_a} − {r.head_b} (J={r.n_splits})" for r in rows.itertuples()]
+    label_width = _text_inches(labels, 8) + 0.3
+    fig = Figure(figsize=(6 + label_width, max(2.8, 0.3 * n + 1.6)))
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]
+    significant = rows["significant"].astype(bool).to_numpy()
+    for chosen, marker, color, face in ((significant, "D", SIGNIFICANT, SIGNIFICANT),
+                                        (~significant, "o", NOT_SIGNIFICANT, "white")):
+        if chosen.any():
+            sub = rows[chosen]
+            err = [sub["mean_delta"] - sub["ci_low"], sub["ci_high"] - sub["mean_delta"]]
+            ax.errorbar(sub["mean_delta"], y[chosen], xerr=err, fmt=marker, color=color, mfc=face, capsize=3, lw=1.5)
+    ax.axvline(0.0, color="black", lw=1, ls="--")
+    ax.set_yticks(y, labels, fontsize=8)
+    name = METRIC_LABELS.get(metric, metric)
+    ax.set_xlabel(f"Δ {name} (head A − head B), mean over splits")
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_title(f"Δ test {name} per cell and head pair: mean over splits with the 95 % CI of the\n"
+                 "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid")
+    ax.legend(handles=[
+        Line2D([], [], marker="D", color=SIGNIFICANT, ls="", label="significant (Holm p < 0.05)"),
+        Line2D([], [], marker="o", color=NOT_SIGNIFICANT, mfc="white", ls="", label="not significant")],
+        loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path, left=label_width, right=1.9, top=0.75, bottom=0.6)
+
+
+def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path) -> None:
+    """Paired per-split slope plot: each split a line from the reference head to the other head.
+
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        ``pairs.csv`` rows of one metric whose ``head_b`` is the reference (columns pair_key, split,
+        head_a, head_b, value_a, value_b, delta).
+    metric : str
+        Metric name, for the labels.
+    colors : dict
+        Head colours (:func:`head_colors`).
+    path : Path
+        Output PNG; one panel per cell.
+    """
+    cells = list(dict.fromkeys(pairs["pair_key"]))
+    heads = list(dict.fromkeys(pairs["head_a"]))
+    reference = pairs["head_b"].iloc[0]
+    fig, axes = _grid(len(cells), 4, max(3.0, 1.1 * len(heads) + 1.0), 3.0)
+    for ax, cell in zip(axes, cells, strict=True):
+        ticks, labels, segments, segment_colors, means, xs, ys, point_colors = [], [], [], [], [], [], [], []
+        for i, head in enumerate(heads):
+            sub = pairs[(pairs["pair_key"] == cell) & (pairs["head_a"] == head)]
+            x0, x1 = 3 * i, 3 * i + 1
+            segments += [[(x0, b), (x1, a)] for a, b in zip(sub["value_a"], sub["value_b"], strict=True)]
+            segment_colors += [UP if d > 0 else DOWN for d in sub["delta"]]
+            means.append([(x0, sub["value_b"].mean()), (x1, sub["value_a"].mean())])
+            xs += [x0] * len(sub) + [x1] * len(sub)
+            ys += [*sub["value_b"], *sub["value_a"]]
+            point_colors += [colors.get(reference)] * len(sub) + [colors.get(head)] * len(sub)
+            ticks += [x0, x1]
+            labels += [reference, head]
+        ax.add_collection(LineCollection(segments, colors=segment_colors, alpha=0.55, lw=1))
+        ax.add_collection(LineCollection(means, colors="black", lw=2.2, zorder=4))
+        ax.scatter(xs, ys, s=10, c=point_colors, zorder=3)
+        ax.set_xticks(ticks, labels, rotation=30, fontsize=8)
+        ax.set_xlim(-0.5, 3 * len(heads) - 1.5)
+        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)}")
+        ax.set_title(_cell_label(cell), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Per-split paired {METRIC_LABELS.get(metric, metric)} vs {reference} "
+                 "(green: head better, red: worse; black: mean)")
+    _save(fig, path, bottom=0.8, top=0.8, hspace=0.75)
+
+
+def scatter_median_split(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: dict[str, tuple],
+                         path: Path) -> None:
+    """Predicted score vs MOS on the median split's test images, one panel per head.
+
+    Parameters
+    ----------
+    panels : dict of str to pandas.DataFrame
+        Head -> its ``predictions.csv`` (columns mos, pred).
+    pair_key, split : str, int
+        The cell and split shown (title).
+    colors : dict
+        Head colours.
+    path : Path
+        Output PNG.
+    """
+    fig, axes = _grid(len(panels), 4, 3.4, 3.3)
+    low = min(min(p["mos"].min(), p["pred"].min()) for p in panels.values())
+    high = max(max(p["mos"].max(), p["pred"].max()) for p in panels.values())
+    low, high = low - 0.03 * (high - low), high + 0.03 * (high - low)
+    for ax, (head, frame) in zip(axes, panels.items(), strict=True):
+        ax.scatter(frame["mos"], frame["pred"], s=9, alpha=0.6, color=colors.get(head))
+        ax.plot([low, high], [low, high], color="black", lw=1, ls="--")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_title(f"{head}: SRCC {stats.spearmanr(frame['mos'], frame['pred']).statistic:.3f}", fontsize=10)
+        ax.set_xlabel("MOS")
+        ax.set_ylabel("prediction (MOS scale)")
+    fig.suptitle(f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (median split)", fontsize=11)
+    _save(fig, path, top=0.8, wspace=0.35)
+
+
+def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int, path: Path) -> None:
+    """Validation SRCC and training loss per epoch, one row of panels per cell.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        Columns pair_key, head, metric (``val_srcc`` or ``train_loss``), step, value.
+    colors : dict
+        Head colours.
+    n_cells : int
+        Number of cells in the grid (the title says when only some are shown).
+    path : Path
+        Output PNG.
+    """
+    cells = list(dict.fromkeys(curves["pair_key"]))
+    fig = Figure(figsize=(10, 2.5 * len(cells) + 0.8))
+    axes = fig.subplots(len(cells), 2, squeeze=False)
+    for (ax_val, ax_loss), cell in zip(axes, cells, strict=True):
+        for (head, metric), sub in curves[curves["pair_key"] == cell].groupby(["head", "metric"], sort=False):
+            sub = sub.sort_values("step")
+            if metric == "val_srcc":
+                ax_val.plot(sub["step"], sub["value"], color=colors.get(head), label=head, lw=1.4)
+            else:  # heads' losses differ in kind and scale: show each relative to its first epoch
+                ax_loss.plot(sub["step"], sub["value"] / sub["value"].iloc[0], color=colors.get(head), lw=1.4)
+        ax_val.set_title(f"{_cell_label(cell)}: validation SRCC", fontsize=9)
+        ax_val.set(xlabel="epoch", ylabel="val SRCC")
+        ax_loss.set_title(f"{_cell_label(cell)}: training loss", fontsize=9)
+        ax_loss.set(xlabel="epoch", ylabel="loss ÷ epoch-0 loss")
+        ax_val.grid(alpha=0.3)
+        ax_loss.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    shown = f" — first {len(cells)} of {n_cells} cells" if len(cells) < n_cells else ""
+    fig.suptitle(f"Learning curves at the median split (lowest seed){shown}")
+    _save(fig, path, top=0.7, wspace=0.25, hspace=0.5)
+
+
+def k_ablation(table: pd.DataFrame, path: Path) -> None:
+    """Test SRCC vs the number of bins K (mean ± std over splits), one panel per head type.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns head_type, pair_key, num_bins, mean, std, n_splits.
+    path : Path
+        Output PNG.
+    """
+    head_types = list(dict.fromkeys(table["head_type"]))
+    fig, axes = _grid(len(head_types), 3, 4.6, 3.6)
+    for ax, head_type in zip(axes, head_types, strict=True):
+        sub = table[table["head_type"] == head_type]
+        for cell, line in sub.groupby("pair_key", sort=False):
+            line = line.sort_values("num_bins")
+            ax.errorbar(line["num_bins"], line["mean"], yerr=line["std"], marker="o", capsize=3,
+                        label=_cell_label(cell))
+        ax.set_xticks(sorted(sub["num_bins"].unique()))
+        ax.set(xlabel="K (head.num_bins)", ylabel="test SRCC (mean ± std over splits)",
+               title=f"{head_type}: SRCC vs K")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path, left=0.9, wspace=0.35)
+
+
+def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, float], n_blocks: int,
+                        path: Path) -> None:
+    """Critical-difference diagram (Demšar 2006): average ranks, the Nemenyi CD bar, and thick bars
+    joining heads whose average ranks differ by less than CD.
+
+    Parameters
+    ----------
+    ranks : pandas.Series
+        Average rank per head (1 = best), sorted best first.
+    cd : float
+        Nemenyi critical difference.
+    friedman : (float, float)
+        Friedman statistic and p-value (title).
+    n_blocks : int
+        Number of blocks the ranks average over (title).
+    path : Path
+        Output PNG.
+    """
+    # Hand-drawn: neither matplotlib nor seaborn has a CD diagram.
+    k = len(ranks)
+    half = math.ceil(k / 2)
+    step = 0.35
+    fig = Figure(figsize=(9, 2.0 + step * half * 1.6))
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.set_xlim(1 - 0.45 * k, k + 0.45 * k)
+    ax.set_ylim(-(half + 0.8) * step, 1.0)
+    ax.hlines(0, 1, k, color="black", lw=1.2)
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.08, color="black")
+        ax.text(r, 0.12, str(r), ha="center", va="bottom", fontsize=9)
+    ax.hlines(0.65, 1, 1 + cd, color="black", lw=2)
+    ax.vlines([1, 1 + cd], 0.6, 0.7, color="black")
+    ax.text(1 + cd / 2, 0.74, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    for i, (head, r) in enumerate(ranks.items()):
+        left = i < half
+        y = -(i + 1 if left else k - i) * step
+        x_text = 1 - 0.15 * k if left else k + 0.15 * k
+        ax.vlines(r, y, 0, color="black", lw=0.8)
+        ax.hlines(y, min(r, x_text), max(r, x_text), color="black", lw=0.8)
+        ax.text(x_text + (-0.05 if left else 0.05), y, f"{head} ({r:.2f})", ha="right" if left else "left",
+                va="center", fontsize=9)
+    values = ranks.to_numpy()
+    groups = []
+    for i in range(k):
+        j = max(m for m in range(i, k) if values[m] - values[i] < cd)
+        if j > i and not any(a <= i and j <= b for a, b in groups):
+            groups.append((i, j))
+    for g, (i, j) in enumerate(groups):
+        y = -0.1 - 0.07 * g
+        ax.hlines(y, values[i] - 0.03, values[j] + 0.03, color="#34495e", lw=4)
+    stat, p = friedman
+    ax.set_title(f"Average rank of test SRCC over {n_blocks} blocks (cell × split), 1 = best\n"
+                 f"Friedman χ² = {stat:.1f}, p = {p:.2g}; bars join heads within the Nemenyi CD (α = 0.05)",
+                 fontsize=10)
+    _save(fig, path, left=0.1, right=0.1, bottom=0.1, top=0.7)
+
+
+__all__ = ["critical_difference", "forest", "head_colors", "k_ablation", "learning_curves",
+           "scatter_median_split", "slope"]

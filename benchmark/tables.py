@@ -1,0 +1,200 @@
+"""Paper-style tables of a grid report: Markdown, LaTeX (booktabs) and CSV.
+
+* ``table_<metric>``: rows backbone × head, columns test datasets (``train→test`` for cross-dataset
+  pairs), cells ``median (± std)`` over splits (seeds averaged within a split first), the best value
+  of each column in bold, ``†`` where the head differs from the reference head after Holm.
+* ``summary_dor_variants``: DOR as published (``dor-seed``) vs corrected (``dor``) vs MSE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+HIGHER_IS_BETTER = {"srcc": True, "krcc": True, "plcc": True, "plcc_raw": True, "rmse": False, "mae": False}
+METRIC_LABELS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC", "plcc_raw": "PLCC (raw)", "rmse": "RMSE",
+                 "mae": "MAE"}
+DAGGER = "†"
+DOR_VARIANTS = ("dor-seed", "dor", "mse")
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^\dagger$",
+                  "–": "--", "<": r"$<$", ">": r"$>$"}
+
+
+def column_label(dataset: str, test_dataset: str) -> str:
+    """Table column of a (train, test) dataset pair: the dataset, or ``train→test`` across datasets."""
+    return dataset if dataset == test_dataset else f"{dataset}→{test_dataset}"
+
+
+def latex_escape(text: str) -> str:
+    r"""Escape LaTeX special characters.
+
+    Examples
+    --------
+    >>> latex_escape("efficientnet_lite0 & koniq→livec")
+    'efficientnet\\_lite0 \\& koniq$\\rightarrow$livec'
+    """
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def head_split_summary(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Median, std (ddof 1) and mean over splits of each head's test metric per cell (seeds averaged first)."""
+    keys = ["backbone", "regime", "dataset", "test_dataset", "pair_key", "head"]
+    per_split = finished.groupby([*keys, "split"], sort=False)[f"test_{metric}"].mean().dropna()
+    summary = per_split.groupby(keys, sort=False).agg(["median", "std", "mean", "size"]).reset_index()
+    summary = summary.rename(columns={"size": "n_splits"})
+    summary["column"] = [column_label(a, b) for a, b in zip(summary["dataset"], summary["test_dataset"], strict=True)]
+    return summary
+
+
+def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, reference: str) -> pd.DataFrame:
+    """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column) with the
+    median, std, ``best`` (best rounded median of its column) and ``significant`` (vs the reference)."""
+    table = head_split_summary(finished, metric)
+    rounded = table["median"].round(3)
+    best = rounded.groupby(table["column"]).transform("max" if HIGHER_IS_BETTER[metric] else "min")
+    table["best"] = rounded == best
+    table["significant"] = False
+    if not stats_df.empty:
+        vs_ref = stats_df[(stats_df["metric"] == metric) & (stats_df["head_b"] == reference)]
+        marks = vs_ref.set_index(["pair_key", "head_a"])["significant"]
+        keys = pd.MultiIndex.from_frame(table[["pair_key", "head"]])
+        table["significant"] = marks.reindex(keys, fill_value=False).astype(bool).to_numpy()
+    return table
+
+
+def _cell(row: dict, bold: tuple[str, str], pm: str, dagger: str) -> str:
+    value = f"{row['median']:.3f}"
+    if row["best"]:
+        value = f"{bold[0]}{value}{bold[1]}"
+    std = "–" if np.isnan(row["std"]) else f"{row['std']:.3f}"
+    return f"{value} ({pm} {std}){dagger if row['significant'] else ''}"
+
+
+def _layout(table: pd.DataFrame, bold: tuple[str, str], pm: str, dagger: str,
+            escape=lambda s: s) -> tuple[list[str], list[list[str]]]:
+    """Header and body rows (strings) of a rendered table; missing cells are ``--``."""
+    columns = list(dict.fromkeys(table["column"]))
+    show_regime = table["regime"].nunique() > 1
+    rows = list(dict.fromkeys(zip(table["backbone"], table["regime"], table["head"], strict=True)))
+    cells = {(r.backbone, r.regime, r.head, r.column): _cell(r._asdict(), bold, pm, dagger)
+             for r in table.itertuples()}
+    header = ["Backbone", *(["Regime"] if show_regime else []), "Head", *map(escape, columns)]
+    body = [[escape(b), *([escape(g)] if show_regime else []), escape(h),
+             *(cells.get((b, g, h, c), "--") for c in columns)] for b, g, h in rows]
+    return header, body
+
+
+def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
+    """One-line legend of a paper table."""
+    low, high = int(table["n_splits"].min()), int(table["n_splits"].max())
+    n = str(low) if low == high else f"{low}–{high}"
+    best = "highest" if HIGHER_IS_BETTER[metric] else "lowest"
+    text = (f"Test {METRIC_LABELS[metric]}: median (± std) over {n} splits, seeds averaged within a split; "
+            f"bold: {best} per column")
+    if reference not in set(table["head"]):
+        return text + "."
+    return (text + f"; {DAGGER}: differs from {reference} (corrected resampled t-test, Holm-adjusted p < 0.05 "
+            "over all cells and head pairs of the grid).")
+
+
+def to_markdown(table: pd.DataFrame, metric: str, reference: str) -> str:
+    """Markdown rendering of :func:`paper_table` (bold ``**x**``, legend below)."""
+    header, body = _layout(table, ("**", "**"), "±", DAGGER)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + f"\n\n{legend(table, metric, reference)}\n"
+
+
+def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
+    """LaTeX rendering of :func:`paper_table`: a ``table`` with a booktabs ``tabular`` and the legend as caption."""
+    header, body = _layout(table, (r"\textbf{", "}"), r"$\pm$", r"$^\dagger$", latex_escape)
+    n_text = len(header) - table["column"].nunique()
+    spec = "l" * n_text + "c" * (len(header) - n_text)
+    caption = latex_escape(legend(table, metric, reference))
+    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule", *(" & ".join(row) + r" \\" for row in body),
+             r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
+    return "\n".join(lines).replace("–", "--") + "\n"
+
+
+def dor_variants_summary(finished: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: median SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and the corrected-test
+    p of dor vs dor-seed and dor vs mse (SRCC); empty unless dor and one of the others are present."""
+    heads = [h for h in DOR_VARIANTS if h in set(finished["head"])]
+    if "dor" not in heads or len(heads) < 2:
+        return pd.DataFrame()
+    runs = finished[finished["head"].isin(heads)]
+    parts = []
+    for metric in ("srcc", "plcc", "rmse"):
+        summary = head_split_summary(runs, metric)
+        wide = summary.pivot(index=["backbone", "regime", "pair_key", "column"], columns="head", values="median")
+        parts.append(wide.reindex(columns=heads).rename(columns=lambda h, m=metric: f"{m}_{h}"))
+    table = pd.concat(parts, axis=1).reset_index()
+    srcc = stats_df[stats_df["metric"] == "srcc"] if not stats_df.empty else stats_df
+    for other in ("dor-seed", "mse"):
+        name = f"p_dor_vs_{other.replace('-', '_')}"
+        if other in heads and not srcc.empty:
+            p = srcc[(srcc["head_a"] == "dor") & (srcc["head_b"] == other)].set_index("pair_key")["p_corrected"]
+            table[name] = p.reindex(table["pair_key"]).to_numpy()
+    return table.rename(columns={"column": "dataset"})
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """Markdown rendering of :func:`dor_variants_summary`."""
+    value_columns = [c for c in summary.columns if c.split("_")[0] in ("srcc", "plcc", "rmse")]
+    p_columns = [c for c in summary.columns if c.startswith("p_")]
+    header = ["Backbone", "Regime", "Dataset",
+              *(f"{METRIC_LABELS[c.split('_', 1)[0]]} {c.split('_', 1)[1]}" for c in value_columns),
+              *(c.removeprefix("p_").replace("_vs_", " vs ").replace("dor_seed", "dor-seed") + " p"
+                for c in p_columns)]
+    lines = ["## DOR as published (dor-seed) vs corrected (dor) vs MSE", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for values in summary.to_dict("records"):
+        cells = [values["backbone"], values["regime"], values["dataset"],
+                 *(f"{values[c]:.3f}" for c in value_columns), *(f"{values[c]:.2g}" for c in p_columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Medians over splits (seeds averaged within a split); p: two-sided corrected resampled t-test "
+                  "on per-split SRCC differences, unadjusted (see stats.csv for Holm-adjusted values)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out: Path, finished: pd.DataFrame, stats_df: pd.DataFrame, reference: str,
+                 metrics: Sequence[str]) -> dict[str, Path]:
+    """Write ``table_<metric>.{md,tex,csv}`` per metric and ``summary_dor_variants.{md,csv}``.
+
+    Returns
+    -------
+    dict of str to Path
+        File name -> path of every file written.
+    """
+    written: dict[str, Path] = {}
+    for metric in metrics:
+        table = paper_table(finished, stats_df, metric, reference)
+        if table.empty:
+            log.warning("no finite test %s in any FINISHED run: no table_%s", metric, metric)
+            continue
+        for ext, text in (("md", to_markdown(table, metric, reference)), ("tex", to_latex(table, metric, reference))):
+            written[f"table_{metric}.{ext}"] = out / f"table_{metric}.{ext}"
+            written[f"table_{metric}.{ext}"].write_text(text, encoding="utf-8")
+        written[f"table_{metric}.csv"] = out / f"table_{metric}.csv"
+        table.to_csv(written[f"table_{metric}.csv"], index=False)
+    summary = dor_variants_summary(finished, stats_df)
+    if summary.empty:
+        log.info("no dor with dor-seed or mse in this grid: no summary_dor_variants table")
+        return written
+    written["summary_dor_variants.md"] = out / "summary_dor_variants.md"
+    written["summary_dor_variants.md"].write_text(summary_markdown(summary), encoding="utf-8")
+    written["summary_dor_variants.csv"] = out / "summary_dor_variants.csv"
+    summary.to_csv(written["summary_dor_variants.csv"], index=False)
+    return written
+
+
+__all__ = ["column_label", "dor_variants_summary", "head_split_summary", "latex_escape", "paper_table",
+           "to_latex", "to_markdown", "write_tables"]

@@ -1,0 +1,301 @@
+"""Report layer on a synthetic MLflow grid with known effects: files, statistics, tables, missing runs."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy.stats import spearmanr
+from statsmodels.stats.multitest import multipletests
+
+from benchmark.report import ReportError, build_report, k_ablation_table
+from benchmark.stats import paired_bootstrap_srcc_ci
+from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
+from benchmark.tracking import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
+
+GRID = "synthetic"
+HEADS = ["mse", "dor", "dor-seed"]
+EFFECT = {"dor": 0.05}  # dor beats mse by +0.05 SRCC on every split; dor-seed has no effect
+DATASETS = ["bundled", "koniq->livec"]
+PAIR_KEYS = ["efficientnet_lite0|bundled->bundled|frozen", "efficientnet_lite0|koniq->livec|frozen"]
+N_SPLITS, N_TEST = 10, 60
+FILES = [
+    "runs.csv", "pairs.csv", "stats.csv", "across_datasets.csv", "missing.csv",
+    "table_srcc.md", "table_srcc.tex", "table_srcc.csv", "table_plcc.md", "table_plcc.tex", "table_plcc.csv",
+    "summary_dor_variants.md", "summary_dor_variants.csv", "forest_srcc.png", "slope_srcc.png",
+    "scatter_median_split.png", "learning_curves.png", "critical_difference.png", "provenance.json",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    write_synthetic_grid(uri, GRID, ["efficientnet_lite0"], HEADS, DATASETS, N_SPLITS, 1, EFFECT, N_TEST, seed=0)
+    return root, uri
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    root, uri = store
+    return build_report(GRID, uri, root / "report", command=["dor-bench", "report"])
+
+
+@pytest.fixture(scope="module")
+def stats_csv(report):
+    return pd.read_csv(report.out_dir / "stats.csv")
+
+
+def _row(stats_csv, pair_key, head_a, head_b, metric="srcc"):
+    rows = stats_csv[(stats_csv["pair_key"] == pair_key) & (stats_csv["head_a"] == head_a)
+                     & (stats_csv["head_b"] == head_b) & (stats_csv["metric"] == metric)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_every_file_is_written(report):
+    assert sorted(report.files) == sorted(FILES)  # no k_ablation.png: num_bins does not vary
+    for name in FILES:
+        path = report.out_dir / name
+        assert path.stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report.n_runs, report.n_unfinished, report.n_missing) == (60, 0, 0)
+    assert report.n_pairs == 2 * 3 * 2 * N_SPLITS  # pair keys x head pairs x metrics x splits
+    assert pd.read_csv(report.out_dir / "missing.csv").empty
+    assert len(pd.read_csv(report.out_dir / "runs.csv")) == 60
+
+
+def test_stats_rows_cover_every_cell_pair_and_metric(stats_csv):
+    assert len(stats_csv) == 12
+    expected = {(p, a, b, m) for p in PAIR_KEYS for a, b in [("dor", "mse"), ("dor-seed", "mse"), ("dor", "dor-seed")]
+                for m in ("srcc", "plcc")}
+    assert set(zip(stats_csv["pair_key"], stats_csv["head_a"], stats_csv["head_b"], stats_csv["metric"])) == expected
+    assert (stats_csv["n_splits"] == N_SPLITS).all()
+    assert (stats_csv["n_train"] == 3 * N_TEST).all() and (stats_csv["n_test"] == N_TEST).all()
+
+
+@pytest.mark.parametrize("pair_key", PAIR_KEYS)
+def test_strong_effect_is_significant_and_its_ci_holds_the_truth(stats_csv, pair_key):
+    row = _row(stats_csv, pair_key, "dor", "mse")
+    assert row["significant"] and row["p_holm"] < 0.01
+    assert row["ci_low"] < 0.05 < row["ci_high"]
+    assert row["mean_delta"] == pytest.approx(0.05, abs=0.01)
+    assert row["p_naive"] < row["p_corrected"]  # the correction is more conservative
+    assert row["boot_ci_low"] < row["boot_ci_high"] and row["boot_ci_high"] > 0
+
+
+@pytest.mark.parametrize("pair_key", PAIR_KEYS)
+def test_null_effect_is_near_zero_and_not_significant(stats_csv, pair_key):
+    row = _row(stats_csv, pair_key, "dor-seed", "mse")
+    assert abs(row["mean_delta"]) < 0.01
+    assert not row["significant"]
+    assert row["ci_low"] < 0 < row["ci_high"]
+
+
+def test_corrected_t_and_ci_match_the_hand_formula(report, stats_csv):
+    pairs = pd.read_csv(report.out_dir / "pairs.csv")
+    d = pairs[(pairs["pair_key"] == PAIR_KEYS[0]) & (pairs["head_a"] == "dor") & (pairs["head_b"] == "mse")
+              & (pairs["metric"] == "srcc")].sort_values("split")["delta"].to_numpy()
+    assert d.size == N_SPLITS
+    se = np.sqrt((1 / N_SPLITS + N_TEST / (3 * N_TEST)) * d.var(ddof=1))
+    row = _row(stats_csv, PAIR_KEYS[0], "dor", "mse")
+    assert row["t_corrected"] == pytest.approx(d.mean() / se)
+    assert row["ci_high"] - row["mean_delta"] == pytest.approx(2.2621571627 * se)  # t_{0.975, 9}
+    # The CI excludes 0 exactly when the corrected test rejects at 5 %.
+    excludes_zero = (stats_csv["ci_low"] > 0) | (stats_csv["ci_high"] < 0)
+    assert excludes_zero.tolist() == (stats_csv["p_corrected"] < 0.05).tolist()
+
+
+def test_pairs_average_runs_and_take_differences(report):
+    pairs = pd.read_csv(report.out_dir / "pairs.csv")
+    runs = pd.read_csv(report.out_dir / "runs.csv")
+    srcc = runs.set_index(["pair_key", "split", "head"])["test_srcc"]
+    sample = pairs[pairs["metric"] == "srcc"].head(5)
+    for row in sample.itertuples():
+        assert row.value_a == pytest.approx(srcc[(row.pair_key, row.split, row.head_a)])
+        assert row.value_b == pytest.approx(srcc[(row.pair_key, row.split, row.head_b)])
+    assert np.allclose(pairs["delta"], pairs["value_a"] - pairs["value_b"])
+
+
+def test_holm_is_statsmodels_holm_over_the_grid(stats_csv):
+    for _, rows in stats_csv.groupby("metric"):
+        expected = multipletests(rows["p_corrected"], method="holm")[1]
+        assert np.allclose(rows["p_holm"], expected)
+
+
+def test_bootstrap_uses_the_lower_median_split_of_the_reference(report, stats_csv):
+    runs = pd.read_csv(report.out_dir / "runs.csv")
+    for pair_key in PAIR_KEYS:
+        mse = runs[(runs["pair_key"] == pair_key) & (runs["head"] == "mse")].sort_values("test_srcc")
+        median_split = mse["split"].iloc[(N_SPLITS - 1) // 2]
+        rows = stats_csv[stats_csv["pair_key"] == pair_key]
+        assert (rows.loc[rows["metric"] == "srcc", "boot_split"] == median_split).all()
+        assert rows.loc[rows["metric"] == "plcc", "boot_ci_low"].isna().all()
+
+
+def _latex_rows(text):
+    body = text.split("\\midrule\n")[1].split("\\bottomrule")[0]
+    return [line for line in body.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("metric", ["srcc", "plcc"])
+def test_latex_tables_are_well_formed(report, metric):
+    text = (report.out_dir / f"table_{metric}.tex").read_text()
+    assert text.count("\\begin{tabular}") == text.count("\\end{tabular}") == 1
+    assert text.count("\\toprule") == text.count("\\midrule") == text.count("\\bottomrule") == 1
+    spec = re.search(r"\\begin\{tabular\}\{([lc]+)\}", text).group(1)
+    assert spec == "llcc"  # backbone, head, two dataset columns
+    header = text.split("\\toprule\n")[1].split("\n")[0]
+    rows = _latex_rows(text)
+    assert len(rows) == len(HEADS)
+    for line in [header, *rows]:
+        assert line.count("&") - line.count("\\&") == len(spec) - 1
+        assert line.endswith("\\\\")
+    assert "efficientnet\\_lite0" in text and "efficientnet_lite0" not in text
+    assert "koniq$\\rightarrow$livec" in header
+
+
+def _markdown_cells(text):
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return header, [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+
+
+@pytest.mark.parametrize("metric", ["srcc", "plcc"])
+def test_bold_marks_the_best_median_per_column(report, metric):
+    header, rows = _markdown_cells((report.out_dir / f"table_{metric}.md").read_text())
+    assert header[:2] == ["Backbone", "Head"] and header[2:] == ["bundled", "koniq→livec"]
+    table = pd.read_csv(report.out_dir / f"table_{metric}.csv")
+    latex_rows = _latex_rows((report.out_dir / f"table_{metric}.tex").read_text())
+    for j, column in enumerate(header[2:], start=2):
+        values = [float(re.search(r"\d\.\d{3}", row[j]).group()) for row in rows]
+        bold = [i for i, row in enumerate(rows) if row[j].startswith("**")]
+        assert bold == [int(np.argmax(values))]
+        assert "\\textbf{" in latex_rows[bold[0]].split("&")[j]
+        best = table[(table["column"] == column) & table["best"]]
+        assert best["head"].tolist() == [rows[bold[0]][1]]
+        assert best["median"].iloc[0] == pytest.approx(max(values), abs=5e-4)
+
+
+def test_dagger_marks_significant_differences_from_the_reference(report):
+    _, rows = _markdown_cells((report.out_dir / "table_srcc.md").read_text())
+    by_head = {row[1]: row[2:] for row in rows}
+    assert all(cell.endswith("†") for cell in by_head["dor"])
+    assert not any("†" in cell for cell in by_head["mse"] + by_head["dor-seed"])
+    assert "†: differs from mse" in (report.out_dir / "table_srcc.md").read_text()
+
+
+def test_dor_variants_summary(report, stats_csv):
+    summary = pd.read_csv(report.out_dir / "summary_dor_variants.csv")
+    assert len(summary) == 2
+    for column in ("srcc_dor-seed", "srcc_dor", "srcc_mse", "plcc_dor", "rmse_dor-seed", "rmse_mse"):
+        assert column in summary
+    assert (summary["srcc_dor"] > summary["srcc_mse"]).all()
+    assert (summary["rmse_dor-seed"] > summary["rmse_dor"]).all()  # the seed code's +1/2-bin bias
+    first = summary.set_index("pair_key").loc[PAIR_KEYS[0]]
+    assert first["p_dor_vs_mse"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "mse")["p_corrected"])
+    assert first["p_dor_vs_dor_seed"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["p_corrected"])
+    text = (report.out_dir / "summary_dor_variants.md").read_text()
+    assert "DOR as published (dor-seed) vs corrected (dor) vs MSE" in text
+
+
+def test_across_datasets_reports_the_small_n_caveat(report):
+    across = pd.read_csv(report.out_dir / "across_datasets.csv")
+    row = across[(across["head_a"] == "dor") & (across["head_b"] == "mse") & (across["metric"] == "srcc")].iloc[0]
+    assert row["n_datasets"] == 2 and row["n_positive"] == 2
+    assert row["p_wilcoxon"] == pytest.approx(0.5)  # exact: 2 / 2**2
+    assert "cannot reach p < .05" in row["caveat"]
+    assert any("cannot reach p < .05" in w for w in report.warnings)
+
+
+def test_provenance_records_counts_but_not_the_uri(report, store):
+    record = json.loads((report.out_dir / "provenance.json").read_text())
+    assert record["grid"] == GRID and record["tracking_uri_kind"] == "sqlite"
+    assert record["command"] == "dor-bench report"
+    assert (record["n_runs_finished"], record["n_missing"], record["n_pairs"]) == (60, 0, report.n_pairs)
+    assert str(store[0]) not in json.dumps(record)
+
+
+def test_incomplete_grid_lists_missing_runs_and_uses_complete_pairs(store, tmp_path):
+    root, _ = store
+    shutil.copy(root / "mlflow.db", tmp_path / "mlflow.db")  # artifacts stay where the runs point
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(GRID).experiment_id], max_results=1000)
+
+    def find(pair_key, split, head):
+        return next(r.info.run_id for r in runs if r.data.tags["pair_key"] == pair_key
+                    and r.data.tags["split"] == str(split) and r.data.tags["head"] == head)
+
+    client.set_terminated(find(PAIR_KEYS[0], 3, "dor"), status="FAILED")
+    client.delete_run(find(PAIR_KEYS[1], 7, "mse"))
+    result = build_report(None, uri, tmp_path / "report")  # the only grid in the store
+
+    missing = pd.read_csv(tmp_path / "report" / "missing.csv").sort_values("pair_key")
+    assert missing[["pair_key", "split", "seed", "head", "status"]].values.tolist() == [
+        [PAIR_KEYS[0], 3, 0, "dor", "FAILED"], [PAIR_KEYS[1], 7, 0, "mse", "absent"]]
+    assert result.n_missing == 2 and result.n_runs == 58 and result.n_unfinished == 1
+    assert any("missing or not FINISHED" in w for w in result.warnings)
+    stats_csv = pd.read_csv(tmp_path / "report" / "stats.csv")
+    assert _row(stats_csv, PAIR_KEYS[0], "dor", "mse")["n_splits"] == N_SPLITS - 1
+    assert _row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["n_splits"] == N_SPLITS - 1
+    assert _row(stats_csv, PAIR_KEYS[0], "dor-seed", "mse")["n_splits"] == N_SPLITS
+    assert _row(stats_csv, PAIR_KEYS[1], "dor", "mse")["n_splits"] == N_SPLITS - 1
+    assert _row(stats_csv, PAIR_KEYS[1], "dor", "dor-seed")["n_splits"] == N_SPLITS
+
+
+def test_unknown_grid_lists_the_grids(store, tmp_path):
+    with pytest.raises(ReportError, match=rf"grid 'nope' not found.*{GRID}"):
+        build_report("nope", store[1], tmp_path)
+    with pytest.raises(ReportError, match="unknown metric"):
+        build_report(GRID, store[1], tmp_path, metrics=("srcc", "accuracy"))
+
+
+def test_k_ablation_table_fills_the_registry_default():
+    finished = pd.DataFrame({
+        "head_type": ["dor"] * 4 + ["mse"] * 2, "num_bins": [np.nan, np.nan, 8, 8, np.nan, np.nan],
+        "pair_key": ["p"] * 6, "split": [0, 1, 0, 1, 0, 1], "test_srcc": [0.80, 0.84, 0.70, 0.74, 0.6, 0.6],
+    })
+    table = k_ablation_table(finished)
+    assert table[["head_type", "num_bins", "n_splits"]].values.tolist() == [["dor", 8, 2], ["dor", 28, 2]]
+    assert table["mean"].tolist() == pytest.approx([0.72, 0.82])
+    assert table["std"].tolist() == pytest.approx([np.sqrt(0.0008)] * 2)
+    assert k_ablation_table(finished[finished["num_bins"].isna()]).empty
+
+
+def test_cell_bootstrap_equals_the_per_pair_bootstrap(report, store, stats_csv, tmp_path):
+    runs = pd.read_csv(report.out_dir / "runs.csv")
+    row = _row(stats_csv, PAIR_KEYS[1], "dor", "mse")
+    client = MlflowClient(store[1])
+    frames = {}
+    for head in ("dor", "mse"):
+        run_id = runs[(runs["pair_key"] == PAIR_KEYS[1]) & (runs["head"] == head)
+                      & (runs["split"] == row["boot_split"])]["run_id"].item()
+        frames[head] = pd.read_csv(client.download_artifacts(run_id, "predictions.csv", str(tmp_path)))
+    assert (frames["dor"]["image"] == frames["mse"]["image"]).all()
+    low, high = paired_bootstrap_srcc_ci(frames["dor"]["mos"], frames["dor"]["pred"], frames["mse"]["pred"])
+    assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx((low, high))
+
+
+def test_synthetic_runs_follow_the_harness_schema(store, tmp_path):
+    client = MlflowClient(store[1])
+    experiment_id = client.get_experiment_by_name(GRID).experiment_id
+    run = client.search_runs([experiment_id], filter_string="tags.head = 'dor-seed'", max_results=1)[0]
+    assert set(RUN_TAGS) <= set(run.data.tags)
+    assert run.data.tags["head_type"] == "dor-seed" and run.info.status == "FINISHED"
+    assert run.data.tags["cell_key"] == run.data.tags["pair_key"] + f"|split{run.data.tags['split']}|seed0"
+    params = run.data.params
+    assert (params["n_train"], params["n_test"], params["head.num_bins"]) == ("180", "60", "28")
+    finals = {f"test_{m}" for m in TEST_METRICS} | {"best_epoch", "best_val_srcc", "train_seconds"}
+    assert finals <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_srcc")] == list(range(20))
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {PREDICTIONS_ARTIFACT, "config.yaml"}
+    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, PREDICTIONS_ARTIFACT, str(tmp_path)))
+    assert list(predictions.columns) == ["image", "mos", "pred"] and len(predictions) == N_TEST
+    assert run.data.metrics["test_srcc"] == pytest.approx(spearmanr(predictions["mos"], predictions["pred"]).statistic)
+    with pytest.raises(SyntheticStoreError, match="already exists"):
+        write_synthetic_grid(store[1], GRID, ["b"], ["mse"], ["d"], 1, 1, {}, N_TEST, seed=0)
