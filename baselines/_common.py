@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from dor_iqa.ordinal import at_least_float32, validate_num_bins
 
 
 def bin_centres(num_bins: int, like: Tensor) -> Tensor:
@@ -44,3 +46,25 @@ def check_positive(head: str, key: str, value: float) -> float:
     if not value > 0:
         raise ValueError(f"head {head!r}: hyper-parameter {key!r} must be > 0, got {value!r}.")
     return float(value)
+
+
+class BinDistributionHead(nn.Module):
+    """Base of the heads that predict a distribution over ``K`` equal bins of [0, 1] (SORD, EMD).
+
+    ``forward`` gives ``K`` class logits; ``predict`` is the expectation of the bin centres under their
+    softmax. Subclasses define ``loss``.
+    """
+
+    def __init__(self, in_features: int, num_bins: int) -> None:
+        super().__init__()
+        self.num_bins = validate_num_bins(num_bins)
+        self.linear = nn.Linear(in_features, num_bins)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Return the class logits, shape ``(B, K)``."""
+        return self.linear(features)
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        """Expected bin centre under the softmax, shape ``(B,)``."""
+        probs = torch.softmax(at_least_float32(outputs), dim=-1)
+        return (probs * bin_centres(self.num_bins, probs)).sum(dim=-1)

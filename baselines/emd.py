@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from baselines._common import bin_centres, check_positive
-from dor_iqa.ordinal import at_least_float32, autocast_disabled, validate_num_bins
+from baselines._common import BinDistributionHead, check_positive
+from dor_iqa.ordinal import at_least_float32, autocast_disabled
 
 
-class EMDHead(nn.Module):
+class EMDHead(BinDistributionHead):
     """K-way softmax trained with the squared EMD between CDFs (registry name ``"emd"``).
 
     Loss ``mean_k (CDF_p(k) - CDF_q(k))^2`` (EMD with ``r = 2``, squared as in Hou et al. 2016: the same
@@ -30,14 +30,8 @@ class EMDHead(nn.Module):
     name = "emd"
 
     def __init__(self, in_features: int, num_bins: int = 28, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.num_bins = validate_num_bins(num_bins)
+        super().__init__(in_features, num_bins)
         self.sigma = check_positive(self.name, "sigma", sigma)
-        self.linear = nn.Linear(in_features, num_bins)
-
-    def forward(self, features: Tensor) -> Tensor:
-        """Return the class logits, shape ``(B, K)``."""
-        return self.linear(features)
 
     def target_distribution(self, u: Tensor) -> Tensor:
         """Discretised Gaussian ``N(u, (sigma/K)^2)`` over the ``K`` bins, shape ``(B, K)``."""
@@ -54,8 +48,3 @@ class EMDHead(nn.Module):
             cdf_pred = torch.cumsum(torch.softmax(outputs, dim=-1), dim=-1)
             cdf_true = torch.cumsum(self.target_distribution(u).to(outputs.dtype), dim=-1)
             return (cdf_pred - cdf_true).square().mean(dim=-1).mean()
-
-    def predict(self, outputs: Tensor) -> Tensor:
-        """Expected bin centre under the softmax, shape ``(B,)``."""
-        probs = torch.softmax(at_least_float32(outputs), dim=-1)
-        return (probs * bin_centres(self.num_bins, probs)).sum(dim=-1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from baselines._common import bin_centres, check_positive
-from dor_iqa.ordinal import at_least_float32, autocast_disabled, validate_num_bins
+from baselines._common import BinDistributionHead, bin_centres, check_positive
+from dor_iqa.ordinal import at_least_float32, autocast_disabled
 
 
-class SORDHead(nn.Module):
+class SORDHead(BinDistributionHead):
     """K-way softmax trained on soft ordinal labels (registry name ``"sord"``).
 
     Target ``q_i = softmax_i(-alpha * d_i^2)`` with ``d_i = K (t_i - u)`` the distance from ``u`` to bin
@@ -32,14 +32,8 @@ class SORDHead(nn.Module):
     name = "sord"
 
     def __init__(self, in_features: int, num_bins: int = 28, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.num_bins = validate_num_bins(num_bins)
+        super().__init__(in_features, num_bins)
         self.alpha = check_positive(self.name, "alpha", alpha)
-        self.linear = nn.Linear(in_features, num_bins)
-
-    def forward(self, features: Tensor) -> Tensor:
-        """Return the class logits, shape ``(B, K)``."""
-        return self.linear(features)
 
     def soft_labels(self, u: Tensor) -> Tensor:
         """SORD targets ``softmax(-alpha * (K (t_i - u))^2)``, shape ``(B, K)``, at least float32."""
@@ -53,8 +47,3 @@ class SORDHead(nn.Module):
         with autocast_disabled(outputs):
             targets = self.soft_labels(u).to(outputs.dtype)
             return F.kl_div(F.log_softmax(outputs, dim=-1), targets, reduction="batchmean")
-
-    def predict(self, outputs: Tensor) -> Tensor:
-        """Expected bin centre under the softmax, shape ``(B,)``."""
-        probs = torch.softmax(at_least_float32(outputs), dim=-1)
-        return (probs * bin_centres(self.num_bins, probs)).sum(dim=-1)

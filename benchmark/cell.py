@@ -22,13 +22,13 @@ from torch import nn
 from benchmark.config import Cell, GridConfig, HeadSpec, stable_seed
 from benchmark.data import DatasetInfo, dataset_info, load_custom_labels, load_labels, make_split, u_to_mos
 from benchmark.features import Preprocessing, cached_features
-from benchmark.heads import get_head
+from benchmark.heads import get_head, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.models import IQAModel, create_backbone, weights_fingerprint
 from benchmark.regimes import FeatureSource, ImageSource, RowTable
 from benchmark.provenance import git_sha
 from benchmark.tracking import RunRecorder
-from benchmark.training import TrainSettings, epoch_orders, fit, order_hash, predict_u
+from benchmark.training import epoch_orders, fit, order_hash, predict_u
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,6 @@ def dataset_labels(grid: GridConfig, name: str, data_root: str | None) -> tuple[
         return load_labels(name, data_root), dataset_info(name)
     labels = load_custom_labels(custom.csv, custom.higher_is_better, custom.scale)
     return labels, replace(labels.attrs["dataset_info"], name=name)
-
-
-def _settings(grid: GridConfig, device: str) -> TrainSettings:
-    return TrainSettings(grid.epochs, grid.batch_size, grid.patience, grid.optimizer, grid.lr, grid.weight_decay,
-                         grid.schedule, grid.warmup_epochs, grid.head_lr_multiplier, device)
 
 
 def seeded_backbone(name: str, pretrained: bool | str, seed: int) -> nn.Module:
@@ -124,7 +119,7 @@ class CellRunner:
         else:
             self.label_map = LabelMap(test_info)
         self.targets = torch.from_numpy(self.label_map.targets(u).astype(np.float32))
-        self.orders = epoch_orders(len(self.train_idx), grid.epochs, cell.rng_seed)
+        self.orders = epoch_orders(len(self.train_idx), grid.training.epochs, cell.rng_seed)
         self.spec = grid.backbone(cell.backbone)
         if grid.regime == "frozen":  # never trained: one instance per process serves every cell
             self.backbone, self.backbone_hash = _frozen_backbone(self.spec.name, self.spec.pretrained,
@@ -194,7 +189,7 @@ class CellRunner:
 
     def _params(self, spec: HeadSpec) -> dict[str, object]:
         params = dict(self.grid.hyperparameters())
-        params.update({f"head.{k}": v for k, v in spec.hparams.items()})
+        params.update({f"head.{k}": v for k, v in {**head_hparams(spec.type), **spec.hparams}.items()})
         params.update({
             "backbone.pretrained": self.spec.pretrained, "backbone.weights": self.backbone_hash,
             "preprocessing": asdict(self.prep), "device": self.device, "n_train": len(self.train_idx),
@@ -205,9 +200,10 @@ class CellRunner:
     def _train_and_record(self, spec: HeadSpec, model: nn.Module, head: nn.Module, source, progress) -> HeadResult:
         with RunRecorder(self.client, self.experiment_id, self._tags(spec, model), self._params(spec)) as run:
             result = fit(model, head, source, self.targets, self.train_idx, self.val_idx, self.orders,
-                         _settings(self.grid, self.device), progress)
+                         self.grid.training, self.device, progress)
             run.log_curves(result.curves)
-            pred_u = predict_u(model, head, source, self.test_idx, self.grid.batch_size * 2, self.device)
+            pred_u = predict_u(model, head, source, self.test_idx, self.grid.training.batch_size * 2,
+                               self.device)
             if not np.isfinite(pred_u).all():
                 run.fail(f"{int((~np.isfinite(pred_u)).sum())} non-finite test predictions (diverged model)")
                 return HeadResult(spec.label, {}, result.best_epoch, result.seconds)

@@ -25,6 +25,21 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings shared by every head of a grid (so a pair differs only in its head)."""
+
+    epochs: int
+    batch_size: int
+    patience: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: int
+    head_lr_multiplier: float
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A timm backbone and where its initial weights come from (False: seeded random init)."""
 
@@ -106,15 +121,7 @@ class GridConfig:
     splits: int
     seeds: tuple[int, ...]
     regime: str
-    epochs: int
-    batch_size: int
-    patience: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    schedule: str
-    warmup_epochs: int
-    head_lr_multiplier: float
+    training: TrainSettings
     hidden: int
     dropout: float
     image_size: int | None
@@ -138,10 +145,8 @@ class GridConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """Training hyper-parameters shared by every run of the grid, flattened for MLflow params."""
-        keys = ("regime", "epochs", "batch_size", "patience", "optimizer", "lr", "weight_decay", "schedule",
-                "warmup_epochs", "head_lr_multiplier", "hidden", "dropout", "image_size", "label_norm",
-                "split_fractions")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("regime", "hidden", "dropout", "image_size", "label_norm", "split_fractions")
+        return {**asdict(self.training), **{k: getattr(self, k) for k in keys}}
 
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""
@@ -297,15 +302,18 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         splits=r.number(data.get("splits", 10), "splits", int, 1),
         seeds=tuple(r.number(s, "seeds", int, 0) for s in seeds),
         regime=r.choice(data.get("regime", "frozen"), "regime", REGIMES),
-        epochs=r.number(data.get("epochs", 30), "epochs", int, 1),
-        batch_size=r.number(data.get("batch_size", 64), "batch_size", int, 1),
-        patience=r.number(stop.get("patience", 10), "early_stopping.patience", int, 1),
-        optimizer=r.choice(opt.get("name", "adamw"), "optimizer.name", OPTIMIZERS),
-        lr=r.number(opt.get("lr", 1e-3), "optimizer.lr", float, 0.0),
-        weight_decay=r.number(opt.get("weight_decay", 1e-4), "optimizer.weight_decay", float, 0.0),
-        head_lr_multiplier=r.number(opt.get("head_lr_multiplier", 1.0), "optimizer.head_lr_multiplier", float, 0.0),
-        schedule=r.choice(sched.get("name", "cosine"), "schedule.name", SCHEDULES),
-        warmup_epochs=r.number(sched.get("warmup_epochs", 0), "schedule.warmup_epochs", int, 0),
+        training=TrainSettings(
+            epochs=r.number(data.get("epochs", 30), "epochs", int, 1),
+            batch_size=r.number(data.get("batch_size", 64), "batch_size", int, 1),
+            patience=r.number(stop.get("patience", 10), "early_stopping.patience", int, 1),
+            optimizer=r.choice(opt.get("name", "adamw"), "optimizer.name", OPTIMIZERS),
+            lr=r.number(opt.get("lr", 1e-3), "optimizer.lr", float, 0.0),
+            weight_decay=r.number(opt.get("weight_decay", 1e-4), "optimizer.weight_decay", float, 0.0),
+            schedule=r.choice(sched.get("name", "cosine"), "schedule.name", SCHEDULES),
+            warmup_epochs=r.number(sched.get("warmup_epochs", 0), "schedule.warmup_epochs", int, 0),
+            head_lr_multiplier=r.number(opt.get("head_lr_multiplier", 1.0), "optimizer.head_lr_multiplier",
+                                        float, 0.0),
+        ),
         hidden=r.number(frozen.get("hidden", 256), "frozen.hidden", int, 1),
         dropout=r.number(frozen.get("dropout", 0.1), "frozen.dropout", float, 0.0, 0.95),
         image_size=None if image_size is None else r.number(image_size, "image_size", int, 32),

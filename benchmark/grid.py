@@ -167,10 +167,10 @@ def estimate_seconds(plan: GridPlan) -> float:
     for cell, heads in plan.todo.items():
         n = _n_rows(grid, cell.dataset)
         if grid.regime == "frozen":
-            total += len(heads) * (1.5 + 0.002 * n * grid.epochs / 40)
+            total += len(heads) * (1.5 + 0.002 * n * grid.training.epochs / 40)
         else:
             rate = 2500.0 if gpu else 10.0
-            total += len(heads) * grid.epochs * n * 0.8 / rate
+            total += len(heads) * grid.training.epochs * n * 0.8 / rate
     if grid.regime == "frozen":
         pairs = {(c.backbone, c.dataset) for c in plan.todo}
         total += sum(_n_rows(grid, d) / (1000.0 if gpu else 40.0) for _, d in pairs)

@@ -21,7 +21,6 @@ import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from benchmark.provenance import git_sha
 
 log = logging.getLogger(__name__)
 

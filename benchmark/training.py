@@ -21,6 +21,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from benchmark.config import TrainSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -32,22 +34,6 @@ class BatchSource(Protocol):
 
     def eval_inputs(self, indices: np.ndarray) -> torch.Tensor:
         """Deterministic inputs for evaluation."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings shared by every head of a grid."""
-
-    epochs: int
-    batch_size: int
-    patience: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    schedule: str
-    warmup_epochs: int
-    head_lr_multiplier: float
-    device: str = "cpu"
 
 
 @dataclass
@@ -129,7 +115,7 @@ def _srcc(a: np.ndarray, b: np.ndarray) -> float:
 
 def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray], s: TrainSettings,
-        progress=None) -> FitResult:
+        device: str = "cpu", progress=None) -> FitResult:
     """Train ``model`` (whose output goes to ``head``) and keep the epoch with the best val SRCC.
 
     Parameters
@@ -140,6 +126,7 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
     train_idx, val_idx : rows of the training and validation parts.
     orders : per-epoch permutations of ``range(len(train_idx))`` (:func:`epoch_orders`).
     s : optimisation settings.
+    device : where the model and inputs live (``cuda`` enables bf16 autocast).
     progress : optional tqdm bar advanced once per epoch.
     """
     start = time.perf_counter()
@@ -157,8 +144,8 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
         for begin in range(0, len(rows), s.batch_size):
             batch = rows[begin:begin + s.batch_size]
             inputs = source.train_inputs(batch)
-            u = targets[batch].to(s.device, non_blocking=True)
-            with _autocast(s.device):
+            u = targets[batch].to(device, non_blocking=True)
+            with _autocast(device):
                 loss = head.loss(model(inputs), u)
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
@@ -168,7 +155,7 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
                 optimizer.step()
                 losses.append(loss.item())
             scheduler.step()
-        val_srcc = _srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, s.device), val_u)
+        val_srcc = _srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, device), val_u)
         best.curves["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         best.curves["val_srcc"].append(val_srcc)
         if progress is not None:

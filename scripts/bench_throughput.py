@@ -22,7 +22,8 @@ from benchmark.features import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, create_backbone
 from benchmark.regimes import ImageSource, RowTable
-from benchmark.training import TrainSettings, fit
+from benchmark.config import TrainSettings
+from benchmark.training import fit
 
 
 def _sync(device: str) -> None:
@@ -42,11 +43,11 @@ def suite_throughput(backbone: str, batch: int, steps: int, device: str) -> floa
     targets = torch.from_numpy(labels["u"].to_numpy(np.float32))
     train_idx = np.arange(batch * steps)
     val_idx = np.arange(len(labels) - batch, len(labels))
-    settings = TrainSettings(1, batch, 1, "adamw", 1e-4, 1e-4, "constant", 0, 1.0, device)
-    fit(model, model.head, source, targets, train_idx[:batch * 2], val_idx, [np.arange(batch * 2)], settings)
+    settings = TrainSettings(1, batch, 1, "adamw", 1e-4, 1e-4, "constant", 0, 1.0)
+    fit(model, model.head, source, targets, train_idx[:batch * 2], val_idx, [np.arange(batch * 2)], settings, device)
     _sync(device)
     start = time.perf_counter()
-    fit(model, model.head, source, targets, train_idx, val_idx, [np.arange(len(train_idx))], settings)
+    fit(model, model.head, source, targets, train_idx, val_idx, [np.arange(len(train_idx))], settings, device)
     _sync(device)
     return len(train_idx) / (time.perf_counter() - start)
 
