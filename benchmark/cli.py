@@ -77,6 +77,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed == len(table) else 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from benchmark.data import find_bad_images, load_labels
+
+    labels = load_labels(args.dataset, args.data_root)
+    bad = find_bad_images(labels)
+    for path, reason in bad:
+        print(f"{path}: {reason}")
+    print(f"{args.dataset}: {len(labels)} images, {len(bad)} unreadable")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``dor-bench`` argument parser."""
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
@@ -93,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm-partition", help="Slurm partition for the job array")
     run.add_argument("--dry-run", action="store_true", help="print the cell table and a time estimate, train nothing")
     run.set_defaults(func=_run)
+
+    chk = sub.add_parser("check", help="decode every image of a dataset and list the unreadable ones")
+    chk.add_argument("dataset", help="dataset name (see dor-bench list)")
+    chk.add_argument("--data-root", help="folder holding the dataset's images (else $DOR_IQA_DATA)")
+    chk.set_defaults(func=_check)
 
     lst = sub.add_parser("list", help="list heads, datasets and built-in grids")
     lst.set_defaults(func=_list)

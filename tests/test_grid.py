@@ -161,3 +161,22 @@ def test_missing_dataset_fails_before_training(grid_file, tracking_uri, tmp_path
         assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--data-root", str(tmp_path)]) == 1
     assert "koniq10k" in err.getvalue()
     assert len(_runs(tracking_uri)[1]) == 0
+
+
+def test_check_lists_unreadable_images(tmp_path, capsys):
+    from PIL import Image
+
+    from benchmark.data.datasets import read_label_file
+
+    paths = read_label_file("live")["image"].tolist()
+    for rel in paths:
+        file = tmp_path / rel
+        file.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (90, 120, 200)).save(file)
+    broken = [tmp_path / paths[3], tmp_path / paths[500]]
+    for file in broken:
+        file.write_bytes(file.read_bytes()[:20])
+    assert main(["check", "live", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"live: {len(paths)} images, 2 unreadable" in out
+    assert all(str(file) in out for file in broken)
