@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
+from tqdm.auto import tqdm
 
 from benchmark.config import Cell, GridConfig, HeadSpec, stable_seed
 from benchmark.data import DatasetInfo, dataset_info, load_custom_labels, load_labels, make_split, u_to_mos
@@ -25,9 +26,9 @@ from benchmark.features import Preprocessing, cached_features
 from benchmark.heads import get_head, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.models import IQAModel, create_backbone, weights_fingerprint
-from benchmark.regimes import FeatureSource, ImageSource, RowTable
+from benchmark.regimes import FeatureSource, ImageSource, RowTable, frozen_trunk
 from benchmark.provenance import git_sha
-from benchmark.tracking import RunRecorder
+from benchmark.tracking import RunRecorder, finished_run_exists
 from benchmark.training import epoch_orders, fit, order_hash, predict_u
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,11 @@ class CellRunner:
         train_labels, train_info = dataset_labels(grid, cell.dataset, self.data_root)
         parts = make_split(train_labels, seed=cell.split, fractions=grid.split_fractions)
         index = pd.Series(np.arange(len(train_labels)), index=train_labels.index)
-        self.train_idx = index.loc[parts["train"].index].to_numpy()
-        self.val_idx = index.loc[parts["val"].index].to_numpy()
+        self.train_idx = np.array(index.loc[parts["train"].index])
+        self.val_idx = np.array(index.loc[parts["val"].index])
         tables = [train_labels]
         if cell.test_dataset == cell.dataset:
-            self.test_idx, test_info = index.loc[parts["test"].index].to_numpy(), train_info
+            self.test_idx, test_info = np.array(index.loc[parts["test"].index]), train_info
         else:
             test_labels, test_info = dataset_labels(grid, cell.test_dataset, self.data_root)
             tables.append(test_labels)
@@ -129,17 +130,22 @@ class CellRunner:
             self.backbone_hash = weights_fingerprint(self.backbone)
         self.prep = Preprocessing.for_backbone(self.backbone, grid.image_size)
 
-    def run(self, skip: set[str] = frozenset(), progress=None) -> list[HeadResult]:
-        """Train the heads whose labels are not in ``skip``; return their summaries."""
+    def run(self, skip: set[str] = frozenset()) -> list[HeadResult]:
+        """Train the heads whose labels are not in ``skip`` and have no FINISHED run yet; return summaries.
+
+        The store is asked again right before each head, so a requeued or concurrently rerun cell never
+        adds a second FINISHED run for one (cell, head).
+        """
+        todo = [spec for spec in self.grid.heads if spec.label not in skip]
         if self.grid.regime == "frozen":
             features = [cached_features(self.backbone, self.spec.name, name, table, self.prep, self.device)
                         for name, table in zip(self._table_names(), self.rows.tables)]
             source = FeatureSource(features, self.train_idx, self.device)
-        else:
-            initial = copy.deepcopy(self.backbone.state_dict())
+        initial = copy.deepcopy(self.backbone.state_dict()) if self.grid.regime == "finetune" else None
         results = []
-        for spec in self.grid.heads:
-            if spec.label in skip:
+        for spec in todo:
+            if finished_run_exists(self.client, self.experiment_id, self.cell.key, spec.label):
+                log.info("%s %s: already FINISHED, skipped", self.cell.key, spec.label)
                 continue
             if self.grid.regime == "frozen":
                 model, head = self._frozen_model(spec, source.num_features)
@@ -147,7 +153,7 @@ class CellRunner:
                 self.backbone.load_state_dict(initial)
                 model, head = self._finetune_model(spec)
                 source = ImageSource(self.rows, self.prep, self.cell.rng_seed, self.device)
-            results.append(self._train_and_record(spec, model, head, source, progress))
+            results.append(self._train_and_record(spec, model, head, source))
         return results
 
     def _table_names(self) -> list[str]:
@@ -160,7 +166,7 @@ class CellRunner:
 
     def _frozen_model(self, spec: HeadSpec, num_features: int) -> tuple[nn.Module, nn.Module]:
         torch.manual_seed(self.cell.rng_seed)  # the shared trunk starts identical for every head
-        trunk = nn.Sequential(nn.Linear(num_features, self.grid.hidden), nn.GELU(), nn.Dropout(self.grid.dropout))
+        trunk = frozen_trunk(num_features, self.grid.hidden, self.grid.dropout)
         head = self._head(spec, self.grid.hidden)
         return nn.Sequential(trunk, head).to(self.device), head
 
@@ -172,8 +178,9 @@ class CellRunner:
         return model, head
 
     def _init_hash(self, model: nn.Module) -> str:
-        """Hash of what a pair shares at initialisation: backbone weights, plus the trunk when frozen."""
-        shared = self.backbone_hash
+        """Hash of the weights a pair shares at initialisation, taken from the model about to train:
+        the backbone (as restored for this head) and, when frozen, the MLP trunk."""
+        shared = self.backbone_hash if self.grid.regime == "frozen" else weights_fingerprint(self.backbone)
         if self.grid.regime == "frozen":
             shared += weights_fingerprint(model[0])
         return hashlib.sha256(shared.encode()).hexdigest()[:16]
@@ -185,6 +192,7 @@ class CellRunner:
             "dataset": c.dataset, "test_dataset": c.test_dataset, "head": spec.label, "head_type": spec.type,
             "regime": c.regime, "split": str(c.split), "seed": str(c.seed), "git_sha": git_sha(),
             "init_hash": self._init_hash(model), "order_hash": order_hash(self.orders),
+            "config_hash": self.grid.run_config_hash(c, spec),
         }
 
     def _params(self, spec: HeadSpec) -> dict[str, object]:
@@ -197,10 +205,12 @@ class CellRunner:
         })
         return params
 
-    def _train_and_record(self, spec: HeadSpec, model: nn.Module, head: nn.Module, source, progress) -> HeadResult:
-        with RunRecorder(self.client, self.experiment_id, self._tags(spec, model), self._params(spec)) as run:
+    def _train_and_record(self, spec: HeadSpec, model: nn.Module, head: nn.Module, source) -> HeadResult:
+        with RunRecorder(self.client, self.experiment_id, self._tags(spec, model), self._params(spec)) as run, \
+                tqdm(total=self.grid.training.epochs, desc=f"{spec.label} epochs", unit="epoch", leave=False) as bar:
+            torch.manual_seed(stable_seed(f"{self.cell.key}|train"))  # dropout etc.: one stream per cell
             result = fit(model, head, source, self.targets, self.train_idx, self.val_idx, self.orders,
-                         self.grid.training, self.device, progress)
+                         self.grid.training, self.device, bar)
             run.log_curves(result.curves)
             pred_u = predict_u(model, head, source, self.test_idx, self.grid.training.batch_size * 2,
                                self.device)
@@ -216,7 +226,9 @@ class CellRunner:
             run.log_predictions(pd.DataFrame({"image": self.rows.column("image")[self.test_idx], "mos": mos,
                                               "pred": pred}))
             run.log_text(self.grid.to_yaml(), "config.yaml")
-            run.log_state(self._weights(spec, model, source), "head.pt" if self.grid.regime == "frozen" else "model.pt")
+            if self.grid.save_weights:
+                run.log_state(self._weights(spec, model, source),
+                              "head.pt" if self.grid.regime == "frozen" else "model.pt")
         return HeadResult(spec.label, metrics, result.best_epoch, result.seconds)
 
     def _weights(self, spec: HeadSpec, model: nn.Module, source) -> dict:

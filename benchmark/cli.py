@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     from benchmark.grid import estimate_seconds, execute, plan_grid
 
     grid = load_grid(args.config)
-    plan = plan_grid(grid, args.tracking_uri)
+    plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run)
     cells = grid.cells()
     print(f"grid '{grid.name}' ({grid.source}): {len(cells)} cells × {len(grid.heads)} heads, regime "
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
@@ -139,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from mlflow.exceptions import MlflowException
+
     try:
         return args.func(args)
-    except (ValueError, KeyError, OSError) as exc:  # the suite's errors say what to do; -v shows the traceback
-        if args.verbose:
+    except (ValueError, KeyError, OSError, RuntimeError, MlflowException) as exc:  # messages say what to do
+        if args.verbose:  # -v shows the traceback
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -70,7 +70,7 @@ class CustomDataset:
 
     csv: str
     higher_is_better: bool
-    scale: tuple[float, float] | None = None
+    scale: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ class GridConfig:
     split_fractions: tuple[float, float, float]
     data_root: str | None
     custom_datasets: dict[str, CustomDataset]
+    save_weights: bool = True
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -148,6 +149,17 @@ class GridConfig:
         keys = ("regime", "hidden", "dropout", "image_size", "label_norm", "split_fractions")
         return {**asdict(self.training), **{k: getattr(self, k) for k in keys}}
 
+    def run_config_hash(self, cell: Cell, head: HeadSpec) -> str:
+        """Hash of every setting that shapes the run of ``head`` in ``cell`` (logged as ``config_hash``).
+
+        Resume skips a FINISHED run only when its hash matches, so an edited grid that keeps its name
+        cannot silently mix old and new runs.
+        """
+        datasets = {name: asdict(spec) for name, spec in self.custom_datasets.items()
+                    if name in (cell.dataset, cell.test_dataset)}
+        payload = (self.hyperparameters(), asdict(self.backbone(cell.backbone)), asdict(head), datasets)
+        return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
+
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""
         data = asdict(self)
@@ -166,7 +178,7 @@ def _plain(value: Any) -> Any:
 _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
-    "data_root", "custom_datasets",
+    "data_root", "custom_datasets", "save_weights",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -193,7 +205,8 @@ class _Reader:
 
     def number(self, value: Any, key: str, kind: type, low: float, high: float | None = None):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-            raise self.fail(key, f"expected {kind.__name__}, got {value!r}")
+            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
+            raise self.fail(key, f"expected {kind.__name__}, got {value!r}{hint}")
         if value < low or (high is not None and value > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
             raise self.fail(key, f"value {value!r} must be {bound}")
@@ -226,19 +239,23 @@ def _backbones(r: _Reader, value: Any) -> tuple[BackboneSpec, ...]:
 
 
 def _heads(r: _Reader, value: Any) -> tuple[HeadSpec, ...]:
-    from benchmark.heads import list_heads
+    from benchmark.heads import head_hparams, list_heads
 
     items = value.items() if isinstance(value, dict) else ((v, None) for v in (value or []))
     specs = []
     for label, options in items:
         label = r.name(label, "heads")
-        options = dict(options or {})
-        if not isinstance(options, dict):
+        if options is not None and not isinstance(options, dict):
             raise r.fail(f"heads.{label}", f"expected a mapping of hyper-parameters, got {options!r}")
+        options = dict(options or {})
         head_type = options.pop("type", label)
         if head_type not in list_heads():
             raise r.fail(f"heads.{label}", f"unknown head type {head_type!r}; known: {', '.join(list_heads())} "
                                            "(give 'type:' to name a variant, e.g. dor-k8: {type: dor, num_bins: 8})")
+        unknown = sorted(set(options) - set(head_hparams(head_type)))
+        if unknown:
+            raise r.fail(f"heads.{label}.{unknown[0]}", f"head type {head_type!r} accepts only: "
+                                                        f"{', '.join(head_hparams(head_type)) or 'no hyper-parameters'}")
         specs.append(HeadSpec(label, head_type, options))
     if not specs:
         raise r.fail("heads", "list at least one head, e.g. 'mse: {}'")
@@ -263,15 +280,22 @@ def _custom(r: _Reader, value: Any) -> dict[str, CustomDataset]:
     out = {}
     for name, spec in r.mapping(value, "custom_datasets", set(value or {})).items():
         spec = r.mapping(spec, f"custom_datasets.{name}", {"csv", "higher_is_better", "scale"})
-        if "csv" not in spec or "higher_is_better" not in spec:
-            raise r.fail(f"custom_datasets.{name}", "needs 'csv' (path to image,score[,ref]) and 'higher_is_better'")
-        scale = spec.get("scale")
-        if scale is not None:
-            if not (isinstance(scale, list) and len(scale) == 2 and scale[0] < scale[1]):
-                raise r.fail(f"custom_datasets.{name}.scale", f"expected [low, high] with low < high, got {scale!r}")
-            scale = (float(scale[0]), float(scale[1]))
+        if "csv" not in spec or "higher_is_better" not in spec or "scale" not in spec:
+            raise r.fail(f"custom_datasets.{name}", "needs 'csv' (path to image,score[,ref]), 'higher_is_better' "
+                                                    "and 'scale: [low, high]' (the declared score scale: an "
+                                                    "observed range would let the test rows shape the labels)")
+        scale = spec["scale"]
+        if not (isinstance(scale, list) and len(scale) == 2 and scale[0] < scale[1]):
+            raise r.fail(f"custom_datasets.{name}.scale", f"expected [low, high] with low < high, got {scale!r}")
+        scale = (float(scale[0]), float(scale[1]))
         out[name] = CustomDataset(str(spec["csv"]), bool(spec["higher_is_better"]), scale)
     return out
+
+
+def _flag(r: _Reader, value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise r.fail(key, f"expected true or false, got {value!r}")
+    return value
 
 
 def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
@@ -321,6 +345,7 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         split_fractions=tuple(float(f) for f in fractions),
         data_root=data.get("data_root"),
         custom_datasets=_custom(r, data.get("custom_datasets")),
+        save_weights=_flag(r, data.get("save_weights", True), "save_weights"),
         source=source,
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):

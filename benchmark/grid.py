@@ -10,6 +10,7 @@ concurrent writers.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -22,9 +23,9 @@ from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
 from benchmark.cell import CellRunner, HeadResult, dataset_labels
-from benchmark.config import Cell, GridConfig
+from benchmark.config import Cell, ConfigError, GridConfig
 from benchmark.data import dataset_info
-from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri
+from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,37 @@ class GridPlan:
         return sum(len(heads) for heads in self.todo.values())
 
 
-def plan_grid(grid: GridConfig, tracking_uri: str | None = None) -> GridPlan:
-    """Resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do."""
+def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False) -> GridPlan:
+    """Resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do.
+
+    A dry run only reads the store (it creates no experiment and marks nothing).
+
+    Raises
+    ------
+    ConfigError
+        When the store already holds FINISHED runs of this grid made with other settings.
+    """
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
-    experiment_id = get_experiment_id(client, uri, grid.name)
-    finished = prepare_resume(client, experiment_id)
-    plan = GridPlan(grid, uri, experiment_id)
+    experiment_id = get_experiment_id(client, uri, grid.name, create=not dry_run)
+    finished = prepare_resume(client, experiment_id, mark_crashed=not dry_run) if experiment_id else {}
+    plan = GridPlan(grid, uri, experiment_id or "")
+    changed = []
     for cell in grid.cells():
-        heads = {h.label for h in grid.heads if (cell.key, h.label) not in finished}
+        heads = set()
+        for head in grid.heads:
+            done = finished.get((cell.key, head.label))
+            if done is None:
+                heads.add(head.label)
+            elif done != grid.run_config_hash(cell, head):
+                changed.append(f"{cell.key} {head.label}")
         if heads:
             plan.todo[cell] = heads
+    if changed:
+        raise ConfigError(
+            f"grid '{grid.name}' in {uri_kind(uri)} store {uri} already holds FINISHED runs made with other "
+            f"settings ({len(changed)} runs, e.g. {changed[0]}); give the edited grid a new 'name' or delete the "
+            "old experiment, so old and new runs are never mixed")
     return plan
 
 
@@ -137,7 +158,7 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root
             bar.update(1)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(run_cell, *a, threads) for a in args]
             for future in as_completed(futures):
                 done(future.result())

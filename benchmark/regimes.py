@@ -10,9 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from benchmark.data import decode_cache, normalize, random_crop_flip
 from benchmark.features import Preprocessing
+
+
+def frozen_trunk(num_features: int, hidden: int, dropout: float) -> nn.Sequential:
+    """The small MLP between cached features and the head in the frozen regime."""
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(dropout))
 
 
 class RowTable:
@@ -29,7 +35,7 @@ class RowTable:
     def gather(self, arrays: list[np.ndarray], indices: np.ndarray) -> np.ndarray:
         """Rows ``indices`` of per-table arrays aligned with the tables."""
         part = np.searchsorted(self.offsets, indices, side="right") - 1
-        if (part == part[0]).all():
+        if (part == part[0]).all():  # read the memory map in sorted order, then restore the requested order
             return np.asarray(arrays[part[0]][np.sort(indices - self.offsets[part[0]])])[
                 np.argsort(np.argsort(indices))]
         return np.stack([arrays[p][i - self.offsets[p]] for p, i in zip(part, indices)])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE_DIR = Path("mlruns")
 RUN_TAGS = (
     "grid", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "head", "head_type",
-    "regime", "split", "seed", "git_sha", "init_hash", "order_hash",
+    "regime", "split", "seed", "git_sha", "init_hash", "order_hash", "config_hash",
 )
 TEST_METRICS = ("srcc", "krcc", "plcc", "plcc_raw", "rmse", "mae")
 PREDICTIONS_ARTIFACT = "predictions.csv"
@@ -68,22 +68,29 @@ def get_experiment_id(client: MlflowClient, uri: str, grid: str, create: bool = 
     return client.create_experiment(grid, artifact_location=_artifact_location(uri, grid))
 
 
-def prepare_resume(client: MlflowClient, experiment_id: str) -> set[tuple[str, str]]:
-    """Mark runs left RUNNING by a killed process as FAILED; return the finished (cell_key, head) pairs.
+def prepare_resume(client: MlflowClient, experiment_id: str, mark_crashed: bool = True) -> dict[tuple[str, str], str]:
+    """Mark runs left RUNNING by a killed process as FAILED; return the FINISHED runs' config hashes.
 
-    Call once per grid invocation, before any worker starts: a RUNNING run at that moment belongs to
-    a process that no longer exists (two ``dor-bench run`` on one grid at once are not supported).
+    Returns ``{(cell_key, head): config_hash}``. Call once per grid invocation, before any worker
+    starts: a RUNNING run at that moment belongs to a process that no longer exists (two
+    ``dor-bench run`` on one grid at once are not supported). ``mark_crashed=False`` only reads.
     """
-    finished: set[tuple[str, str]] = set()
+    finished: dict[tuple[str, str], str] = {}
     for run in _all_runs(client, experiment_id):
         key = (run.data.tags.get("cell_key", ""), run.data.tags.get("head", ""))
         if run.info.status == "FINISHED":
-            finished.add(key)
-        elif run.info.status == "RUNNING":
+            finished[key] = run.data.tags.get("config_hash", "")
+        elif run.info.status == "RUNNING" and mark_crashed:
             log.warning("run %s (%s, %s) was left RUNNING by a killed process: marked FAILED, redoing it",
                         run.info.run_id, *key)
             client.set_terminated(run.info.run_id, status="FAILED")
     return finished
+
+
+def finished_run_exists(client: MlflowClient, experiment_id: str, cell_key: str, head: str) -> bool:
+    """Whether the store already holds a FINISHED run of this (cell, head)."""
+    query = f"tags.cell_key = '{cell_key}' and tags.head = '{head}' and attributes.status = 'FINISHED'"
+    return bool(client.search_runs([experiment_id], filter_string=query, max_results=1))
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -117,6 +124,10 @@ class RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.client.get_run(self.run_id).info.status != "RUNNING":
+            log.warning("run %s was marked %s by another dor-bench process while it trained; left as is",
+                        self.run_id, self.client.get_run(self.run_id).info.status)
+            return
         status = "FINISHED" if exc_type is None and not self.failed else "FAILED"
         self.client.set_terminated(self.run_id, status=status)
 
@@ -125,10 +136,6 @@ class RunRecorder:
         log.warning("run %s (%s, %s) failed: %s", self.run_id, self.tags["cell_key"], self.tags["head"], reason)
         self.client.set_tag(self.run_id, "failure", reason)
         self.failed = True
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        """Add tags known only after training starts (hashes)."""
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_curves(self, curves: dict[str, list[float]]) -> None:
         """Log per-epoch curves (step = epoch index) in one batch per 1000 points."""

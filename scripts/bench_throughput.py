@@ -41,7 +41,7 @@ def suite_throughput(backbone: str, batch: int, steps: int, device: str) -> floa
     prep = Preprocessing.for_backbone(model.backbone)
     source = ImageSource(rows, prep, seed=0, device=device)
     targets = torch.from_numpy(labels["u"].to_numpy(np.float32))
-    train_idx = np.arange(batch * steps)
+    train_idx = np.arange(batch * steps) % len(labels)  # wraps around on a small dataset
     val_idx = np.arange(len(labels) - batch, len(labels))
     settings = TrainSettings(1, batch, 1, "adamw", 1e-4, 1e-4, "constant", 0, 1.0)
     fit(model, model.head, source, targets, train_idx[:batch * 2], val_idx, [np.arange(batch * 2)], settings, device)

@@ -48,7 +48,11 @@ def test_head_variants_and_backbone_line():
     ({"heads": {"mystery": {}}}, "heads.mystery"),
     ({"split_fractions": [0.5, 0.5, 0.5]}, "split_fractions"),
     ({"backbones": {"resnet50": {"pretrained": 3}}}, "backbones.resnet50.pretrained"),
-    ({"custom_datasets": {"mine": {"csv": "x.csv"}}}, "custom_datasets.mine"),
+    ({"custom_datasets": {"mine": {"csv": "x.csv", "higher_is_better": True}}}, "custom_datasets.mine"),
+    ({"heads": {"dor": {"num_bin": 8}}}, "heads.dor.num_bin"),
+    ({"heads": {"mse": [1, 2]}}, "heads.mse"),
+    ({"optimizer": {"lr": "1e-4"}}, "optimizer.lr"),
+    ({"save_weights": "yes"}, "save_weights"),
 ])
 def test_bad_values_name_the_key_and_file(tmp_path, patch, key):
     path = tmp_path / "grid.yaml"

@@ -54,6 +54,10 @@ def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
 
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
     assert len(_runs(tracking_uri)[1]) == 6  # a rerun adds nothing
+    edited = grid_file(epochs=4)  # same grid name, other settings: refused, nothing mixed
+    assert main(["run", "--config", edited, "--tracking-uri", tracking_uri]) == 1
+    assert len(_runs(tracking_uri)[1]) == 6
+    path = grid_file()  # the factory rewrites one file: back to the original settings
 
     stuck = runs[0]
     client.update_run(stuck.info.run_id, status="RUNNING")
@@ -77,10 +81,13 @@ def test_dry_run_prints_cells_and_estimate(grid_file, tracking_uri):
     text = out.getvalue()
     assert "test_resnet|tiny->tiny|frozen|split1|seed0" in text and "estimated time" in text
     assert "6 runs to do" in text
+    assert MlflowClient(tracking_uri).get_experiment_by_name("tiny") is None  # a dry run writes nothing
 
 
 def test_finetune_regime_and_predict(grid_file, tracking_uri, tiny_dataset, tmp_path):
-    path = grid_file(regime="finetune", splits=1, epochs=1, heads={"mse": {}, "dor": {"num_bins": 8}})
+    # offline-pretrained efficientnet_lite0: predict must rebuild its TF-padded architecture exactly
+    path = grid_file(regime="finetune", splits=1, epochs=1, heads={"mse": {}, "dor": {"num_bins": 8}},
+                     backbones={"efficientnet_lite0": {"pretrained": True}})
     plan = plan_grid(load_grid(path), tracking_uri)
     outcomes = execute(plan)
     assert [len(o.results) for o in outcomes] == [2]
@@ -135,7 +142,8 @@ def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
                 runs = _runs(tracking_uri)[1]
             except Exception:  # the store may not exist yet or be locked mid-write
                 runs = []
-            if sum(r.info.status == "FINISHED" for r in runs) >= 2:
+            statuses = [r.info.status for r in runs]
+            if statuses.count("FINISHED") >= 2 and "RUNNING" in statuses:  # killed in the middle of a run
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the grid finished before it could be killed; make it longer"
@@ -146,6 +154,7 @@ def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
             os.killpg(process.pid, signal.SIGKILL)
     _, partial = _runs(tracking_uri)
     assert sum(r.info.status == "FINISHED" for r in partial) < 12
+    assert any(r.info.status == "RUNNING" for r in partial)  # the kill left a run to recover
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     _, runs = _runs(tracking_uri)

@@ -128,7 +128,7 @@ def decode_cache(
     target = folder / f"{_cache_key(paths, size)}.npy"
     if not target.is_file():
         logger.info("decoding %d images at %d px into %s", len(paths), size, target)
-        workers = workers or len(os.sched_getaffinity(0))
+        workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         with atomic_file(target) as temp:
             array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
             with ThreadPoolExecutor(max_workers=workers) as pool:
