@@ -36,7 +36,8 @@ from scipy import stats
 from benchmark.config import Cell
 from benchmark.heads import UnknownHeadError, head_hparams
 from benchmark.metrics import compute_metrics
-from benchmark.tracking import PREDICTIONS_ARTIFACT, get_experiment_id, git_sha, resolve_tracking_uri
+from benchmark.provenance import git_sha
+from benchmark.tracking import PREDICTIONS_ARTIFACT, get_experiment_id, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
