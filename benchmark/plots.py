@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchmark.tables import METRIC_LABELS
@@ -35,11 +36,46 @@ def _cell_label(pair_key: str) -> str:
     return pair_key.replace("|", " · ").replace("->", "→")
 
 
-def _grid(n: int, max_cols: int, width: float, height: float) -> tuple[Figure, list]:
+def _common_parts(pair_keys: list[str]) -> tuple[list[str], str]:
+    """Cell labels without the ``|``-separated parts every pair key shares, and those parts (for a title).
+
+    Examples
+    --------
+    >>> _common_parts(["r50|livec->livec|frozen", "r50|koniq->livec|frozen"])
+    (['livec→livec', 'koniq→livec'], 'r50 · frozen')
+    """
+    parts = [key.split("|") for key in pair_keys]
+    if not parts:
+        return [], ""
+    width = min(len(p) for p in parts)
+    shared = [i for i in range(width) if len({p[i] for p in parts}) == 1]
+    if len(shared) == max(len(p) for p in parts):  # one cell: keep its full label
+        shared = []
+    labels = [_cell_label("|".join(v for i, v in enumerate(p) if i not in shared)) for p in parts]
+    return labels, _cell_label("|".join(parts[0][i] for i in shared))
+
+
+def _title(ax, text: str, **kwargs) -> None:
+    """Axes title at a fixed height: with the default automatic height matplotlib measures every tick
+    label of the axes to dodge them (a third of the drawing time of a panel); no plot here has ticks
+    above its axes."""
+    ax.set_title(text, y=1.0, **kwargs)
+
+
+def _few_ticks(ax, n_x: int | None = 5, n_y: int | None = 5, integer_x: bool = False) -> None:
+    """At most about ``n`` major ticks per axis: every tick is several artists, the main drawing cost."""
+    steps = [1, 2, 2.5, 5, 10]
+    if n_x:
+        ax.xaxis.set_major_locator(MaxNLocator(n_x, steps=steps, integer=integer_x))
+    if n_y:
+        ax.yaxis.set_major_locator(MaxNLocator(n_y, steps=steps))
+
+
+def _grid(n: int, max_cols: int, width: float, height: float, **share: bool | str) -> tuple[Figure, list]:
     cols = min(max_cols, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width * cols, height * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    axes = fig.subplots(rows, cols, squeeze=False, **share).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -75,7 +111,13 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     """
     rows = rows.reset_index(drop=True)
     n = len(rows)
-    labels = [f"{_cell_label(r.pair_key)}: {r.head_a} − {r.head_b} (J={r.n_splits})" for r in rows.itertuples()]
+    cells, shared = _common_parts(rows["pair_key"].tolist())
+    same_j = rows["n_splits"].nunique() == 1
+    labels = [f"{cell}: {r.head_a} − {r.head_b}" + ("" if same_j else f" (J={r.n_splits})")
+              for cell, r in zip(cells, rows.itertuples(), strict=True)]
+    common = [shared] if shared else []
+    if same_j and n:
+        common.append(f"J = {rows['n_splits'].iloc[0]} splits")
     label_width = _text_inches(labels, 8) + 0.3
     fig = Figure(figsize=(6 + label_width, max(2.8, 0.3 * n + 1.6)))
     ax = fig.add_subplot()
@@ -92,8 +134,9 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     name = METRIC_LABELS.get(metric, metric)
     ax.set_xlabel(f"Δ {name} (head A − head B), mean over splits")
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_title(f"Δ test {name} per cell and head pair: mean over splits with the 95 % CI of the\n"
-                 "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid")
+    scope = f" ({', '.join(common)})" if common else ""
+    _title(ax, f"Δ test {name} per cell and head pair{scope}: mean over splits with\nthe 95 % CI of the "
+               "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid", fontsize=10)
     ax.legend(handles=[
         Line2D([], [], marker="D", color=SIGNIFICANT, ls="", label="significant (Holm p < 0.05)"),
         Line2D([], [], marker="o", color=NOT_SIGNIFICANT, mfc="white", ls="", label="not significant")],
@@ -120,9 +163,12 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
     cells = list(dict.fromkeys(pairs["pair_key"]))
     heads = list(dict.fromkeys(pairs["head_a"]))
     reference = pairs["head_b"].iloc[0]
-    fig, axes = _grid(len(cells), 4, max(3.0, 1.1 * len(heads) + 1.0), 3.0)
-    for ax, cell in zip(axes, cells, strict=True):
-        ticks, labels, segments, segment_colors, means, xs, ys, point_colors = [], [], [], [], [], [], [], []
+    titles, shared = _common_parts(cells)
+    cols = min(4, len(cells))
+    fig, axes = _grid(len(cells), cols, max(3.0, 0.9 * len(heads) + 1.0), 2.8)
+    name = METRIC_LABELS.get(metric, metric)
+    for k, (ax, cell, title) in enumerate(zip(axes, cells, titles, strict=True)):
+        segments, segment_colors, means, xs, ys, point_colors = [], [], [], [], [], []
         for i, head in enumerate(heads):
             sub = pairs[(pairs["pair_key"] == cell) & (pairs["head_a"] == head)]
             x0, x1 = 3 * i, 3 * i + 1
@@ -132,19 +178,20 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
             xs += [x0] * len(sub) + [x1] * len(sub)
             ys += [*sub["value_b"], *sub["value_a"]]
             point_colors += [colors.get(reference)] * len(sub) + [colors.get(head)] * len(sub)
-            ticks += [x0, x1]
-            labels += [reference, head]
         ax.add_collection(LineCollection(segments, colors=segment_colors, alpha=0.55, lw=1))
         ax.add_collection(LineCollection(means, colors="black", lw=2.2, zorder=4))
         ax.scatter(xs, ys, s=10, c=point_colors, zorder=3)
-        ax.set_xticks(ticks, labels, rotation=30, fontsize=8)
+        ax.set_xticks([3 * i + 0.5 for i in range(len(heads))], heads, fontsize=8)
         ax.set_xlim(-0.5, 3 * len(heads) - 1.5)
-        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)}")
-        ax.set_title(_cell_label(cell), fontsize=9)
+        _few_ticks(ax, n_x=None, n_y=4)
+        if k % cols == 0:
+            ax.set_ylabel(f"test {name}")
+        _title(ax, title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Per-split paired {METRIC_LABELS.get(metric, metric)} vs {reference} "
-                 "(green: head better, red: worse; black: mean)")
-    _save(fig, path, bottom=0.8, top=0.8, hspace=0.75)
+    fig.suptitle(f"Per-split paired {name}{f' ({shared})' if shared else ''}: each line joins {reference} "
+                 "(left end) to the head named below (right end) on one split\n"
+                 "green: head better, red: worse; black: mean over splits", fontsize=11)
+    _save(fig, path, bottom=0.6, top=0.9, hspace=0.6)
 
 
 def scatter_median_split(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: dict[str, tuple],
@@ -162,20 +209,24 @@ def scatter_median_split(panels: dict[str, pd.DataFrame], pair_key: str, split: 
     path : Path
         Output PNG.
     """
-    fig, axes = _grid(len(panels), 4, 3.4, 3.3)
+    fig, axes = _grid(len(panels), 5, 3.0, 3.6, sharex=True, sharey=True)
     low = min(min(p["mos"].min(), p["pred"].min()) for p in panels.values())
     high = max(max(p["mos"].max(), p["pred"].max()) for p in panels.values())
     low, high = low - 0.03 * (high - low), high + 0.03 * (high - low)
-    for ax, (head, frame) in zip(axes, panels.items(), strict=True):
+    cols = min(5, len(panels))
+    for k, (ax, (head, frame)) in enumerate(zip(axes, panels.items(), strict=True)):
         ax.scatter(frame["mos"], frame["pred"], s=9, alpha=0.6, color=colors.get(head))
         ax.plot([low, high], [low, high], color="black", lw=1, ls="--")
-        ax.set_xlim(low, high)
-        ax.set_ylim(low, high)
-        ax.set_title(f"{head}: SRCC {stats.spearmanr(frame['mos'], frame['pred']).statistic:.3f}", fontsize=10)
+        _title(ax, f"{head}: SRCC {stats.spearmanr(frame['mos'], frame['pred']).statistic:.3f}", fontsize=10)
         ax.set_xlabel("MOS")
-        ax.set_ylabel("prediction (MOS scale)")
+        ax.xaxis.set_tick_params(labelbottom=True)  # a shared axis hides them above an empty panel
+        if k % cols == 0:
+            ax.set_ylabel("prediction (MOS scale)")
+    axes[0].set_xlim(low, high)
+    axes[0].set_ylim(low, high)
+    _few_ticks(axes[0])
     fig.suptitle(f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (median split)", fontsize=11)
-    _save(fig, path, top=0.8, wspace=0.35)
+    _save(fig, path, top=0.8, wspace=0.2)
 
 
 def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int, path: Path) -> None:
@@ -193,8 +244,8 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
         Output PNG.
     """
     cells = list(dict.fromkeys(curves["pair_key"]))
-    fig = Figure(figsize=(10, 2.5 * len(cells) + 0.8))
-    axes = fig.subplots(len(cells), 2, squeeze=False)
+    fig = Figure(figsize=(10, 2.3 * len(cells) + 0.9))
+    axes = fig.subplots(len(cells), 2, squeeze=False, sharex=True)
     for (ax_val, ax_loss), cell in zip(axes, cells, strict=True):
         for (head, metric), sub in curves[curves["pair_key"] == cell].groupby(["head", "metric"], sort=False):
             sub = sub.sort_values("step")
@@ -202,16 +253,20 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
                 ax_val.plot(sub["step"], sub["value"], color=colors.get(head), label=head, lw=1.4)
             else:  # heads' losses differ in kind and scale: show each relative to its first epoch
                 ax_loss.plot(sub["step"], sub["value"] / sub["value"].iloc[0], color=colors.get(head), lw=1.4)
-        ax_val.set_title(f"{_cell_label(cell)}: validation SRCC", fontsize=9)
-        ax_val.set(xlabel="epoch", ylabel="val SRCC")
-        ax_loss.set_title(f"{_cell_label(cell)}: training loss", fontsize=9)
-        ax_loss.set(xlabel="epoch", ylabel="loss ÷ epoch-0 loss")
-        ax_val.grid(alpha=0.3)
-        ax_loss.grid(alpha=0.3)
+        _title(ax_val, f"{_cell_label(cell)}: validation SRCC", fontsize=9)
+        ax_val.set_ylabel("val SRCC")
+        _title(ax_loss, f"{_cell_label(cell)}: training loss", fontsize=9)
+        ax_loss.set_ylabel("loss ÷ epoch-0 loss")
+        for ax in (ax_val, ax_loss):
+            _few_ticks(ax, n_x=None, n_y=4)
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+        _few_ticks(ax, n_y=None, integer_x=True)
     axes[0][0].legend(fontsize=8)
     shown = f" — first {len(cells)} of {n_cells} cells" if len(cells) < n_cells else ""
     fig.suptitle(f"Learning curves at the median split (lowest seed){shown}")
-    _save(fig, path, top=0.7, wspace=0.25, hspace=0.5)
+    _save(fig, path, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
 
 
 def k_ablation(table: pd.DataFrame, path: Path) -> None:
@@ -233,8 +288,8 @@ def k_ablation(table: pd.DataFrame, path: Path) -> None:
             ax.errorbar(line["num_bins"], line["mean"], yerr=line["std"], marker="o", capsize=3,
                         label=_cell_label(cell))
         ax.set_xticks(sorted(sub["num_bins"].unique()))
-        ax.set(xlabel="K (head.num_bins)", ylabel="test SRCC (mean ± std over splits)",
-               title=f"{head_type}: SRCC vs K")
+        ax.set(xlabel="K (head.num_bins)", ylabel="test SRCC (mean ± std over splits)")
+        _title(ax, f"{head_type}: SRCC vs K")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path, left=0.9, wspace=0.35)
@@ -292,7 +347,7 @@ def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, floa
         y = -0.1 - 0.07 * g
         ax.hlines(y, values[i] - 0.03, values[j] + 0.03, color="#34495e", lw=4)
     stat, p = friedman
-    ax.set_title(f"Average rank of test SRCC over {n_blocks} blocks (cell × split), 1 = best\n"
+    _title(ax, f"Average rank of test SRCC over {n_blocks} blocks (cell × split), 1 = best\n"
                  f"Friedman χ² = {stat:.1f}, p = {p:.2g}; bars join heads within the Nemenyi CD (α = 0.05)",
                  fontsize=10)
     _save(fig, path, left=0.1, right=0.1, bottom=0.1, top=0.7)

@@ -215,6 +215,7 @@ def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, 
         "dataset": cell.dataset, "test_dataset": cell.test_dataset, "head": label, "head_type": head_type,
         "regime": cell.regime, "split": str(cell.split), "seed": str(cell.seed), "git_sha": sha,
         "init_hash": f"init-{digest}", "order_hash": f"order-{digest}",
+        "config_hash": f"config-{zlib.crc32(f'{grid}|{label}'.encode()):08x}",
     }
     # One log_batch for params, curves and final metrics (RunRecorder makes three calls): the same
     # schema, written about a third faster, which keeps test stores quick to build.

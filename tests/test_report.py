@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.report import ReportError, build_report, k_ablation_table
+from benchmark.report import ReportError, add_bootstrap, build_report, k_ablation_table
 from benchmark.stats import paired_bootstrap_srcc_ci
 from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
 from benchmark.tracking import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
@@ -279,6 +279,31 @@ def test_cell_bootstrap_equals_the_per_pair_bootstrap(report, store, stats_csv, 
     assert (frames["dor"]["image"] == frames["mse"]["image"]).all()
     low, high = paired_bootstrap_srcc_ci(frames["dor"]["mos"], frames["dor"]["pred"], frames["mse"]["pred"])
     assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx((low, high))
+
+
+def test_add_bootstrap_aligns_on_image_and_skips_constant_heads():
+    rng = np.random.default_rng(0)
+    images = [f"img{i}.png" for i in range(30)]
+    mos = rng.uniform(1, 5, 30)
+    preds = {"mse": mos + rng.normal(0, 0.5, 30), "dor": mos + rng.normal(0, 0.3, 30), "dor-seed": np.full(30, 3.0)}
+    frames = {("cell", h): pd.DataFrame({"image": images, "mos": mos, "pred": p}) for h, p in preds.items()}
+    frames[("cell", "dor")] = frames[("cell", "dor")].iloc[::-1]  # another row order: merged on image
+    stats_df = pd.DataFrame({"pair_key": "cell", "head_a": ["dor", "dor-seed", "dor"], "head_b": "mse",
+                             "metric": ["srcc", "srcc", "plcc"]})
+    warnings = []
+    add_bootstrap(stats_df, frames, pd.Series({"cell": 4}), warnings)
+    boot = stats_df[["boot_split", "boot_ci_low", "boot_ci_high"]]
+    # The merged rows follow the first head's file (dor, reversed); mse's rows must be matched to them.
+    expected = paired_bootstrap_srcc_ci(mos[::-1], preds["dor"][::-1], preds["mse"][::-1])
+    assert boot.iloc[0].tolist() == pytest.approx([4, *expected])
+    assert boot.iloc[1:].isna().all().all()  # constant dor-seed; plcc rows get no bootstrap
+    assert warnings == [
+        "cell: no bootstrap CI for dor-seed vs mse (predictions at the median split missing or constant)"]
+    frames[("cell", "mse")] = frames[("cell", "mse")].assign(mos=mos + 1.0)
+    warnings.clear()
+    add_bootstrap(stats_df, frames, pd.Series({"cell": 4}), warnings)
+    assert stats_df["boot_ci_low"].isna().all()
+    assert len(warnings) == 1 and "do not share the same images and MOS" in warnings[0]
 
 
 def test_synthetic_runs_follow_the_harness_schema(store, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -20,12 +21,14 @@ from benchmark.stats import (
     StatsInputError,
     across_dataset_wilcoxon,
     average_ranks,
+    corrected_resampled_ci,
     corrected_resampled_ttest,
     friedman_test,
     holm,
     naive_paired_ttest,
     nemenyi_critical_difference,
     paired_bootstrap_srcc_ci,
+    paired_bootstrap_srcc_cis,
     rowwise_srcc,
     wilcoxon_p,
 )
@@ -43,6 +46,18 @@ def test_corrected_resampled_ttest_hand_computed() -> None:
     assert p == pytest.approx(2 * sps.t.sf(t_expected, df=9), rel=1e-12)
     t_neg, p_neg = corrected_resampled_ttest([-d for d in DELTAS], n_train=800, n_test=200)
     assert (t_neg, p_neg) == pytest.approx((-t, p))
+
+
+def test_corrected_resampled_ci_hand_computed() -> None:
+    # se = sqrt((1/10 + 200/800) * 12e-4/9) = 0.0068313005; t_{0.975, 9} = 2.2621571627 -> half = 0.0154534754.
+    low, high = corrected_resampled_ci(DELTAS, n_train=800, n_test=200)
+    assert (low, high) == pytest.approx((0.02 - 0.0154534754, 0.02 + 0.0154534754), abs=1e-9)
+    # It inverts the corrected test: at confidence 1 - p the interval just touches 0.
+    p = corrected_resampled_ttest(DELTAS, 800, 200)[1]
+    assert corrected_resampled_ci(DELTAS, 800, 200, confidence=1 - p)[0] == pytest.approx(0.0, abs=1e-12)
+    assert corrected_resampled_ci([0.01] * 5, 800, 200) == pytest.approx((0.01, 0.01))  # zero variance
+    with pytest.raises(StatsInputError, match=r"confidence must lie in \(0, 1\)"):
+        corrected_resampled_ci(DELTAS, 800, 200, confidence=95)
 
 
 def test_naive_ttest_hand_computed_and_more_liberal() -> None:
@@ -106,6 +121,7 @@ def test_holm_hand_example_and_statsmodels() -> None:
     rng = np.random.default_rng(0)
     p = rng.uniform(0, 0.2, size=17)
     assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+    assert gc.get_freeze_count() == 0  # the gc.freeze() around statsmodels is undone
 
 
 def test_holm_nan_safe() -> None:
@@ -150,6 +166,37 @@ def test_paired_bootstrap_degenerate_cases() -> None:
     assert math.isnan(low) and math.isnan(high)
     with pytest.raises(StatsInputError, match="equal length"):
         paired_bootstrap_srcc_ci(mos, pred, pred[:5])
+
+
+def test_multi_pair_bootstrap_equals_per_pair_and_rankdata_reference() -> None:
+    rng = np.random.default_rng(5)
+    n = 40
+    mos = rng.integers(1, 6, n).astype(float)  # heavy ties: 5 distinct MOS values
+    preds = {"a": mos + rng.integers(0, 3, n), "b": rng.integers(0, 4, n) + mos / 2, "c": rng.standard_normal(n)}
+    pairs = [("a", "b"), ("a", "c"), ("c", "b")]
+    cis = paired_bootstrap_srcc_cis(mos, preds, pairs, n_resamples=300, seed=1)
+    assert list(cis) == pairs
+    for a, b in pairs:
+        assert cis[(a, b)] == paired_bootstrap_srcc_ci(mos, preds[a], preds[b], n_resamples=300, seed=1)
+
+    def rankdata_delta(m, x, y, axis=-1):  # the textbook statistic: scipy average ranks of each resample
+        return rowwise_srcc(m, x) - rowwise_srcc(m, y)
+
+    ref = sps.bootstrap((mos, preds["a"], preds["b"]), rankdata_delta, paired=True, vectorized=True,
+                        n_resamples=300, rng=np.random.default_rng(1)).confidence_interval
+    assert cis[("a", "b")] == pytest.approx((ref.low, ref.high), rel=1e-12)
+
+
+def test_multi_pair_bootstrap_degenerate_pairs_and_unknown_heads() -> None:
+    mos = np.arange(8.0)
+    preds = {"a": np.array([0.0, 2, 1, 3, 5, 4, 7, 6]), "const": np.full(8, 2.0)}
+    preds["a2"] = preds["a"] ** 3  # same ranks as a
+    cis = paired_bootstrap_srcc_cis(mos, preds, [("a", "a2"), ("a", "const")])
+    assert cis[("a", "a2")] == (0.0, 0.0)
+    assert np.isnan(cis[("a", "const")]).all()
+    assert all(np.isnan(ci).all() for ci in paired_bootstrap_srcc_cis(np.ones(8), preds, [("a", "a2")]).values())
+    with pytest.raises(StatsInputError, match=r"without predictions: \['b'\]"):
+        paired_bootstrap_srcc_cis(mos, preds, [("a", "b")])
 
 
 def test_rowwise_srcc_matches_spearmanr_with_ties() -> None:
