@@ -41,15 +41,17 @@ def _run(store: Path, repeats: int) -> None:
                              n_test=200, seed=0)
         marker.touch()
         print(f"wrote 1000 synthetic runs in {time.perf_counter() - start:.1f} s")
-    times = []
+    times, cpu_times = [], []
     for i in range(repeats):
         start, cpu = time.perf_counter(), time.process_time()
         result = build_report(GRID, uri, store / f"report{i}", command=sys.argv)
         times.append(time.perf_counter() - start)
-        print(f"build_report: {times[-1]:.2f} s wall, {time.process_time() - cpu:.2f} s CPU "
+        cpu_times.append(time.process_time() - cpu)
+        print(f"build_report: {times[-1]:.2f} s wall, {cpu_times[-1]:.2f} s CPU "
               f"(load average {os.getloadavg()[0]:.1f}; {result.n_runs} runs, {result.n_stats_rows} stats rows, "
               f"{len(result.files)} files)")
-    print(f"build_report median over {repeats}: {statistics.median(times):.2f} s wall (target <= 10 s)")
+    print(f"build_report median over {repeats}: {statistics.median(times):.2f} s wall, "
+          f"{statistics.median(cpu_times):.2f} s CPU (target <= 10 s)")
 
 
 def main() -> int:
