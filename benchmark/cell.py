@@ -210,7 +210,7 @@ class CellRunner:
                 tqdm(total=self.grid.training.epochs, desc=f"{spec.label} epochs", unit="epoch", leave=False) as bar:
             torch.manual_seed(stable_seed(f"{self.cell.key}|train"))  # dropout etc.: one stream per cell
             result = fit(model, head, source, self.targets, self.train_idx, self.val_idx, self.orders,
-                         self.grid.training, self.device, bar)
+                         self.grid.training, self.device, bar, val_scores=self.rows.column("u")[self.val_idx])
             run.log_curves(result.curves)
             pred_u = predict_u(model, head, source, self.test_idx, self.grid.training.batch_size * 2,
                                self.device)

@@ -115,7 +115,7 @@ def _srcc(a: np.ndarray, b: np.ndarray) -> float:
 
 def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray], s: TrainSettings,
-        device: str = "cpu", progress=None) -> FitResult:
+        device: str = "cpu", progress=None, val_scores: np.ndarray | None = None) -> FitResult:
     """Train ``model`` (whose output goes to ``head``) and keep the epoch with the best val SRCC.
 
     Parameters
@@ -128,12 +128,14 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
     s : optimisation settings.
     device : where the model and inputs live (``cuda`` enables bf16 autocast).
     progress : optional tqdm bar advanced once per epoch.
+    val_scores : ground truth ranked against on val (default: the targets; pass unclipped scores when the
+        targets are clipped, so clipping adds no ties).
     """
     start = time.perf_counter()
     steps_per_epoch = math.ceil(len(train_idx) / s.batch_size)
     optimizer = _optimizer(model, head, s)
     scheduler = _schedule(optimizer, s, steps_per_epoch)
-    val_u = targets[val_idx].numpy()
+    val_u = targets[val_idx].numpy() if val_scores is None else np.asarray(val_scores)
     best = FitResult(copy.deepcopy(model.state_dict()), -1, -math.inf,
                      curves={"train_loss": [], "val_srcc": []})
     stale = 0
