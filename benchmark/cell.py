@@ -138,8 +138,8 @@ class CellRunner:
         """
         todo = [spec for spec in self.grid.heads if spec.label not in skip]
         if self.grid.regime == "frozen":
-            features = [cached_features(self.backbone, self.spec.name, name, table, self.prep, self.device)
-                        for name, table in zip(self._table_names(), self.rows.tables)]
+            features = [cached_features(self.backbone, self.spec.name, self.backbone_hash, name, table, self.prep,
+                                        self.device) for name, table in zip(self._table_names(), self.rows.tables)]
             source = FeatureSource(features, self.train_idx, self.device)
         initial = copy.deepcopy(self.backbone.state_dict()) if self.grid.regime == "finetune" else None
         results = []

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.data import cache_root, center_crop, decode_cache, normalize
-from benchmark.models import backbone_data_config, weights_fingerprint
+from benchmark.data.cache import atomic_file
+from benchmark.models import backbone_data_config
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,15 @@ def labels_fingerprint(labels: pd.DataFrame) -> str:
 
 
 @torch.inference_mode()
-def cached_features(backbone: nn.Module, backbone_name: str, dataset: str, labels: pd.DataFrame,
-                    prep: Preprocessing, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
+def cached_features(backbone: nn.Module, backbone_name: str, weights_hash: str, dataset: str,
+                    labels: pd.DataFrame, prep: Preprocessing, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
     """Features [N, F] (float32) of every image in ``labels``, computed once and cached on disk.
 
-    The cache key covers the backbone name, a fingerprint of its weights, the dataset's image list and
-    the crop policy (resize, crop, normalisation), so changed weights or images never reuse stale features.
+    The cache key covers the backbone name, ``weights_hash`` (:func:`benchmark.models.weights_fingerprint`
+    of the backbone), the dataset's image list and the crop policy (resize, crop, normalisation), so
+    changed weights or images never reuse stale features.
     """
-    key = hashlib.sha256(repr((backbone_name, weights_fingerprint(backbone), dataset, labels_fingerprint(labels),
+    key = hashlib.sha256(repr((backbone_name, weights_hash, dataset, labels_fingerprint(labels),
                                CROP_POLICY, prep)).encode()).hexdigest()[:20]
     path = cache_root() / "features" / f"{backbone_name}-{dataset}-{key}.npy"
     if path.exists():
@@ -76,10 +76,7 @@ def cached_features(backbone: nn.Module, backbone_name: str, dataset: str, label
         inputs = prep.eval_batch(batch).contiguous(memory_format=torch.channels_last)
         chunks.append(backbone(inputs).float().cpu().numpy())
     features = np.concatenate(chunks).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.save(handle, features)
-    os.replace(tmp, path)
+    with atomic_file(path) as temp:
+        np.save(temp, features)
     log.info("cached %s features of %s for %s at %s", features.shape, backbone_name, dataset, path)
     return features

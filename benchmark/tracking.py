@@ -124,9 +124,10 @@ class RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.client.get_run(self.run_id).info.status != "RUNNING":
+        current = self.client.get_run(self.run_id).info.status
+        if current != "RUNNING":
             log.warning("run %s was marked %s by another dor-bench process while it trained; left as is",
-                        self.run_id, self.client.get_run(self.run_id).info.status)
+                        self.run_id, current)
             return
         status = "FINISHED" if exc_type is None and not self.failed else "FAILED"
         self.client.set_terminated(self.run_id, status=status)
