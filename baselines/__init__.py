@@ -1,9 +1,15 @@
-"""Comparison heads for the DOR-IQA benchmark; every head follows the same protocol as ``DORHead``."""
+"""Comparison heads for the DOR-IQA benchmark; every head follows the same protocol as ``DORHead``.
 
-from baselines.coral import CoralHead
-from baselines.corn import CornHead
-from baselines.emd import EMDHead
-from baselines.mse import L1Head, MSEHead
-from baselines.sord import SORDHead
+Importing the package imports every module in it, so each ``@register_head`` class is registered.
+"""
 
-__all__ = ["CoralHead", "CornHead", "EMDHead", "L1Head", "MSEHead", "SORDHead"]
+import importlib
+import pkgutil
+
+from baselines.registry import HEADS, register_head
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["HEADS", "register_head"]

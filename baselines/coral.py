@@ -7,15 +7,11 @@ from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss
 from torch import Tensor, nn
 
-from dor_iqa.ordinal import (
-    at_least_float32,
-    autocast_disabled,
-    encode_labels,
-    soft_inference,
-    validate_num_bins,
-)
+from baselines.registry import register_head
+from dor_iqa.ordinal import encode_labels, in_float32, smoothed_logit, soft_inference, validate_num_bins
 
 
+@register_head
 class CoralHead(nn.Module):
     """Rank-consistent ordinal head: one shared weight vector, ``K - 1`` biases (registry name ``"coral"``).
 
@@ -44,12 +40,19 @@ class CoralHead(nn.Module):
         """Return the threshold logits, shape ``(B, K-1)``."""
         return self.layer(features)
 
+    @in_float32
     def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
         """``coral_pytorch.losses.coral_loss`` against the levels of ``u``, in at least float32."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            return coral_loss(outputs, encode_labels(u, self.num_bins).to(outputs.dtype))
+        return coral_loss(outputs, encode_labels(u, self.num_bins).to(outputs.dtype))
 
+    @in_float32
     def predict(self, outputs: Tensor) -> Tensor:
         """``(sum_k sigmoid(logit_k) + 0.5) / K``, shape ``(B,)``."""
-        return soft_inference(torch.sigmoid(at_least_float32(outputs)))
+        return soft_inference(torch.sigmoid(outputs))
+
+    @torch.no_grad()
+    def init_prior(self, u_train: Tensor) -> None:
+        """Zero the shared weight vector; each threshold's bias = log-odds of the training fraction above it."""
+        counts = encode_labels(u_train, self.num_bins).sum(dim=0)
+        self.layer.coral_weights.weight.zero_()
+        self.layer.coral_bias.copy_(smoothed_logit(counts, float(u_train.numel())))

@@ -6,9 +6,19 @@ import torch
 from coral_pytorch.losses import corn_loss
 from torch import Tensor, nn
 
-from dor_iqa.ordinal import at_least_float32, autocast_disabled, bin_index, soft_inference, validate_num_bins
+from baselines.registry import register_head
+from dor_iqa.ordinal import (
+    bin_index,
+    encode_labels,
+    in_float32,
+    reset_output_layer,
+    smoothed_logit,
+    soft_inference,
+    validate_num_bins,
+)
 
 
+@register_head
 class CornHead(nn.Module):
     """Conditional ordinal head (registry name ``"corn"``).
 
@@ -35,12 +45,18 @@ class CornHead(nn.Module):
         """Return the conditional logits, shape ``(B, K-1)``."""
         return self.linear(features)
 
+    @in_float32
     def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
         """``coral_pytorch.losses.corn_loss`` with classes ``min(floor(u K), K - 1)``, in at least float32."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            return corn_loss(outputs, bin_index(u, self.num_bins), self.num_bins)
+        return corn_loss(outputs, bin_index(u, self.num_bins), self.num_bins)
 
+    @in_float32
     def predict(self, outputs: Tensor) -> Tensor:
         """Expected rank from the cumulative product of conditional probabilities, shape ``(B,)``."""
-        return soft_inference(torch.cumprod(torch.sigmoid(at_least_float32(outputs)), dim=-1))
+        return soft_inference(torch.cumprod(torch.sigmoid(outputs), dim=-1))
+
+    def init_prior(self, u_train: Tensor) -> None:
+        """Zero the weights; bias ``k`` = log-odds of the training fraction ``P(c >= k | c >= k - 1)``."""
+        above = encode_labels(u_train, self.num_bins).sum(dim=0)
+        at_risk = torch.cat([above.new_tensor([float(u_train.numel())]), above[:-1]])
+        reset_output_layer(self.linear, smoothed_logit(above, at_risk))

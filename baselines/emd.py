@@ -6,9 +6,11 @@ import torch
 from torch import Tensor
 
 from baselines._common import BinDistributionHead, check_positive
-from dor_iqa.ordinal import at_least_float32, autocast_disabled
+from baselines.registry import register_head
+from dor_iqa.ordinal import at_least_float32, in_float32
 
 
+@register_head
 class EMDHead(BinDistributionHead):
     """K-way softmax trained with the squared EMD between CDFs (registry name ``"emd"``).
 
@@ -41,10 +43,9 @@ class EMDHead(BinDistributionHead):
         mass = cdf[..., 1:] - cdf[..., :-1]
         return mass / mass.sum(dim=-1, keepdim=True)
 
+    @in_float32
     def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
         """Squared EMD between ``softmax(outputs)`` and the target distribution, in at least float32."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            cdf_pred = torch.cumsum(torch.softmax(outputs, dim=-1), dim=-1)
-            cdf_true = torch.cumsum(self.target_distribution(u).to(outputs.dtype), dim=-1)
-            return (cdf_pred - cdf_true).square().mean(dim=-1).mean()
+        cdf_pred = torch.cumsum(torch.softmax(outputs, dim=-1), dim=-1)
+        cdf_true = torch.cumsum(self.target_distribution(u), dim=-1)
+        return (cdf_pred - cdf_true).square().mean(dim=-1).mean()

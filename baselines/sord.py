@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from baselines._common import BinDistributionHead, bin_centres, check_positive
-from dor_iqa.ordinal import at_least_float32, autocast_disabled
+from baselines.registry import register_head
+from dor_iqa.ordinal import at_least_float32, in_float32
 
 
+@register_head
 class SORDHead(BinDistributionHead):
     """K-way softmax trained on soft ordinal labels (registry name ``"sord"``).
 
@@ -41,9 +43,7 @@ class SORDHead(BinDistributionHead):
         distance = (bin_centres(self.num_bins, u) - u.unsqueeze(-1)) * self.num_bins
         return torch.softmax(-self.alpha * distance.square(), dim=-1)
 
+    @in_float32
     def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
         """``KL(soft_labels(u) || softmax(outputs))``, batch mean, in at least float32."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            targets = self.soft_labels(u).to(outputs.dtype)
-            return F.kl_div(F.log_softmax(outputs, dim=-1), targets, reduction="batchmean")
+        return F.kl_div(F.log_softmax(outputs, dim=-1), self.soft_labels(u), reduction="batchmean")

@@ -1,7 +1,11 @@
 """Registry of prediction heads: short name -> head class, and construction with checked hyper-parameters.
 
 Every head follows the protocol of :class:`dor_iqa.DORHead`: ``__init__(in_features, **hparams)``,
-``forward(features)``, ``loss(outputs, u)`` with ``u`` in [0, 1], ``predict(outputs)`` in [0, 1].
+``forward(features)``, ``loss(outputs, u)`` with ``u`` in [0, 1], ``predict(outputs)`` a continuous score
+on the ``u`` scale (never clamped: ranking metrics use it as is), and ``init_prior(u_train)`` that starts
+the output layer at the training targets' location. Baseline heads register themselves with
+``@register_head`` (:mod:`baselines.registry`); the method's own heads, which depend on torch only, are
+registered here.
 """
 
 from __future__ import annotations
@@ -11,15 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from baselines import CoralHead, CornHead, EMDHead, L1Head, MSEHead, SORDHead
+from baselines import HEADS, register_head
 from dor_iqa.ordinal import DORHead
 from dor_iqa.seed_compat import SeedDORHead
 
 __all__ = ["HeadHparamError", "UnknownHeadError", "get_head", "head_hparams", "list_heads"]
 
-_HEADS: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (MSEHead, L1Head, DORHead, SeedDORHead, CoralHead, CornHead, SORDHead, EMDHead)
-}
+register_head(DORHead)
+register_head(SeedDORHead)
 
 
 class UnknownHeadError(KeyError, ValueError):
@@ -41,16 +44,16 @@ def list_heads() -> list[str]:
     list of str
         E.g. ``['coral', 'corn', 'dor', 'dor-seed', 'emd', 'l1', 'mse', 'sord']``.
     """
-    return sorted(_HEADS)
+    return sorted(HEADS)
 
 
 def _head_class(name: str) -> type[nn.Module]:
     try:
-        return _HEADS[name]
+        return HEADS[name]
     except KeyError:
         raise UnknownHeadError(
             f"unknown head {name!r}; registered heads: {', '.join(list_heads())}. "
-            "Fix the name in the grid config or register the head in benchmark/heads.py."
+            "Fix the name in the grid config, or add a head: a class with @register_head in baselines/."
         ) from None
 
 
@@ -111,4 +114,4 @@ def get_head(name: str, in_features: int, **hparams: Any) -> nn.Module:
         )
     if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
         raise ValueError(f"head {name!r}: in_features must be a positive integer, got {in_features!r}.")
-    return _HEADS[name](in_features, **hparams)
+    return HEADS[name](in_features, **hparams)

@@ -16,6 +16,8 @@ Corrections with respect to the published code (see :mod:`dor_iqa.seed_compat` f
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -30,7 +32,10 @@ __all__ = [
     "encode_labels",
     "encode_soft_labels",
     "hard_inference",
+    "in_float32",
     "ordinal_loss",
+    "reset_output_layer",
+    "smoothed_logit",
     "soft_inference",
     "threshold_logits",
     "validate_num_bins",
@@ -111,6 +116,60 @@ def autocast_disabled(x: Tensor) -> AbstractContextManager[object]:
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
     return nullcontext()
+
+
+def in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Decorate a head method ``method(self, outputs, *tensors)`` (``loss`` or ``predict``) to run in at
+    least float32 with autocast off.
+
+    ``outputs`` is promoted with :func:`at_least_float32` and every further tensor argument (e.g. the
+    targets ``u``) cast to the same dtype, so a head trained under bf16 autocast still computes its
+    losses and inferences (logs, exponentials, sums) in float32.
+
+    Examples
+    --------
+    >>> class Head(nn.Module):
+    ...     @in_float32
+    ...     def loss(self, outputs, u):
+    ...         return (outputs - u).square().mean()
+    >>> Head().loss(torch.ones(2, dtype=torch.bfloat16), torch.zeros(2)).dtype
+    torch.float32
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: nn.Module, outputs: Tensor, *tensors: Tensor) -> Tensor:
+        outputs = at_least_float32(outputs)
+        with autocast_disabled(outputs):
+            return method(self, outputs, *(t.to(outputs.dtype) for t in tensors))
+
+    return wrapper
+
+
+def smoothed_logit(count: Tensor, total: Tensor | float) -> Tensor:
+    """Log-odds of the fraction ``(count + 0.5) / (total + 1)``: finite even when ``count`` is 0 or ``total``.
+
+    Used by the heads' ``init_prior`` to start a threshold at the training fraction above it (the
+    half-count keeps an empty or full threshold at a finite logit).
+
+    Examples
+    --------
+    >>> smoothed_logit(torch.tensor([0.0, 5.0, 10.0]), 10.0)
+    tensor([-3.0445,  0.0000,  3.0445])
+    """
+    fraction = (count + 0.5) / (total + 1.0)
+    return torch.logit(fraction)
+
+
+@torch.no_grad()
+def reset_output_layer(linear: nn.Linear, bias: Tensor) -> None:
+    """Start an output layer at the data: weights zero, bias ``bias``, so every input gets the prior.
+
+    With zero weights the first prediction is the training targets' location whatever the features;
+    the gradient with respect to the weights is not zero (it is the features times the error), so
+    the layer and everything before it learn from the first step.
+    """
+    linear.weight.zero_()
+    linear.bias.copy_(bias.to(linear.bias.dtype))
 
 
 def bin_index(u: Tensor, num_bins: int) -> Tensor:
@@ -321,7 +380,8 @@ class DORHead(nn.Module):
 
     A linear layer produces ``2(K-1)`` logits in the paper's interleaved pairwise layout; threshold
     ``k = j + 1`` has ``P(y > k) = sigmoid(l[2j+1] - l[2j])`` (see :func:`threshold_logits`).  Predictions
-    are the soft inference ``(S + 0.5) / K``, in ``[0.5 / K, 1 - 0.5 / K]``.
+    are the soft inference ``(S + 0.5) / K``, in ``[0.5 / K, 1 - 0.5 / K]``.  :meth:`init_prior` starts the
+    thresholds at the training fractions, so the head does not spend its first epochs learning a constant.
 
     Parameters
     ----------
@@ -349,6 +409,18 @@ class DORHead(nn.Module):
         """Ordinal loss of ``outputs`` against normalised scores ``u`` (shape ``(B,)``)."""
         encode = encode_soft_labels if self.soft_targets else encode_labels
         return ordinal_loss(threshold_logits(at_least_float32(outputs)), encode(u, self.num_bins))
+
+    def init_prior(self, u_train: Tensor) -> None:
+        """Start every threshold at the training data: ``P(y > k)`` = the fraction of ``u_train`` above it.
+
+        The output layer's weights are zeroed and each pair's bias difference set to the smoothed
+        log-odds of that fraction (:func:`smoothed_logit`), so the first soft inference is the
+        training targets' mean, to within half a bin.
+        """
+        counts = encode_labels(u_train, self.num_bins).sum(dim=0)
+        bias = torch.zeros_like(self.linear.bias, dtype=counts.dtype)
+        bias[1::2] = smoothed_logit(counts, float(u_train.numel()))
+        reset_output_layer(self.linear, bias)
 
     def predict(self, outputs: Tensor) -> Tensor:
         """Soft-inference score in [0, 1], shape ``(B,)``, at least float32."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dor_iqa.ordinal import at_least_float32, autocast_disabled, validate_num_bins
+from dor_iqa.ordinal import in_float32, reset_output_layer, smoothed_logit, validate_num_bins
 
 __all__ = ["SeedDORHead", "decode_ord", "ordinal_loss", "soft_ordinal_regression"]
 
@@ -101,16 +101,32 @@ def ordinal_loss(
     >>> ordinal_loss(probs, torch.tensor([0.0, 0.1]), 2, 0.0, 1.0)  # only class 0: nothing left
     tensor(nan)
     """
-    num_thresholds = probs.shape[1]
-    classes = torch.round((scores - min_score) / (max_score - min_score) * (num_classes - 1)).long()
-    k = torch.arange(num_thresholds, device=probs.device)
-    targets = (k.unsqueeze(0) < classes.unsqueeze(1)).to(probs.dtype)
+    classes, targets = published_targets(scores, probs.shape[1], num_classes, min_score, max_score)
+    targets = targets.to(probs.dtype)
     log_p = torch.log(torch.clamp(probs, 1e-6, 1e6))
     log_not_p = torch.log(torch.clamp(1 - probs, 1e-6, 1e6))
     per_sample = -torch.sum(targets * log_p + (1 - targets) * log_not_p, dim=1)
     if ignore_index is not None:
         per_sample = per_sample[classes != ignore_index]
     return per_sample.mean()
+
+
+def published_targets(
+    scores: Tensor, num_thresholds: int, num_classes: int, min_score: float, max_score: float
+) -> tuple[Tensor, Tensor]:
+    """Classes and 0/1 targets of the published loss: ``c = round((s - min)/(max - min)(num_classes - 1))``,
+    ``z_k = 1[k < c]`` for ``k = 0 .. num_thresholds - 1`` (the last threshold is never positive).
+
+    Examples
+    --------
+    >>> published_targets(torch.tensor([0.0, 0.5, 1.0]), 3, 3, 0.0, 1.0)
+    (tensor([0, 1, 2]), tensor([[0., 0., 0.],
+            [1., 0., 0.],
+            [1., 1., 0.]]))
+    """
+    classes = torch.round((scores - min_score) / (max_score - min_score) * (num_classes - 1)).long()
+    k = torch.arange(num_thresholds, device=scores.device)
+    return classes, (k.unsqueeze(0) < classes.unsqueeze(1)).to(torch.promote_types(scores.dtype, torch.float32))
 
 
 def soft_ordinal_regression(probs: Tensor, min_score: float, max_score: float, num_classes: int) -> Tensor:
@@ -165,8 +181,12 @@ class SeedDORHead(nn.Module):
     ``ignore_index=0`` a batch whose samples are all class 0 (``u < 0.5 / (K - 1)``) returns ``nan``;
     the trainer is expected to skip non-finite losses and count them.
 
-    ``predict`` clamps to [0, 1] because the protocol requires it.  The +1/2-bin bias stays visible in
-    the interior; only predictions above 1 (``S > K - 1.5``, reachable because of the bias) are cut.
+    ``predict`` is not clamped: the +1/2-bin bias stays visible everywhere, and a prediction above 1
+    (``S > K - 1.5``, reachable because of the bias) keeps its rank (the harness clamps only MOS-scale errors).
+
+    :meth:`init_prior` (a benchmark addition, not in the published code) starts each threshold at the
+    training fraction of the published targets; ``init: default`` in a grid keeps PyTorch's init, the
+    published recipe.
 
     Parameters
     ----------
@@ -205,18 +225,27 @@ class SeedDORHead(nn.Module):
         """Return the raw pairwise logits, shape ``(B, 2K)``."""
         return self.linear(features)
 
+    def _scores(self, u: Tensor) -> Tensor:
+        return self.min_score + u * (self.max_score - self.min_score)
+
+    @in_float32
     def loss(self, outputs: Tensor, u: Tensor) -> Tensor:
         """Published ordinal loss; ``nan`` if every sample of the batch is ignored."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            scores = self.min_score + u.to(outputs.dtype) * (self.max_score - self.min_score)
-            return ordinal_loss(
-                decode_ord(outputs), scores, self.num_bins, self.min_score, self.max_score, self.ignore_index
-            )
+        return ordinal_loss(
+            decode_ord(outputs), self._scores(u), self.num_bins, self.min_score, self.max_score, self.ignore_index
+        )
 
+    def init_prior(self, u_train: Tensor) -> None:
+        """Zero the output weights and set each pair's bias difference to the smoothed log-odds of the
+        training fraction of the published target ``1[k < c]``."""
+        _, targets = published_targets(self._scores(u_train.double()), self.num_bins, self.num_bins,
+                                       self.min_score, self.max_score)
+        bias = torch.zeros_like(self.linear.bias, dtype=targets.dtype)
+        bias[1::2] = smoothed_logit(targets.sum(dim=0), float(u_train.numel()))
+        reset_output_layer(self.linear, bias)
+
+    @in_float32
     def predict(self, outputs: Tensor) -> Tensor:
-        """Published soft inference mapped back to [0, 1] and clamped there, shape ``(B,)``."""
-        outputs = at_least_float32(outputs)
-        with autocast_disabled(outputs):
-            y = soft_ordinal_regression(decode_ord(outputs), self.min_score, self.max_score, self.num_bins)
-            return ((y - self.min_score) / (self.max_score - self.min_score)).clamp(0.0, 1.0)
+        """Published soft inference mapped back to the [0, 1] scale (not clamped), shape ``(B,)``."""
+        y = soft_ordinal_regression(decode_ord(outputs), self.min_score, self.max_score, self.num_bins)
+        return (y - self.min_score) / (self.max_score - self.min_score)

@@ -80,7 +80,7 @@ def test_soft_ordinal_regression_is_a_half_bin_biased_linear_map() -> None:
     torch.testing.assert_close(bias, torch.full((k,), 0.5 / (k - 1), dtype=torch.float64))
 
 
-def test_seed_head_protocol_loss_and_clamped_predict() -> None:
+def test_seed_head_protocol_loss_and_unclamped_predict() -> None:
     k = 5
     head = SeedDORHead(3, num_bins=k)
     outputs = head(torch.randn(2, 3))
@@ -88,10 +88,10 @@ def test_seed_head_protocol_loss_and_clamped_predict() -> None:
     u = torch.tensor([0.5, 1.0])
     expected = ordinal_loss(decode_ord(outputs), u, k, 0.0, 1.0)
     torch.testing.assert_close(head.loss(outputs, u), expected)
-    # S = 2 -> (2.5) / 4 stays visible; S = 5 (every threshold certain) -> 5.5 / 4, clamped to 1
+    # S = 2 -> 2.5 / 4; S = 5 (every threshold certain) -> 5.5 / 4: the half-bin bias passes 1, unclamped
     certain = torch.tensor([[-20.0, 20.0]] * 2 + [[20.0, -20.0]] * 3).reshape(1, 2 * k)
     all_on = torch.tensor([[-20.0, 20.0] * k])
-    torch.testing.assert_close(head.predict(torch.cat([certain, all_on])), torch.tensor([0.625, 1.0]))
+    torch.testing.assert_close(head.predict(torch.cat([certain, all_on])), torch.tensor([0.625, 1.375]))
 
 
 def test_seed_head_score_range_parameters_cancel() -> None:
