@@ -34,6 +34,13 @@ def _run(args: argparse.Namespace) -> int:
     outcomes = execute(plan, args.executor, args.workers, args.data_root, on_cell=_print_cell, slurm=slurm)
     print(f"done: {sum(len(o.results) for o in outcomes)} runs in {len(outcomes)} cells, "
           f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
+    failures = [(o.cell, r) for o in outcomes for r in o.failures]
+    if failures:
+        print(f"{len(failures)} run(s) FAILED (their MLflow runs hold the message and the traceback); rerun "
+              "the same command to retry only those:", file=sys.stderr)
+        for cell, result in failures:
+            print(f"  {cell.key} {result.head}: {result.error}", file=sys.stderr)
+        return 1
     return 0
 
 

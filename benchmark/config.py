@@ -14,10 +14,16 @@ from typing import Any
 
 import yaml
 
+from benchmark.schema import PROBE_HEAD
+from benchmark.seeding import CellSeeds
+
 REGIMES = ("frozen", "finetune")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 LABEL_NORMS = ("scale", "train-minmax")
+HEAD_INITS = ("prior", "default")
+TUNABLE = ("lr", "weight_decay")
+"""Training settings a grid's ``tuning:`` may list values for (every head of a cell runs the same trials)."""
 
 
 class ConfigError(ValueError):
@@ -49,11 +55,16 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A head as named in the grid (``label``), its registry type and its hyper-parameters."""
+    """A head as named in the grid (``label``), its registry type, its hyper-parameters and its init.
+
+    ``init``: ``prior`` calls the head's ``init_prior`` with the training targets (the default: no head
+    starts far from the data), ``default`` keeps PyTorch's init (the published recipe).
+    """
 
     label: str
     type: str
     hparams: dict[str, Any] = field(default_factory=dict)
+    init: str = "prior"
 
 
 @dataclass(frozen=True)
@@ -95,19 +106,9 @@ class Cell:
         return f"{self.backbone}|{self.dataset}->{self.test_dataset}|{self.regime}"
 
     @property
-    def rng_seed(self) -> int:
-        """Seed of every random stream shared by the heads of this cell (order, crops, shared init)."""
-        return stable_seed(self.key)
-
-    @property
-    def backbone_seed(self) -> int:
-        """Seed of a randomly initialised backbone: shared by all splits of a seed, so frozen features are too."""
-        return stable_seed(f"{self.backbone}|seed{self.seed}")
-
-
-def stable_seed(text: str) -> int:
-    """A 31-bit seed derived from a text by sha256 (stable across processes, unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+    def seeds(self) -> CellSeeds:
+        """The cell's random streams (:mod:`benchmark.seeding`)."""
+        return CellSeeds(self.key, self.backbone, self.seed)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class GridConfig:
     data_root: str | None
     custom_datasets: dict[str, CustomDataset]
     save_weights: bool = True
+    tuning: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """``((setting, values), ...)``: every head of a cell trains once per combination; val selects."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -157,7 +160,8 @@ class GridConfig:
         """
         datasets = {name: asdict(spec) for name, spec in self.custom_datasets.items()
                     if name in (cell.dataset, cell.test_dataset)}
-        payload = (self.hyperparameters(), asdict(self.backbone(cell.backbone)), asdict(head), datasets)
+        payload = (self.hyperparameters(), asdict(self.backbone(cell.backbone)), asdict(head), datasets,
+                   self.tuning)
         return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -178,7 +182,7 @@ def _plain(value: Any) -> Any:
 _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
-    "data_root", "custom_datasets", "save_weights",
+    "data_root", "custom_datasets", "save_weights", "head_init", "tuning",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -238,17 +242,21 @@ def _backbones(r: _Reader, value: Any) -> tuple[BackboneSpec, ...]:
     return tuple(specs)
 
 
-def _heads(r: _Reader, value: Any) -> tuple[HeadSpec, ...]:
+def _heads(r: _Reader, value: Any, default_init: str) -> tuple[HeadSpec, ...]:
     from benchmark.heads import head_hparams, list_heads
 
     items = value.items() if isinstance(value, dict) else ((v, None) for v in (value or []))
     specs = []
     for label, options in items:
         label = r.name(label, "heads")
+        if label == PROBE_HEAD:
+            raise r.fail(f"heads.{label}", f"'{PROBE_HEAD}' is reserved for the linear-probe reference run every "
+                                           "cell records; give the head another label")
         if options is not None and not isinstance(options, dict):
             raise r.fail(f"heads.{label}", f"expected a mapping of hyper-parameters, got {options!r}")
         options = dict(options or {})
         head_type = options.pop("type", label)
+        init = r.choice(options.pop("init", default_init), f"heads.{label}.init", HEAD_INITS)
         if head_type not in list_heads():
             raise r.fail(f"heads.{label}", f"unknown head type {head_type!r}; known: {', '.join(list_heads())} "
                                            "(give 'type:' to name a variant, e.g. dor-k8: {type: dor, num_bins: 8})")
@@ -256,7 +264,7 @@ def _heads(r: _Reader, value: Any) -> tuple[HeadSpec, ...]:
         if unknown:
             raise r.fail(f"heads.{label}.{unknown[0]}", f"head type {head_type!r} accepts only: "
                                                         f"{', '.join(head_hparams(head_type)) or 'no hyper-parameters'}")
-        specs.append(HeadSpec(label, head_type, options))
+        specs.append(HeadSpec(label, head_type, options, init))
     if not specs:
         raise r.fail("heads", "list at least one head, e.g. 'mse: {}'")
     return tuple(specs)
@@ -292,6 +300,19 @@ def _custom(r: _Reader, value: Any) -> dict[str, CustomDataset]:
     return out
 
 
+def _tuning(r: _Reader, value: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    out = []
+    for setting, values in r.mapping(value, "tuning", set(TUNABLE)).items():
+        key = f"tuning.{setting}"
+        if not isinstance(values, list) or not values:
+            raise r.fail(key, f"expected a non-empty list of values, e.g. [3.0e-4, 1.0e-3, 3.0e-3], got {values!r}")
+        numbers = tuple(r.number(v, key, float, 0.0) for v in values)
+        if len(set(numbers)) != len(numbers):
+            raise r.fail(key, f"lists a value twice: {list(values)}")
+        out.append((setting, numbers))
+    return tuple(out)
+
+
 def _flag(r: _Reader, value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise r.fail(key, f"expected true or false, got {value!r}")
@@ -321,7 +342,7 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
     grid = GridConfig(
         name=r.name(data["name"], "name"),
         backbones=_backbones(r, data["backbones"]),
-        heads=_heads(r, data["heads"]),
+        heads=_heads(r, data["heads"], r.choice(data.get("head_init", "prior"), "head_init", HEAD_INITS)),
         datasets=_datasets(r, data["datasets"]),
         splits=r.number(data.get("splits", 10), "splits", int, 1),
         seeds=tuple(r.number(s, "seeds", int, 0) for s in seeds),
@@ -346,6 +367,7 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         data_root=data.get("data_root"),
         custom_datasets=_custom(r, data.get("custom_datasets")),
         save_weights=_flag(r, data.get("save_weights", True), "save_weights"),
+        tuning=_tuning(r, data.get("tuning")),
         source=source,
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):

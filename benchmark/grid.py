@@ -1,8 +1,9 @@
 """Running a grid: resume bookkeeping, cache preparation, and the local and Slurm (submitit) executors.
 
 Resume: before any work starts, runs left RUNNING by a killed process are marked FAILED and every
-(cell, head) that already has a FINISHED run is skipped, so a grid can be killed and rerun at will and
-never ends with two FINISHED runs for one (cell, head). Parallel workers need an MLflow server
+(cell, head) that already has a FINISHED result run is skipped (as is a cell's FINISHED probe), so a grid
+can be killed and rerun at will and never ends with two FINISHED runs for one (cell, head); a head whose
+tuning was interrupted reuses its FINISHED trial runs. Parallel workers need an MLflow server
 (``mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db``) because SQLite locks under
 concurrent writers.
 """
@@ -22,9 +23,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
-from benchmark.cell import CellRunner, HeadResult, dataset_labels
-from benchmark.config import Cell, ConfigError, GridConfig
+from benchmark.cell import CellRunner, HeadResult
+from benchmark.cell_data import dataset_labels
+from benchmark.config import Cell, ConfigError, GridConfig, HeadSpec
 from benchmark.data import dataset_info
+from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
+from benchmark.trials import trial_list
 from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,11 @@ class CellOutcome:
     results: list[HeadResult]
     seconds: float
 
+    @property
+    def failures(self) -> list[HeadResult]:
+        """Heads (and the probe) whose run ended FAILED."""
+        return [r for r in self.results if r.error]
+
 
 @dataclass
 class GridPlan:
@@ -49,11 +58,12 @@ class GridPlan:
     tracking_uri: str
     experiment_id: str
     todo: dict[Cell, set[str]] = field(default_factory=dict)
+    """Per cell, the head labels still to run (``probe``: the cell's reference run)."""
 
     @property
     def n_runs(self) -> int:
-        """Number of (cell, head) runs still to train."""
-        return sum(len(heads) for heads in self.todo.values())
+        """Number of (cell, head) result runs still to train (the probes not counted)."""
+        return sum(len(heads - {PROBE_HEAD}) for heads in self.todo.values())
 
 
 def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False) -> GridPlan:
@@ -72,10 +82,11 @@ def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool =
     finished = prepare_resume(client, experiment_id, mark_crashed=not dry_run) if experiment_id else {}
     plan = GridPlan(grid, uri, experiment_id or "")
     changed = []
+    units = [(ROLE_REFERENCE, HeadSpec(PROBE_HEAD, PROBE_HEAD))] + [(ROLE_RESULT, head) for head in grid.heads]
     for cell in grid.cells():
         heads = set()
-        for head in grid.heads:
-            done = finished.get((cell.key, head.label))
+        for role, head in units:
+            done = finished.get((role, cell.key, head.label, ""))
             if done is None:
                 heads.add(head.label)
             elif done != grid.run_config_hash(cell, head):
@@ -97,16 +108,12 @@ def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, e
         torch.set_num_threads(threads)
     start = time.perf_counter()
     runner = CellRunner(grid, cell, MlflowClient(tracking_uri), experiment_id, data_root)
-    skip = {h.label for h in grid.heads} - heads
-    results = runner.run(skip=skip)
+    results = runner.run(todo=heads)
     return CellOutcome(cell, results, time.perf_counter() - start)
 
 
 def _prepare_caches(plan: GridPlan, data_root: str | None) -> None:
-    """Build dataset and feature caches in this process before parallel workers start (frozen regime).
-
-    A runner asked to skip every head builds its inputs (features) and trains nothing.
-    """
+    """Build dataset and feature caches in this process before parallel workers start (frozen regime)."""
     grid = plan.grid
     if grid.regime != "frozen":
         return
@@ -114,8 +121,7 @@ def _prepare_caches(plan: GridPlan, data_root: str | None) -> None:
     for cell in plan.todo:
         first.setdefault((cell.backbone, cell.dataset, cell.test_dataset), cell)
     for cell in tqdm(list(first.values()), desc="caches", unit="backbone×dataset"):
-        runner = CellRunner(grid, cell, MlflowClient(plan.tracking_uri), plan.experiment_id, data_root)
-        runner.run(skip={h.label for h in grid.heads})
+        CellRunner(grid, cell, MlflowClient(plan.tracking_uri), plan.experiment_id, data_root).prepare()
 
 
 def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root: str | None = None,
@@ -184,14 +190,16 @@ def estimate_seconds(plan: GridPlan) -> float:
     """Rough wall-clock estimate from measured rates (DESIGN.md): 2-core CPU or one GPU."""
     grid = plan.grid
     gpu = torch.cuda.is_available()
+    trials = len(trial_list(grid.training, grid.tuning))
     total = 0.0
     for cell, heads in plan.todo.items():
         n = _n_rows(grid, cell.dataset)
+        fits = len(heads - {PROBE_HEAD}) * trials
         if grid.regime == "frozen":
-            total += len(heads) * (1.5 + 0.002 * n * grid.training.epochs / 40)
+            total += fits * (0.2 + 0.001 * n * grid.training.epochs / 40)
         else:
             rate = 2500.0 if gpu else 10.0
-            total += len(heads) * grid.training.epochs * n * 0.8 / rate
+            total += fits * grid.training.epochs * n * 0.8 / rate
     if grid.regime == "frozen":
         pairs = {(c.backbone, c.dataset) for c in plan.todo}
         total += sum(_n_rows(grid, d) / (1000.0 if gpu else 40.0) for _, d in pairs)

@@ -22,8 +22,13 @@ from scipy.special import expit
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES: tuple[str, ...] = ("srcc", "krcc", "plcc", "plcc_raw", "rmse", "mae")
+METRIC_LABELS: dict[str, str] = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC", "plcc_raw": "PLCC (raw)",
+                                  "rmse": "RMSE", "mae": "MAE"}
+"""Every metric :func:`compute_metrics` returns, in reporting order, with its printed name."""
+METRIC_NAMES: tuple[str, ...] = tuple(METRIC_LABELS)
 """Keys of the dict returned by :func:`compute_metrics`, in reporting order."""
+HIGHER_IS_BETTER: dict[str, bool] = {name: name not in ("rmse", "mae") for name in METRIC_NAMES}
+"""Direction of each metric (correlations: higher is better; errors: lower is better)."""
 
 MIN_SAMPLES = 3
 """Fewest (MOS, prediction) pairs :func:`compute_metrics` accepts."""
@@ -209,8 +214,11 @@ def _correlation(func: Callable[..., object], a: NDArray[np.float64], b: NDArray
     return float(func(a, b).statistic)  # type: ignore[attr-defined]
 
 
-def compute_metrics(mos: ArrayLike, pred: ArrayLike) -> dict[str, float]:
+def compute_metrics(mos: ArrayLike, pred: ArrayLike, error_range: tuple[float, float] | None = None) -> dict[str, float]:
     """Score one run's predictions against the MOS.
+
+    Ranking and correlation metrics use the predictions exactly as given (never clamped: clamping would
+    tie every prediction beyond the scale's ends). Only the errors see a bounded score.
 
     Parameters
     ----------
@@ -218,6 +226,9 @@ def compute_metrics(mos: ArrayLike, pred: ArrayLike) -> dict[str, float]:
         Ground-truth mean opinion scores, 1-D, finite, on the dataset's scale.
     pred : array_like
         Predictions mapped back to the same MOS scale, same length.
+    error_range : (float, float), optional
+        The dataset's declared score scale: RMSE and MAE use the predictions clipped to it (a score
+        outside the scale cannot be right); None leaves them unclipped.
 
     Returns
     -------
@@ -226,7 +237,7 @@ def compute_metrics(mos: ArrayLike, pred: ArrayLike) -> dict[str, float]:
         predictions mapped by the 4-parameter logistic fit of :func:`fit_logistic`, signed by the
         direction of the fitted mapping so that an anti-correlated model gets a negative PLCC, as it
         gets a negative SRCC), ``plcc_raw`` (Pearson on raw predictions), ``rmse``
-        and ``mae`` (on raw predictions, MOS units). When the predictions (or the MOS) are constant
+        and ``mae`` (on the predictions clipped to ``error_range``, MOS units). When the predictions (or the MOS) are constant
         the correlations are undefined and returned as NaN — a collapsed model, reported as such,
         not an exception; ``rmse`` and ``mae`` are still defined.
 
@@ -240,9 +251,12 @@ def compute_metrics(mos: ArrayLike, pred: ArrayLike) -> dict[str, float]:
     >>> m = compute_metrics([1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 3.5, 4.5])
     >>> m["srcc"], m["rmse"], m["mae"]
     (1.0, 0.5, 0.5)
+    >>> m = compute_metrics([1.0, 2.0, 3.0, 4.0], [0.2, 0.5, 3.0, 4.0], error_range=(1.0, 5.0))
+    >>> m["srcc"], m["mae"]  # ranks from the raw scores; errors from 1.0, 1.0, 3.0, 4.0
+    (1.0, 0.25)
     """
     y, p = _validate(mos, pred)
-    err = p - y
+    err = (p if error_range is None else np.clip(p, *error_range)) - y
     out = {
         "srcc": _correlation(stats.spearmanr, y, p),
         "krcc": _correlation(stats.kendalltau, y, p),

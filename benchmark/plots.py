@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
-from benchmark.tables import METRIC_LABELS
+from benchmark.metrics import METRIC_LABELS
 
 DPI = 120
 SIGNIFICANT, NOT_SIGNIFICANT = "#c0392b", "#7f8c8d"

@@ -18,12 +18,14 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from benchmark.cell import LabelMap, seeded_backbone
+from benchmark.cell import seeded_backbone
+from benchmark.cell_data import LabelMap
 from benchmark.data import DatasetInfo, decode_image
 from benchmark.features import Preprocessing
 from benchmark.heads import get_head
-from benchmark.regimes import frozen_trunk
 from benchmark.models import IQAModel, weights_fingerprint
+from benchmark.regimes import frozen_model, frozen_trunk
+from benchmark.schema import WEIGHTS_ARTIFACTS
 from benchmark.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
     """Rebuild the model of a FINISHED run from its artifacts."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     names = {a.path for a in client.list_artifacts(run_id)}
-    name = next((n for n in ("head.pt", "model.pt") if n in names), None)
+    name = next((n for n in WEIGHTS_ARTIFACTS.values() if n in names), None)
     if name is None:
         raise RunArtifactError(f"run {run_id} has no head.pt or model.pt artifact (artifacts: {sorted(names)}); "
                                "it was trained with save_weights: false or by another tool — score with a run "
@@ -78,9 +80,8 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
             raise RunArtifactError(
                 f"run {run_id}: the backbone weights available here ({state['backbone']}, pretrained="
                 f"{state['pretrained']!r}) differ from those the run used; its frozen head needs the same weights")
-        trunk = frozen_trunk(backbone.num_features, state["hidden"], state["dropout"])
         head = get_head(state["head_type"], state["hidden"], **state["head_hparams"])
-        predictor = nn.Sequential(trunk, head)
+        predictor = frozen_model(frozen_trunk(backbone.num_features, state["hidden"], state["dropout"]), head)
         predictor.load_state_dict(state["state_dict"])
         return TrainedModel(backbone, predictor.eval(), head, prep, label_map, state["feature_mean"],
                             state["feature_std"])

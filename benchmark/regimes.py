@@ -21,6 +21,11 @@ def frozen_trunk(num_features: int, hidden: int, dropout: float) -> nn.Sequentia
     return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(dropout))
 
 
+def frozen_model(trunk: nn.Module, head: nn.Module) -> nn.Sequential:
+    """What trains in the frozen regime (and what ``head.pt`` holds): the trunk, then the head."""
+    return nn.Sequential(trunk, head)
+
+
 class RowTable:
     """One or two label tables (train dataset, then a different test dataset) indexed as one."""
 
@@ -74,7 +79,7 @@ class ImageSource:
         self.images = [decode_cache(table, prep.resize) for table in rows.tables]
         self.prep = prep
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def _batch(self, indices: np.ndarray) -> torch.Tensor:
         batch = torch.from_numpy(self.rows.gather(self.images, indices))

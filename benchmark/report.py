@@ -59,7 +59,8 @@ from benchmark.report_data import (
     usable_runs,
     warn,
 )
-from benchmark.tracking import RUN_TAGS, TEST_METRICS, resolve_tracking_uri, uri_kind
+from benchmark.schema import FIT_METRICS, RUN_TAGS, TEST_METRICS, metric_key
+from benchmark.tracking import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     if len(missing):
         warn(warnings, f"{len(missing)} expected (cell, head) run(s) are missing or not FINISHED (see missing.csv); "
                        "statistics use only splits where both heads of a pair FINISHED")
-    nan_metrics = int(finished[[f"test_{m}" for m in metrics]].isna().to_numpy().sum())
+    nan_metrics = int(finished[[metric_key(m) for m in metrics]].isna().to_numpy().sum())
     if nan_metrics:
         warn(warnings, f"{nan_metrics} test metric value(s) of FINISHED runs are NaN (collapsed models?); "
                        "those splits are left out of the pairs that need them")
@@ -299,7 +300,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     files.update(_write_plots(out, client, finished, deltas, stats_df, predictions, medians, reference, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
     run_columns = ["run_id", "status", *RUN_TAGS, "n_train", "n_val", "n_test", "num_bins", "epochs",
-                   *[f"test_{m}" for m in TEST_METRICS], "best_epoch", "best_val_srcc", "train_seconds"]
+                   *[metric_key(m) for m in TEST_METRICS], *FIT_METRICS]
     for name, frame in (("runs", finished[run_columns]), ("pairs", deltas), ("stats", stats_df),
                         ("across_datasets", across), ("missing", missing)):
         files[f"{name}.csv"] = out / f"{name}.csv"

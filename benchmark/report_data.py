@@ -25,13 +25,22 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.tracking import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
+from benchmark.schema import (
+    FIT_METRICS,
+    PREDICTIONS_ARTIFACT,
+    ROLE_REFERENCE,
+    ROLE_RESULT,
+    RUN_TAGS,
+    SIZE_PARAMS,
+    TEST_METRICS,
+    metric_key,
+)
 
 log = logging.getLogger(__name__)
 
 KEY_TAGS = ("pair_key", "head", "split", "seed", "backbone", "dataset", "test_dataset", "regime")
 """Tags without which a run cannot be placed in the grid."""
-KEY_PARAMS = ("n_train", "n_val", "n_test", "head.num_bins", "epochs")
+KEY_PARAMS = (*SIZE_PARAMS, "head.num_bins", "epochs")
 CELL_COLUMNS = ["pair_key", "backbone", "dataset", "test_dataset", "regime"]
 RUN_KEYS = ["pair_key", "split", "seed", "head"]
 """One FINISHED run per combination is used."""
@@ -112,15 +121,22 @@ def load_runs(uri: str, experiment_id: str) -> pd.DataFrame:
 
     for tag in RUN_TAGS:
         out[tag] = column(f"tags.{tag}")
+    out["role"] = out["role"].fillna(ROLE_RESULT)  # stores written before roles existed hold results only
     for param in KEY_PARAMS:
         out["num_bins" if param == "head.num_bins" else param] = pd.to_numeric(column(f"params.{param}"))
-    for metric in [f"test_{m}" for m in TEST_METRICS] + ["best_epoch", "best_val_srcc", "train_seconds"]:
+    for metric in [metric_key(m) for m in TEST_METRICS] + list(FIT_METRICS):
         out[metric] = pd.to_numeric(column(f"metrics.{metric}"))
     return out
 
 
-def usable_runs(runs: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split runs into (all placeable runs, FINISHED runs with one run per cell and head)."""
+def usable_runs(runs: pd.DataFrame, warnings: list[str],
+                role: str = ROLE_RESULT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the runs of one role into (all placeable runs, FINISHED runs with one run per cell and head).
+
+    ``role="result"`` (default) gives what the statistics and tables use; ``role="reference"`` the
+    linear-probe runs; tuning trials are never used.
+    """
+    runs = runs[runs["role"] == role]
     placeable = runs.dropna(subset=list(KEY_TAGS))
     if len(placeable) < len(runs):
         warn(warnings, f"{len(runs) - len(placeable)} run(s) lack one of the tags {', '.join(KEY_TAGS)} "
@@ -129,7 +145,8 @@ def usable_runs(runs: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, 
     finished = placeable[placeable["status"] == "FINISHED"].sort_values("start_time")
     duplicated = finished.duplicated(RUN_KEYS, keep="last")
     if duplicated.any():
-        warn(warnings, f"{int(duplicated.sum())} FINISHED run(s) repeat a (cell, head); the latest of each is used")
+        warn(warnings, f"{int(duplicated.sum())} FINISHED {role} run(s) repeat a (cell, head); the latest of each "
+                       "is used")
     return placeable, finished[~duplicated]
 
 
@@ -157,7 +174,7 @@ def find_missing(placeable: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFram
 
 def split_values(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Test metric per (pair_key, split, seed) row and head column."""
-    return finished.set_index(RUN_KEYS)[f"test_{metric}"].unstack("head")
+    return finished.set_index(RUN_KEYS)[metric_key(metric)].unstack("head")
 
 
 def median_splits(finished: pd.DataFrame, anchor: str) -> pd.Series:
@@ -213,5 +230,5 @@ def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, medians: 
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
+__all__ = ["CELL_COLUMNS", "ROLE_REFERENCE", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
            "median_runs", "median_splits", "select_experiment", "split_values", "usable_runs", "warn"]

@@ -37,7 +37,8 @@ from benchmark.config import Cell
 from benchmark.heads import UnknownHeadError, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.provenance import git_sha
-from benchmark.tracking import PREDICTIONS_ARTIFACT, get_experiment_id, resolve_tracking_uri
+from benchmark.schema import CONFIG_ARTIFACT, PREDICTIONS_ARTIFACT, ROLE_RESULT, metric_key
+from benchmark.tracking import get_experiment_id, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,12 @@ def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, 
         "dataset": cell.dataset, "test_dataset": cell.test_dataset, "head": label, "head_type": head_type,
         "regime": cell.regime, "split": str(cell.split), "seed": str(cell.seed), "git_sha": sha,
         "init_hash": f"init-{digest}", "order_hash": f"order-{digest}",
-        "config_hash": f"config-{zlib.crc32(f'{grid}|{label}'.encode()):08x}",
+        "config_hash": f"config-{zlib.crc32(f'{grid}|{label}'.encode()):08x}", "role": ROLE_RESULT,
     }
     # One log_batch for params, curves and final metrics (RunRecorder makes three calls): the same
     # schema, written about a third faster, which keeps test stores quick to build.
     now = int(time.time() * 1000)
-    finals = {**{f"test_{k}": v for k, v in metrics.items()}, "best_epoch": best_epoch,
+    finals = {**{metric_key(k): v for k, v in metrics.items()}, "best_epoch": best_epoch,
               "best_val_srcc": curves["val_srcc"][best_epoch], "train_seconds": float(rng.uniform(2.0, 6.0))}
     run_id = client.create_run(experiment_id, tags=tags, run_name=f"{label}|{cell.key}").info.run_id
     client.log_batch(
@@ -229,7 +230,7 @@ def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, 
         + [Metric(name, float(v), now, step) for name, values in curves.items() for step, v in enumerate(values)])
     client.log_text(run_id, test_set.assign(pred=pred).to_csv(index=False), PREDICTIONS_ARTIFACT)
     client.log_text(run_id, yaml.safe_dump({"grid": grid, "cell": cell.key, "head": label, "params": params}),
-                    "config.yaml")
+                    CONFIG_ARTIFACT)
     client.set_terminated(run_id, status="FINISHED")
 
 

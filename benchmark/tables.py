@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.metrics import HIGHER_IS_BETTER, METRIC_LABELS
+
 log = logging.getLogger(__name__)
 
-HIGHER_IS_BETTER = {"srcc": True, "krcc": True, "plcc": True, "plcc_raw": True, "rmse": False, "mae": False}
-METRIC_LABELS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC", "plcc_raw": "PLCC (raw)", "rmse": "RMSE",
-                 "mae": "MAE"}
 DAGGER = "†"
 DOR_VARIANTS = ("dor-seed", "dor", "mse")
 UNUSED_TESTS_NOTE = ("the naive paired t-test and the per-split Wilcoxon signed-rank test are not used: the training "

@@ -1,9 +1,12 @@
-"""MLflow conventions of the suite: where runs go, what each run carries, and how a grid resumes.
+"""MLflow conventions of the suite: where runs go, how a run is written, and how a grid resumes.
 
-One experiment per grid; one flat run per (cell, head). Every run carries the tags in ``RUN_TAGS``,
-every hyper-parameter as a param, per-epoch curves and the final ``test_*`` metrics, and the artifacts
-``predictions.csv`` (image, mos, pred), ``config.yaml`` and the trained weights (``head.pt`` in the
-frozen regime, ``model.pt`` in fine-tuning).
+One experiment per grid; per (cell, head) one ``result`` run with its tuning ``trial`` runs as children,
+and per cell one ``reference`` run (the linear probe) — the names are in :mod:`benchmark.schema`.
+Every run carries the tags of ``RUN_TAGS``, every hyper-parameter as a param, per-epoch curves; result
+and reference runs the final ``test_*`` metrics and the artifacts ``predictions.csv`` (image, mos,
+pred), ``config.yaml`` and the trained weights (``head.pt`` in the frozen regime, ``model.pt`` in
+fine-tuning). A run that raises ends FAILED with the message as its ``failure`` tag and the traceback
+as ``traceback.txt``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,16 +25,11 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from benchmark.schema import FAILURE_TAG, PARENT_TAG, PREDICTIONS_ARTIFACT, TRACEBACK_ARTIFACT, TRIAL_TAG
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = Path("mlruns")
-RUN_TAGS = (
-    "grid", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "head", "head_type",
-    "regime", "split", "seed", "git_sha", "init_hash", "order_hash", "config_hash",
-)
-TEST_METRICS = ("srcc", "krcc", "plcc", "plcc_raw", "rmse", "mae")
-PREDICTIONS_ARTIFACT = "predictions.csv"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -68,29 +67,44 @@ def get_experiment_id(client: MlflowClient, uri: str, grid: str, create: bool = 
     return client.create_experiment(grid, artifact_location=_artifact_location(uri, grid))
 
 
-def prepare_resume(client: MlflowClient, experiment_id: str, mark_crashed: bool = True) -> dict[tuple[str, str], str]:
+def work_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
+    """The unit of work a run holds: (role, cell_key, head, trial); runs without a role are results."""
+    return (tags.get("role", "result"), tags.get("cell_key", ""), tags.get("head", ""), tags.get(TRIAL_TAG, ""))
+
+
+def prepare_resume(client: MlflowClient, experiment_id: str,
+                   mark_crashed: bool = True) -> dict[tuple[str, str, str, str], str]:
     """Mark runs left RUNNING by a killed process as FAILED; return the FINISHED runs' config hashes.
 
-    Returns ``{(cell_key, head): config_hash}``. Call once per grid invocation, before any worker
-    starts: a RUNNING run at that moment belongs to a process that no longer exists (two
+    Returns ``{work_key: config_hash}`` (:func:`work_key`). Call once per grid invocation, before any
+    worker starts: a RUNNING run at that moment belongs to a process that no longer exists (two
     ``dor-bench run`` on one grid at once are not supported). ``mark_crashed=False`` only reads.
     """
-    finished: dict[tuple[str, str], str] = {}
+    finished: dict[tuple[str, str, str, str], str] = {}
     for run in _all_runs(client, experiment_id):
-        key = (run.data.tags.get("cell_key", ""), run.data.tags.get("head", ""))
+        key = work_key(run.data.tags)
         if run.info.status == "FINISHED":
             finished[key] = run.data.tags.get("config_hash", "")
         elif run.info.status == "RUNNING" and mark_crashed:
-            log.warning("run %s (%s, %s) was left RUNNING by a killed process: marked FAILED, redoing it",
-                        run.info.run_id, *key)
+            log.warning("run %s (%s) was left RUNNING by a killed process: marked FAILED, redoing it",
+                        run.info.run_id, key)
             client.set_terminated(run.info.run_id, status="FAILED")
     return finished
 
 
-def finished_run_exists(client: MlflowClient, experiment_id: str, cell_key: str, head: str) -> bool:
-    """Whether the store already holds a FINISHED run of this (cell, head)."""
-    query = f"tags.cell_key = '{cell_key}' and tags.head = '{head}' and attributes.status = 'FINISHED'"
-    return bool(client.search_runs([experiment_id], filter_string=query, max_results=1))
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def finished_run(client: MlflowClient, experiment_id: str, key: tuple[str, str, str, str]):
+    """The store's FINISHED run of a unit of work (:func:`work_key`), or None."""
+    role, cell_key, head, trial = key
+    query = (f"tags.cell_key = {_quoted(cell_key)} and tags.head = {_quoted(head)} "
+             f"and attributes.status = 'FINISHED'")
+    if trial:
+        query += f" and tags.{TRIAL_TAG} = {_quoted(trial)}"
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=100)
+    return next((run for run in runs if work_key(run.data.tags) == key), None)
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -105,37 +119,56 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list:
 
 @dataclass
 class RunRecorder:
-    """Writes one (cell, head) run: opened with its tags and params, closed with metrics and artifacts."""
+    """Writes one run: opened with its tags and params, closed with metrics and artifacts.
+
+    ``parent_run_id`` makes it a child run (tuning trials under their result run). An exception inside
+    the ``with`` block ends the run FAILED with the message as the ``failure`` tag and the traceback as
+    an artifact, then propagates.
+    """
 
     client: MlflowClient
     experiment_id: str
     tags: dict[str, str]
     params: dict[str, object]
+    parent_run_id: str | None = None
     run_id: str = field(init=False, default="")
     failed: bool = field(init=False, default=False)
 
     def __enter__(self) -> "RunRecorder":
-        run = self.client.create_run(self.experiment_id, tags=self.tags,
-                                     run_name=f"{self.tags['head']}|{self.tags['cell_key']}")
-        self.run_id = run.info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in sorted(self.params.items())]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start:start + 100])
+        tags = dict(self.tags)
+        if self.parent_run_id:
+            tags[PARENT_TAG] = self.parent_run_id
+        name = "|".join(filter(None, (tags["head"], tags.get(TRIAL_TAG), tags["cell_key"])))
+        self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+        self.log_params(self.params)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.fail(f"{exc_type.__name__}: {exc}")
+            self.log_text("".join(traceback.format_exception(exc_type, exc, tb)), TRACEBACK_ARTIFACT)
         current = self.client.get_run(self.run_id).info.status
         if current != "RUNNING":
             log.warning("run %s was marked %s by another dor-bench process while it trained; left as is",
                         self.run_id, current)
             return
-        status = "FINISHED" if exc_type is None and not self.failed else "FAILED"
-        self.client.set_terminated(self.run_id, status=status)
+        self.client.set_terminated(self.run_id, status="FAILED" if self.failed else "FINISHED")
+
+    def log_params(self, params: dict[str, object]) -> None:
+        """Log params (values longer than MLflow's limit are cut), 100 per call."""
+        batch = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[start:start + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set tags on the open run."""
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
 
     def fail(self, reason: str) -> None:
         """End the run as FAILED (tag ``failure``) without raising: the grid goes on with other runs."""
         log.warning("run %s (%s, %s) failed: %s", self.run_id, self.tags["cell_key"], self.tags["head"], reason)
-        self.client.set_tag(self.run_id, "failure", reason)
+        self.client.set_tag(self.run_id, FAILURE_TAG, reason[:5000])
         self.failed = True
 
     def log_curves(self, curves: dict[str, list[float]]) -> None:

@@ -29,8 +29,25 @@ def test_cells_and_keys():
     assert cells[0].key == "test_resnet|bundled->bundled|frozen|split0|seed0"
     assert cells[0].pair_key == "test_resnet|bundled->bundled|frozen"
     assert len({c.key for c in cells}) == len(cells)
-    assert cells[0].rng_seed == Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen").rng_seed
-    assert cells[0].rng_seed != cells[1].rng_seed
+    assert cells[0].seeds == Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen").seeds
+    first, second = cells[0].seeds, cells[1].seeds
+    streams = {first.order, first.augment, first.trunk, first.train, first.head("mse"), first.head("dor")}
+    assert len(streams) == 6  # every stream of a cell is distinct
+    assert first.order != second.order and first.backbone != second.backbone  # seed 0 vs seed 1
+    assert first.backbone == cells[2].seeds.backbone  # split 1, seed 0: a random backbone is shared by splits
+
+
+def test_head_init_and_tuning():
+    grid = parse_grid({**MINIMAL, "heads": {"mse": {}, "mse-zero": {"type": "mse", "init": "default"}},
+                       "tuning": {"lr": [3.0e-4, 1.0e-3], "weight_decay": [0.0]}})
+    assert [(h.label, h.type, h.init, h.hparams) for h in grid.heads] == [
+        ("mse", "mse", "prior", {}), ("mse-zero", "mse", "default", {})]
+    assert grid.tuning == (("lr", (3e-4, 1e-3)), ("weight_decay", (0.0,)))
+    assert parse_grid({**MINIMAL, "head_init": "default"}).heads[0].init == "default"
+    cell = grid.cells()[0]
+    assert grid.run_config_hash(cell, grid.heads[0]) != grid.run_config_hash(cell, grid.heads[1])
+    untuned = parse_grid({**MINIMAL, "heads": {"mse": {}}})
+    assert untuned.run_config_hash(cell, untuned.heads[0]) != grid.run_config_hash(cell, grid.heads[0])
 
 
 def test_head_variants_and_backbone_line():
@@ -53,6 +70,13 @@ def test_head_variants_and_backbone_line():
     ({"heads": {"mse": [1, 2]}}, "heads.mse"),
     ({"optimizer": {"lr": "1e-4"}}, "optimizer.lr"),
     ({"save_weights": "yes"}, "save_weights"),
+    ({"head_init": "zeros"}, "head_init"),
+    ({"heads": {"mse": {"init": "random"}}}, "heads.mse.init"),
+    ({"heads": {"probe": {"type": "mse"}}}, "heads.probe"),
+    ({"tuning": {"lr": []}}, "tuning.lr"),
+    ({"tuning": {"lr": [1.0e-3, 1.0e-3]}}, "tuning.lr"),
+    ({"tuning": {"momentum": [0.9]}}, "tuning.momentum"),
+    ({"tuning": {"lr": ["fast"]}}, "tuning.lr"),
 ])
 def test_bad_values_name_the_key_and_file(tmp_path, patch, key):
     path = tmp_path / "grid.yaml"
