@@ -66,8 +66,8 @@ def main() -> None:
     start, cpu = time.perf_counter(), time.process_time()
     labels = load_bundled(DEFAULT_RECIPE, cache, workers=args.workers)
     build_s, build_cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(f"bundled: {len(labels)} images, {labels['ref'].nunique()} photos, {labels['distortion'].nunique()} "
-          f"distortions; build {build_s:.1f} s wall, {build_cpu:.1f} s CPU "
+    print(f"bundled: {len(labels)} images, {labels['ref'].nunique()} scenes ({labels['photo'].nunique()} photos), "
+          f"{labels['distortion'].nunique()} distortions; build {build_s:.1f} s wall, {build_cpu:.1f} s CPU "
           f"(load average now {os.getloadavg()[0]:.2f})")
 
     start = time.perf_counter()

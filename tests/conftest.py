@@ -11,12 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    """A 60-image `bundled` variant (5 photos × 4 distortions × 3 levels) exposed as a custom CSV dataset."""
+    """A 60-image `bundled` variant (5 scenes × 1 crop × 4 distortions × 3 levels) as a custom CSV dataset."""
     from benchmark.data.bundled import BundledRecipe, load_bundled
 
     root = tmp_path_factory.mktemp("tiny")
-    recipe = BundledRecipe(photos=("astronaut", "chelsea", "coffee", "rocket", "china"), crop_size=96,
-                           crop_positions=((0.5, 0.5),), resize_factor=1.0,
+    recipe = BundledRecipe(scenes=("astronaut", "chelsea", "coffee", "rocket", "china"), crop_size=96,
+                           max_shorter=96, crops_per_scene=1,
                            distortions=("gaussian_blur", "gaussian_noise", "jpeg", "contrast"), levels=(1, 3, 5))
     labels = load_bundled(recipe, cache=root / "cache")
     csv = root / "tiny.csv"

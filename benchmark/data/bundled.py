@@ -3,20 +3,28 @@
 Its labels are a PROXY, not human opinion: a fixed ensemble of full-reference metrics
 (:mod:`benchmark.data.proxy_mos`) scores each distorted crop against its pristine crop, mapped to 1-5.
 
-Recipe (:class:`BundledRecipe`, default :data:`DEFAULT_RECIPE`): the 11 natural colour photographs
-shipped inside installed packages (:mod:`benchmark.data.photos`), each resized so its shorter side is
-1.5 x 256 px and cut into 3 crops of 256 x 256 at fixed positions; every crop is degraded by 10 of the
-distortion types of :mod:`benchmark.data.distortions` (:data:`DEFAULT_DISTORTIONS`) at 5 levels:
-11 x 3 x 10 x 5 = 1650 images.
-Noise is drawn from a generator seeded by (recipe seed, photo, crop, distortion, level), so the same
+Recipe (:class:`BundledRecipe`, default :data:`DEFAULT_RECIPE`): the 19 natural photographs shipped
+inside installed packages, forming 18 scenes (:mod:`benchmark.data.photos`; the two motorcycle views
+are one scene). Each photo is resized so its shorter side is at most 512 px and the 2 most detailed
+of its non-overlapping 256 x 256 windows are kept per scene (one per view for the motorcycle; chelsea
+and coins fit only one window): 34 crops. Every crop is degraded by 10 of the distortion types of
+:mod:`benchmark.data.distortions` (:data:`DEFAULT_DISTORTIONS`) at 5 levels: 34 x 10 x 5 = 1700 images.
+Seven photos are grayscale (brick, camera, cell, coins, grass, gravel, moon) and come as RGB with three
+equal channels; ``desaturate`` leaves them unchanged, so its images of their 13 crops (13 x 5 = 65
+images) get the top proxy MOS, 5 (to 5 decimals); they are kept as they are.
+Noise is drawn from a generator seeded by (recipe seed, scene, crop, distortion, level), so the same
 recipe gives identical pixels and labels. Images are stored as lossless PNG (compressed ones carry
 their decoded codec artefacts).
 
-``ref`` is the reference crop (``<photo>_c<crop>``): as in KADID-10k or TID2013, all distorted versions of
-one reference stay on one side of a split. Crops of one photo do not overlap much but share its
-style, so cross-crop generalisation is easier than generalising to a new photograph (with whole photos
-as groups, 11 photos leave ~7 for training and frozen ImageNet features then barely generalise).
-Columns beyond the standard ones: ``level`` (1-5), ``crop`` (index), ``photo``, and the raw metric values.
+``ref`` is the scene: all crops of a photograph (of both motorcycle views), with all their distorted
+versions, form one content group, as real datasets group by reference image, so a split never puts
+content of one photograph on both sides. The 18 groups hold 100 images each (50 for chelsea and
+coins); a 60/20/20 split (:func:`~benchmark.data.splits.make_split`) tests on 3-4 scenes (300-350
+images) and trains on 10-11. Crops of one photo never overlap.
+Columns beyond the standard ones: ``level`` (1-5), ``crop`` (index within the scene), ``photo`` (the
+source photograph, a name from :data:`~benchmark.data.photos.PHOTO_NAMES`), ``crop_top`` and
+``crop_left`` (position in the resized photo, pixels), ``crop_scale`` (its resize factor) and the
+raw metric values.
 
 Cache: ``<cache>/bundled/<key>/`` with ``images/*.png``, ``labels.csv`` and ``recipe.json``, where
 ``<cache>`` is :func:`~benchmark.data.cache.cache_root` and ``key`` hashes the recipe, :data:`RECIPE_VERSION`
@@ -47,16 +55,17 @@ from benchmark.data.cache import atomic_directory, cache_root, stable_hash
 from benchmark.data.distortions import DISTORTIONS, LEVELS, apply_distortion
 from benchmark.data.errors import RecipeError
 from benchmark.data.labels import assemble, check_scale, check_unique, locate_images, parse_scores
-from benchmark.data.photos import PHOTO_NAMES, as_array, fixed_crops, load_photo
+from benchmark.data.photos import SCENE_NAMES, SceneCrop, as_array, scene_crop_count, scene_crops
 from benchmark.data.proxy_mos import METRICS, metric_scores, proxy_mos
 from benchmark.data.scales import DatasetInfo
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 MOS_SCALE = (1.0, 5.0)
 MIN_CROP = 32
 _PIXEL_LIBRARIES = ("pillow", "numpy", "scipy", "scikit-image", "torch", "piq")
+_SOURCE_COLUMNS = ("level", "crop", "photo", "crop_top", "crop_left", "crop_scale")
 
 
 DEFAULT_DISTORTIONS: tuple[str, ...] = (
@@ -71,14 +80,14 @@ class BundledRecipe:
 
     Attributes
     ----------
-    photos : tuple of str
-        Source photographs (names from :data:`~benchmark.data.photos.PHOTO_NAMES`).
+    scenes : tuple of str
+        Source scenes, the content groups (names from :data:`~benchmark.data.photos.SCENE_NAMES`).
     crop_size : int
         Side of each square crop (pixels).
-    crop_positions : tuple of (float, float)
-        Crop positions as fractions of the free range; crops per photo = their number.
-    resize_factor : float
-        The shorter side of each photo is resized to ``crop_size * resize_factor`` before cropping.
+    max_shorter : int
+        Each photo's shorter side is resized down to at most this many pixels before cropping.
+    crops_per_scene : int
+        Non-overlapping crops kept per scene (fewer where the photos hold fewer windows).
     distortions : tuple of str
         Distortion types (keys of :data:`~benchmark.data.distortions.DISTORTIONS`).
     levels : tuple of int
@@ -87,35 +96,48 @@ class BundledRecipe:
         Seed of the noise generators.
     """
 
-    photos: tuple[str, ...] = PHOTO_NAMES
+    scenes: tuple[str, ...] = SCENE_NAMES
     crop_size: int = 256
-    crop_positions: tuple[tuple[float, float], ...] = ((0.15, 0.15), (0.5, 0.5), (0.85, 0.85))
-    resize_factor: float = 1.5
+    max_shorter: int = 512
+    crops_per_scene: int = 2
     distortions: tuple[str, ...] = DEFAULT_DISTORTIONS
     levels: tuple[int, ...] = LEVELS
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.photos if name not in PHOTO_NAMES]
+        unknown = [name for name in self.scenes if name not in SCENE_NAMES]
         unknown += [name for name in self.distortions if name not in DISTORTIONS]
         unknown += [str(level) for level in self.levels if level not in LEVELS]
         if unknown:
             raise RecipeError(
-                f"recipe names unknown photos/distortions/levels {unknown}; photos: {', '.join(PHOTO_NAMES)}; "
+                f"recipe names unknown scenes/distortions/levels {unknown}; scenes: {', '.join(SCENE_NAMES)}; "
                 f"distortions: {', '.join(DISTORTIONS)}; levels: {LEVELS}."
             )
-        if not self.photos or not self.crop_positions or not self.distortions or not self.levels:
-            raise RecipeError("a recipe needs at least one photo, crop position, distortion and level.")
-        if self.resize_factor < 1.0 or self.crop_size < MIN_CROP:
+        if not self.scenes or not self.distortions or not self.levels or self.crops_per_scene < 1:
+            raise RecipeError("a recipe needs at least one scene, distortion and level, and crops_per_scene >= 1.")
+        if any(len(set(names)) != len(names) for names in (self.scenes, self.distortions, self.levels)):
+            raise RecipeError(f"a recipe lists a scene, distortion or level twice: {self.scenes}, "
+                              f"{self.distortions}, {self.levels}.")
+        if not MIN_CROP <= self.crop_size <= self.max_shorter:
             raise RecipeError(
-                f"need resize_factor >= 1 and crop_size >= {MIN_CROP} (the metrics' minimum), "
-                f"got resize_factor={self.resize_factor}, crop_size={self.crop_size}."
+                f"need {MIN_CROP} <= crop_size <= max_shorter ({MIN_CROP} px is the metrics' minimum), "
+                f"got crop_size={self.crop_size}, max_shorter={self.max_shorter}."
             )
+        empty = [scene for scene, count in self.crop_counts.items() if count == 0]
+        if empty:
+            raise RecipeError(f"scenes {empty} are smaller than crop_size={self.crop_size}; drop them or "
+                              "choose a smaller crop_size.")
+
+    @property
+    def crop_counts(self) -> dict[str, int]:
+        """Crops per scene, from the photos' headers (no pixels decoded)."""
+        return {scene: scene_crop_count(scene, self.crop_size, self.max_shorter, self.crops_per_scene)
+                for scene in self.scenes}
 
     @property
     def n_rows(self) -> int:
         """Number of images the recipe produces."""
-        return len(self.photos) * len(self.crop_positions) * len(self.distortions) * len(self.levels)
+        return sum(self.crop_counts.values()) * len(self.distortions) * len(self.levels)
 
     def key(self) -> str:
         """Hash of the recipe, :data:`RECIPE_VERSION` and the pixel/metric library versions."""
@@ -131,35 +153,43 @@ def bundled_info(recipe: BundledRecipe = DEFAULT_RECIPE) -> DatasetInfo:
     return DatasetInfo("bundled", *MOS_SCALE, higher_is_better=True, synthetic=True, n_rows=recipe.n_rows)
 
 
-def _noise_rng(recipe: BundledRecipe, photo: str, crop: int, distortion: str, level: int) -> np.random.Generator:
+def _noise_rng(recipe: BundledRecipe, scene: str, crop: int, distortion: str, level: int) -> np.random.Generator:
     """Generator seeded by the recipe seed and the image's identity (independent of build order)."""
-    identity = zlib.crc32(f"{photo}/{crop}/{distortion}/{level}".encode())
+    identity = zlib.crc32(f"{scene}/{crop}/{distortion}/{level}".encode())
     return np.random.default_rng([recipe.seed, identity])
 
 
-def _build_crop(task: tuple[BundledRecipe, str, int, Path]) -> list[dict[str, object]]:
-    """Write every distorted version of one crop of one photo and return their label rows."""
-    recipe, photo, crop_index, images = task
-    position = recipe.crop_positions[crop_index]
-    crop = fixed_crops(load_photo(photo), recipe.crop_size, [position], recipe.resize_factor)[0]
+def _distort_crop(recipe: BundledRecipe, crop: SceneCrop, images: Path) -> list[dict[str, object]]:
+    """Write every distorted version of one crop and return their label rows."""
+    pristine = Image.fromarray(crop.pixels)
     arrays, keys = [], []
     for distortion in recipe.distortions:
         for level in recipe.levels:
-            rng = _noise_rng(recipe, photo, crop_index, distortion, level)
-            array = as_array(apply_distortion(crop, distortion, level, rng))
-            name = f"{photo}_c{crop_index}_{distortion}_l{level}.png"
+            rng = _noise_rng(recipe, crop.scene, crop.index, distortion, level)
+            array = as_array(apply_distortion(pristine, distortion, level, rng))
+            name = f"{crop.scene}_c{crop.index}_{distortion}_l{level}.png"
             _save_png(array, images / name)
             arrays.append(array)
             keys.append((name, distortion, level))
-    scores = metric_scores(np.stack(arrays), as_array(crop))
+    scores = metric_scores(np.stack(arrays), crop.pixels)
     mos = proxy_mos(scores)
+    source = {"crop": crop.index, "photo": crop.photo, "crop_top": crop.top, "crop_left": crop.left,
+              "crop_scale": crop.scale}
     rows = []
     for index, (name, distortion, level) in enumerate(keys):
-        row: dict[str, object] = {"image": name, "mos": mos[index], "ref": f"{photo}_c{crop_index}",
-                                  "distortion": distortion}
-        row |= {"level": level, "crop": crop_index, "photo": photo}
+        row: dict[str, object] = {"image": name, "mos": mos[index], "ref": crop.scene, "distortion": distortion}
+        row |= {"level": level, **source}
         row |= {metric: scores[metric][index] for metric in METRICS}
         rows.append(row)
+    return rows
+
+
+def _build_scene(task: tuple[BundledRecipe, str, Path]) -> list[dict[str, object]]:
+    """Cut the crops of one scene, write all their distorted versions and return their label rows."""
+    recipe, scene, images = task
+    rows: list[dict[str, object]] = []
+    for crop in scene_crops(scene, recipe.crop_size, recipe.max_shorter, recipe.crops_per_scene):
+        rows += _distort_crop(recipe, crop, images)
     return rows
 
 
@@ -171,15 +201,13 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def _build_into(recipe: BundledRecipe, folder: Path, workers: int) -> pd.DataFrame:
     """Write every image of ``recipe`` under ``folder/images`` and return the label rows in recipe order.
 
-    One task per (photo, crop), run on ``workers`` threads (PIL, numpy and torch release the GIL) with
+    One task per scene, run on ``workers`` threads (PIL, numpy and torch release the GIL) with
     torch's own intra-op parallelism set to one thread meanwhile. Each task is self-contained and
     seeded by its identity, so the result does not depend on ``workers``.
     """
     images = folder / "images"
     images.mkdir()
-    crops = range(len(recipe.crop_positions))
-    tasks = [(recipe, photo, crop, images) for photo in recipe.photos for crop in crops]
-    per_task = len(recipe.distortions) * len(recipe.levels)
+    tasks = [(recipe, scene, images) for scene in recipe.scenes]
     rows: list[dict[str, object]] = []
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -188,9 +216,9 @@ def _build_into(recipe: BundledRecipe, folder: Path, workers: int) -> pd.DataFra
             ThreadPoolExecutor(max_workers=workers) as pool,
             tqdm(total=recipe.n_rows, desc="bundled dataset", unit="img", disable=None) as progress,
         ):
-            for task_rows in pool.map(_build_crop, tasks):
+            for task_rows in pool.map(_build_scene, tasks):
                 rows += task_rows
-                progress.update(per_task)
+                progress.update(len(task_rows))
     finally:
         torch.set_num_threads(torch_threads)
     return pd.DataFrame(rows)
@@ -222,9 +250,8 @@ def build_bundled(
     start = time.perf_counter()
     if workers is None:
         workers = len(os.sched_getaffinity(0))
-    n_tasks = len(recipe.photos) * len(recipe.crop_positions)
     with atomic_directory(folder) as temp:
-        labels = _build_into(recipe, temp, min(workers, n_tasks))
+        labels = _build_into(recipe, temp, min(workers, len(recipe.scenes)))
         labels.round(6).to_csv(temp / "labels.csv", index=False)
         (temp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     logger.info("built bundled dataset in %.1f s", time.perf_counter() - start)
@@ -248,15 +275,16 @@ def load_bundled(
     Returns
     -------
     pandas.DataFrame
-        Columns ``image, mos, u, ref, distortion, level, crop`` plus the raw metric columns.
+        Columns ``image, mos, u, ref, distortion``, then ``level, crop, photo, crop_top, crop_left,
+        crop_scale`` and the raw metric columns.
     """
     folder = build_bundled(recipe, cache, workers)
     source = str(folder / "labels.csv")
-    table = pd.read_csv(folder / "labels.csv", dtype={"image": str, "ref": str, "distortion": str})
+    table = pd.read_csv(folder / "labels.csv", dtype={"image": str, "ref": str, "distortion": str, "photo": str})
     mos = parse_scores(table["mos"], source)
     check_scale(mos, source, *MOS_SCALE)
     check_unique(table["image"].tolist(), source)
-    layout = f"{folder}/images/<photo>_c<crop>_<distortion>_l<level>.png; delete {folder} to rebuild it"
+    layout = f"{folder}/images/<scene>_c<crop>_<distortion>_l<level>.png; delete {folder} to rebuild it"
     images = locate_images([[folder / "images" / name for name in table["image"]]], "bundled", layout)
-    extra = {column: table[column].tolist() for column in ("level", "crop", "photo", *METRICS)}
+    extra = {column: table[column].tolist() for column in (*_SOURCE_COLUMNS, *METRICS)}
     return assemble(images, mos, table["ref"].tolist(), table["distortion"].tolist(), bundled_info(recipe), extra)
