@@ -114,8 +114,13 @@ class CellRunner:
 
     @functools.cached_property
     def features(self) -> FeatureSource:
-        """Standardised features of the initial backbone (the frozen regime's inputs, the probe's always)."""
-        arrays = [cached_features(self.backbone, self.spec.name, self.backbone_hash, name, table, self.prep,
+        """Standardised features of the initial backbone (the frozen regime's inputs, the probe's always).
+
+        They come from the process's frozen copy of the initial backbone (same seed and weights, same
+        hash), never from the backbone a fine-tuning cell trains.
+        """
+        extractor, _ = _frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
+        arrays = [cached_features(extractor, self.spec.name, self.backbone_hash, name, table, self.prep,
                                   self.device) for name, table in zip(self.data.names, self.data.rows.tables)]
         return FeatureSource(arrays, self.data.train_idx, self.device)
 

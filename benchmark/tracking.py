@@ -25,7 +25,15 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from benchmark.schema import FAILURE_TAG, PARENT_TAG, PREDICTIONS_ARTIFACT, TRACEBACK_ARTIFACT, TRIAL_TAG
+from benchmark.schema import (
+    FAILURE_TAG,
+    PARENT_TAG,
+    PREDICTIONS_ARTIFACT,
+    ROLE_RESULT,
+    ROLE_TRIAL,
+    TRACEBACK_ARTIFACT,
+    TRIAL_TAG,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +76,10 @@ def get_experiment_id(client: MlflowClient, uri: str, grid: str, create: bool = 
 
 
 def work_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
-    """The unit of work a run holds: (role, cell_key, head, trial); runs without a role are results."""
-    return (tags.get("role", "result"), tags.get("cell_key", ""), tags.get("head", ""), tags.get(TRIAL_TAG, ""))
+    """The unit of work a run holds: (role, cell_key, head, trial); ``trial`` is empty but for trial runs
+    (a result run's trial tag names the trial it selected); runs without a role are results."""
+    role = tags.get("role", ROLE_RESULT)
+    return (role, tags.get("cell_key", ""), tags.get("head", ""), tags.get(TRIAL_TAG, "") if role == ROLE_TRIAL else "")
 
 
 def prepare_resume(client: MlflowClient, experiment_id: str,

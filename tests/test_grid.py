@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.grid import execute, plan_grid
-from benchmark.tracking import RUN_TAGS, TEST_METRICS
+from benchmark.schema import PARENT_TAG, RUN_TAGS, TEST_METRICS, TRACEBACK_ARTIFACT
 
 
 def _runs(uri, grid="tiny"):
@@ -24,27 +24,36 @@ def _runs(uri, grid="tiny"):
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def _finished_per_key(runs):
-    keys = [(r.data.tags["cell_key"], r.data.tags["head"]) for r in runs if r.info.status == "FINISHED"]
-    return pd.Series(keys).value_counts()
+def _finished_per_key(runs, role="result"):
+    keys = [(r.data.tags["cell_key"], r.data.tags["head"], r.data.tags.get("trial", "")) for r in runs
+            if r.info.status == "FINISHED" and r.data.tags["role"] == role]
+    return pd.Series(keys, dtype=object).value_counts()
+
+
+def _role(runs, role):
+    return [r for r in runs if r.data.tags["role"] == role]
 
 
 def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
     path = grid_file()
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
     client, runs = _runs(tracking_uri)
-    assert len(runs) == 2 * 3 and all(r.info.status == "FINISHED" for r in runs)
-    for run in runs:
+    assert len(runs) == 2 * (3 + 1) and all(r.info.status == "FINISHED" for r in runs)
+    results, probes = _role(runs, "result"), _role(runs, "reference")
+    assert len(results) == 6 and len(probes) == 2 and {r.data.tags["head"] for r in probes} == {"probe"}
+    for run in results + probes:
         assert set(RUN_TAGS) <= set(run.data.tags)
         assert {f"test_{m}" for m in TEST_METRICS} <= set(run.data.metrics)
         assert run.data.params["n_test"] == str(len(_predictions(client, run)))
+    for run in results:
         assert len(client.get_metric_history(run.info.run_id, "val_srcc")) >= 1
-    predictions = _predictions(client, runs[0])
-    assert list(predictions.columns) == ["image", "mos", "pred"]
-    assert predictions["pred"].between(1, 5).all() and predictions["mos"].between(1, 5).all()
+        assert run.data.params["head.init"] == "prior" and "trial" not in run.data.tags or run.data.tags["trial"] == "base"
+    assert all(float(p.data.params["probe.alpha"]) > 0 and "lr" not in p.data.params for p in probes)
+    predictions = _predictions(client, results[0])
+    assert list(predictions.columns) == ["image", "mos", "pred"] and predictions["mos"].between(1, 5).all()
 
     by_cell = {}
-    for run in runs:
+    for run in results:
         by_cell.setdefault(run.data.tags["cell_key"], []).append(run.data.tags)
     assert len(by_cell) == 2
     for tags in by_cell.values():  # matched pairs: identical shared init and sample order
@@ -53,25 +62,91 @@ def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
     assert len({tags[0]["order_hash"] for tags in by_cell.values()}) == 2
 
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
-    assert len(_runs(tracking_uri)[1]) == 6  # a rerun adds nothing
+    assert len(_runs(tracking_uri)[1]) == 8  # a rerun adds nothing
     edited = grid_file(epochs=4)  # same grid name, other settings: refused, nothing mixed
     assert main(["run", "--config", edited, "--tracking-uri", tracking_uri]) == 1
-    assert len(_runs(tracking_uri)[1]) == 6
+    assert len(_runs(tracking_uri)[1]) == 8
     path = grid_file()  # the factory rewrites one file: back to the original settings
 
-    stuck = runs[0]
+    stuck = results[0]
     client.update_run(stuck.info.run_id, status="RUNNING")
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
     _, again = _runs(tracking_uri)
     statuses = {r.info.run_id: r.info.status for r in again}
-    assert statuses[stuck.info.run_id] == "FAILED" and len(again) == 7
+    assert statuses[stuck.info.run_id] == "FAILED" and len(again) == 9
     counts = _finished_per_key(again)
     assert len(counts) == 6 and (counts == 1).all()
+    redone = next(r for r in _role(again, "result") if r.info.status == "FINISHED"
+                  and r.data.tags["cell_key"] == stuck.data.tags["cell_key"] and r.data.tags["head"] == stuck.data.tags["head"])
+    assert redone.data.metrics["test_srcc"] == stuck.data.metrics["test_srcc"]  # training is deterministic on CPU
 
 
 def _predictions(client, run):
     path = client.download_artifacts(run.info.run_id, "predictions.csv")
     return pd.read_csv(path)
+
+
+def test_tuning_trials_are_child_runs_and_val_selects(grid_file, tracking_uri):
+    path = grid_file(splits=1, heads={"mse": {}, "dor": {"num_bins": 8}}, tuning={"lr": [1.0e-3, 1.0e-2]})
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    _, runs = _runs(tracking_uri)
+    results, trials = _role(runs, "result"), _role(runs, "trial")
+    assert len(results) == 2 and len(trials) == 4 and len(_role(runs, "reference")) == 1
+    assert len({r.data.tags["init_hash"] for r in results + trials}) == 1  # every trial starts from the pair's init
+    for result in results:
+        children = [t for t in trials if t.data.tags[PARENT_TAG] == result.info.run_id]
+        assert sorted(t.data.tags["trial"] for t in children) == ["lr=0.001", "lr=0.01"]
+        assert not any(k.startswith("test_") for t in children for k in t.data.metrics)  # test never read by trials
+        best = max(children, key=lambda t: (t.data.metrics["best_val_srcc"], t.data.tags["trial"] == "lr=0.001"))
+        assert result.data.tags["trial"] == best.data.tags["trial"]
+        assert result.data.params["lr"] == best.data.params["lr"]
+        assert result.data.metrics["best_val_srcc"] == best.data.metrics["best_val_srcc"]
+        assert result.data.params["tuning"] == "['lr=0.001', 'lr=0.01']"
+
+
+def test_resume_mid_tuning_reuses_finished_trials(grid_file, tracking_uri):
+    path = grid_file(splits=1, heads={"dor": {"num_bins": 8}}, tuning={"lr": [1.0e-3, 1.0e-2]})
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    client, runs = _runs(tracking_uri)
+    result = _role(runs, "result")[0]
+    lost, kept = sorted(_role(runs, "trial"), key=lambda t: t.data.tags["trial"])
+    client.update_run(result.info.run_id, status="RUNNING")  # killed after one trial: its result never ended
+    client.delete_run(lost.info.run_id)
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    _, runs = _runs(tracking_uri)
+    assert (_finished_per_key(runs, "trial") == 1).all() and len(_finished_per_key(runs, "trial")) == 2
+    assert (_finished_per_key(runs) == 1).all() and len(_finished_per_key(runs)) == 1
+    new = next(r for r in _role(runs, "result") if r.info.status == "FINISHED")
+    assert new.info.run_id != result.info.run_id
+    assert {t.data.tags[PARENT_TAG] for t in _role(runs, "trial")} == {new.info.run_id}  # the kept trial is adopted
+    assert next(t for t in _role(runs, "trial") if t.info.run_id == kept.info.run_id)
+    assert new.data.metrics["test_srcc"] == result.data.metrics["test_srcc"]
+
+
+def test_a_failing_head_does_not_stop_the_grid(grid_file, tracking_uri, monkeypatch, capsys):
+    from baselines.mse import MSEHead
+    from baselines.registry import HEADS
+
+    class Broken(MSEHead):
+        name = "broken"
+
+        def loss(self, outputs, u):
+            raise RuntimeError("this head always fails")
+
+    monkeypatch.setitem(HEADS, "broken", Broken)
+    path = grid_file(splits=2, heads={"mse": {}, "broken": {}})
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 1
+    assert "broken: RuntimeError: this head always fails" in capsys.readouterr().err
+    client, runs = _runs(tracking_uri)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 2 and {r.data.tags["head"] for r in failed} == {"broken"}
+    assert failed[0].data.tags["failure"] == "RuntimeError: this head always fails"
+    traceback = client.download_artifacts(failed[0].info.run_id, TRACEBACK_ARTIFACT)
+    assert "this head always fails" in open(traceback).read()
+    assert len(_finished_per_key(runs)) == 2  # both mse runs
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 1  # a rerun retries only the failures
+    _, again = _runs(tracking_uri)
+    assert len(again) == len(runs) + 2 and (_finished_per_key(again) == 1).all()
 
 
 def test_dry_run_prints_cells_and_estimate(grid_file, tracking_uri):
@@ -90,8 +165,9 @@ def test_finetune_regime_and_predict(grid_file, tracking_uri, tiny_dataset, tmp_
                      backbones={"efficientnet_lite0": {"pretrained": True}})
     plan = plan_grid(load_grid(path), tracking_uri)
     outcomes = execute(plan)
-    assert [len(o.results) for o in outcomes] == [2]
+    assert [len(o.results) for o in outcomes] == [3]  # probe, mse, dor
     client, runs = _runs(tracking_uri)
+    runs = _role(runs, "result")
     assert len({r.data.tags["init_hash"] for r in runs}) == 1
     assert all("model.pt" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in runs)
 
@@ -112,6 +188,7 @@ def test_predict_frozen_matches_logged_predictions(grid_file, tracking_uri):
     path = grid_file(splits=1, heads={"dor": {"num_bins": 8}})
     execute(plan_grid(load_grid(path), tracking_uri))
     client, runs = _runs(tracking_uri)
+    runs = _role(runs, "result")
     from benchmark.predict import load_trained_model, score_images
 
     predictions = _predictions(client, runs[0])
@@ -124,9 +201,9 @@ def test_submitit_local_executor(grid_file, tracking_uri, tmp_path):
     plan = plan_grid(load_grid(path), tracking_uri)
     outcomes = execute(plan, "submitit", slurm={"cluster": "local", "folder": str(tmp_path / "jobs"),
                                                 "timeout_min": 10})
-    assert len(outcomes) == 1 and {r.head for r in outcomes[0].results} == {"mse", "dor"}
+    assert len(outcomes) == 1 and {r.head for r in outcomes[0].results} == {"probe", "mse", "dor"}
     _, runs = _runs(tracking_uri)
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
 
 
 def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
@@ -153,7 +230,7 @@ def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     _, partial = _runs(tracking_uri)
-    assert sum(r.info.status == "FINISHED" for r in partial) < 12
+    assert sum(r.info.status == "FINISHED" for r in partial) < 16
     assert any(r.info.status == "RUNNING" for r in partial)  # the kill left a run to recover
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
