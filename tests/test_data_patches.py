@@ -195,6 +195,18 @@ def test_imagenet_policy_reproduces_decode_cache_and_centre_crop(images: pd.Data
     assert torch.equal(to_float_chw(patches), center_crop(torch.from_numpy(np.array(old)), PATCH))
 
 
+def test_bundled_policy_gives_the_imagenet_pixels_on_256_images(tmp_path: Path) -> None:
+    Image.fromarray(coordinate_image(256, 256)).save(tmp_path / "crop.png")
+    table = pd.DataFrame({"image": [str(tmp_path / "crop.png")]})
+    patches = []
+    for policy in (default_policy("bundled"), ImagePolicy("imagenet")):
+        store = build_image_store(table, policy, PATCH, cache_dir=tmp_path / "stores")
+        patches.append(extract_patches(store, batch_test_positions(store.shapes, [0], policy.test_patches, PATCH)))
+    assert patches[0].shape == (1, PATCH, PATCH, 3) and torch.equal(patches[0], patches[1])
+    xs, ys = coordinates(patches[0][0].numpy())
+    assert xs[0, 0] == ys[0, 0] == 16
+
+
 def test_store_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) -> None:
     image_bytes = 384 * 512 * 3
     folder = tmp_path / "many"

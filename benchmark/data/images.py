@@ -30,6 +30,21 @@ DECODE_VERSION = 1
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Return a file's ``(width, height)`` from its header, without decoding pixels.
+
+    Raises
+    ------
+    CorruptImageError
+        When PIL cannot identify the file (names the file).
+    """
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _DECODE_ERRORS as exc:
+        raise CorruptImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
+
+
 def open_rgb(path: str | Path, draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Decode one image file as RGB, letting JPEG decoders downscale while the file is read.
 

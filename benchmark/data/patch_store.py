@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from benchmark.data.cache import atomic_directory, cache_root, stable_hash
 from benchmark.data.errors import CorruptImageError, PatchSizeError
-from benchmark.data.images import decode_image, file_states, open_rgb, usable_cores
+from benchmark.data.images import decode_image, file_states, image_size, open_rgb, usable_cores
 from benchmark.data.policy import DEFAULT_CROP_PCT, IMAGENET, ImagePolicy
 
 logger = logging.getLogger(__name__)
@@ -110,15 +110,6 @@ class ImageStore:
         return self.pixels[start : start + height * width * 3].reshape(height, width, 3)
 
 
-def _file_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` from the file's header, without decoding pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
-
-
 def decode_at_policy(path: str, file_size: tuple[int, int], size: tuple[int, int], policy: ImagePolicy) -> np.ndarray:
     """Decode one image to its stored uint8 ``[H, W, 3]`` pixels.
 
@@ -159,7 +150,7 @@ def _check_fits(paths: Sequence[str], shapes: np.ndarray, patch: int, policy: Im
 def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, crop_pct: float, workers: int) -> None:
     """Decode every image into a new store folder, published atomically."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        file_sizes = list(pool.map(_file_size, paths))
+        file_sizes = list(pool.map(image_size, paths))
         sizes = [policy.output_size(width, height, patch, crop_pct) for width, height in file_sizes]
         shapes = np.array([(height, width) for width, height in sizes], dtype=np.int64).reshape(-1, 2)
         _check_fits(paths, shapes, patch, policy)

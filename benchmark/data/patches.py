@@ -214,12 +214,11 @@ def extract_patches(store: ImageStore, positions: PatchPositions, pin_memory: bo
     size = positions.patch
     out = torch.empty((len(positions.images), size, size, 3), dtype=torch.uint8, pin_memory=pin_memory)
     target = out.numpy()
-    rows = zip(positions.images.tolist(), positions.tops.tolist(), positions.lefts.tolist())
-    for k, (image, top, left) in enumerate(rows):
+    rows = zip(positions.images.tolist(), positions.tops.tolist(), positions.lefts.tolist(), positions.flips.tolist())
+    for k, (image, top, left, flip) in enumerate(rows):
         target[k] = store.image(image)[top : top + size, left : left + size]
-    flipped = positions.flips
-    if flipped.any():
-        out[flipped] = out[flipped].flip(2)
+        if flip:  # torch flips a contiguous patch ~10x faster than numpy copies a reversed view
+            out[k] = out[k].flip(1)
     return out
 
 

@@ -29,9 +29,9 @@ Literature defaults (:data:`DATASET_POLICIES`; anything else, custom CSV dataset
 ==========  =================  =====  ====  ==============================================
 dataset     resize             train  test  why
 ==========  =================  =====  ====  ==============================================
-koniq10k    512 x 384          1      25    KonCept512, HyperIQA, pyiqa: the half-size set
-spaq        shorter side 512   1      25    SPAQ paper / pyiqa (phone photos ~4000 x 3000)
-live        native             1      25    768 x 512 and a few smaller (>= 438 px)
+koniq10k    512 x 384          1      25    the authors' 512 x 384 release (KonCept512)
+spaq        shorter side 512   1      25    the SPAQ paper (phone photos ~4000 x 3000)
+live        native             1      25    mostly 768 x 512, a few smaller
 csiq        native             1      25    512 x 512
 tid2013     native             1      25    512 x 384
 kadid10k    native             1      25    512 x 384
