@@ -92,7 +92,8 @@ def koniq_like_jpegs(folder: Path, count: int) -> list[str]:
     for name in PHOTO_NAMES:
         photo = load_photo(name)
         scale = 1280 / min(photo.size)
-        sources.append(photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC))
+        size = (round(photo.width * scale), round(photo.height * scale))
+        sources.append(photo.resize(size, Image.Resampling.BICUBIC))
     paths = []
     for index in range(count):
         photo = sources[index % len(sources)]
@@ -160,7 +161,8 @@ def bench_patches(cache: Path, count: int, patch: int, workers: int | None, batc
         "store imagenet": (net_build, best_of(3, store_epoch, net, patch, batch_size, 1, True),
                            best_of(3, store_epoch, net, patch, batch_size, imagenet.test_patches, False),
                            imagenet.test_patches, net.nbytes),
-        "store koniq 512x384": (store_build, best_of(3, store_epoch, store, patch, batch_size, koniq.train_patches, True),
+        "store koniq 512x384": (store_build,
+                                best_of(3, store_epoch, store, patch, batch_size, koniq.train_patches, True),
                                 best_of(3, store_epoch, store, patch, test_batch, koniq.test_patches, False),
                                 koniq.test_patches, store.nbytes),
     }

@@ -212,7 +212,8 @@ def test_store_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) ->
     folder = tmp_path / "many"
     folder.mkdir()
     for index in range(24):
-        Image.fromarray(np.roll(coordinate_image(512, 384), index, axis=1)).save(folder / f"{index}.png", compress_level=1)
+        shifted = np.roll(coordinate_image(512, 384), index, axis=1)
+        Image.fromarray(shifted).save(folder / f"{index}.png", compress_level=1)
     paths = [str(folder / f"{index}.png") for index in range(24)]
 
     def peak_while_building(count: int) -> tuple[int, patch_store.ImageStore]:
@@ -264,7 +265,8 @@ def test_images_smaller_than_the_patch_are_named_before_decoding(tmp_path: Path,
             build_image_store(table, policy, PATCH, cache_dir=tmp_path / "stores")
         assert caught.value.images == [str(small)] and "224x224" in str(caught.value)
     monkeypatch.undo()
-    assert build_image_store(table, ImagePolicy((256, 256)), PATCH, cache_dir=tmp_path / "stores").shapes.tolist() == [[256, 256]]
+    upscaled = build_image_store(table, ImagePolicy((256, 256)), PATCH, cache_dir=tmp_path / "stores")
+    assert upscaled.shapes.tolist() == [[256, 256]]
     with pytest.raises(ValueError, match="patch 224 exceeds"):
         train_patch_positions([[200, 300]], [0], 1, PATCH, torch.Generator())
     with pytest.raises(ValueError, match="patch 224 exceeds"):

@@ -159,13 +159,15 @@ def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, 
         logger.info("decoding %d images (%s) into %s, %.2f GiB", len(paths), policy.describe(), folder,
                     lengths.sum() / 2**30)
         with atomic_directory(folder) as temp:
-            pixels = np.lib.format.open_memmap(temp / PIXELS_FILE, mode="w+", dtype=np.uint8, shape=(int(lengths.sum()),))
+            total = int(lengths.sum())
+            pixels = np.lib.format.open_memmap(temp / PIXELS_FILE, mode="w+", dtype=np.uint8, shape=(total,))
 
             def write(row: int) -> None:
                 image = decode_at_policy(paths[row], file_sizes[row], sizes[row], policy)
                 if image.shape[:2] != tuple(shapes[row]):
-                    raise CorruptImageError(paths[row], f"decoded to {image.shape[1]}x{image.shape[0]}, but its "
-                                                        f"header says {file_sizes[row][0]}x{file_sizes[row][1]}")
+                    width, height = sizes[row]
+                    raise CorruptImageError(paths[row], f"decoded to {image.shape[1]}x{image.shape[0]}, not the "
+                                                        f"{width}x{height} its header ({file_sizes[row]}) implies")
                 pixels[offsets[row] : offsets[row] + lengths[row]] = image.reshape(-1)
 
             try:
