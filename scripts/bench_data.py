@@ -1,12 +1,22 @@
-"""Benchmark the data layer on the full default ``bundled`` dataset.
+"""Benchmark the data layer: the default ``bundled`` dataset, and native-resolution patches vs ``imagenet``.
 
-Measures, in one run on this machine: the build time and size of ``bundled``; the time to build its
+Bundled part, in one run on this machine: the build time and size of ``bundled``; the time to build its
 decode cache at --size px; epoch read throughput (images/s, one thread, shuffled batches) from the
 cache vs decoding the same files with PIL every time, and their ratio. Also prints the Spearman
 correlation between distortion level and proxy MOS within each distortion type, and saves a
 histogram of the proxy MOS to ``--out/bundled_mos_hist.png``.
 
+Patch part (--patch-images N generated 1024 x 768 JPEGs, KonIQ-like; 0 skips it): for the old
+pipeline (``decode_cache`` at round(patch / 0.875) + ``random_crop_flip`` / ``center_crop``) and the
+patch pipeline (``build_image_store`` at KonIQ's 512 x 384 policy + ``train_patch_positions`` /
+25 ``batch_test_positions`` + ``extract_patches``), and the store under the ``imagenet`` policy: the
+decode-once build (images/s, --workers threads), one training epoch (one patch per image) and one
+test pass, each with the normalised float batch the model sees (images/s, one thread, best of 3), and
+the uint8 patch rate alone (what the CPU must deliver when the GPU converts); ratios to the
+old pipeline; and the rate of decoding JPEGs per batch instead (one thread), the alternative to a store.
+
 Usage: python scripts/bench_data.py [--out /tmp] [--size 256] [--cache DIR] [--workers N]
+       [--patch-images 200] [--patch 224] [--skip-bundled]
 (without --cache a fresh temporary cache is used, so the build is really timed, and removed at the end).
 """
 
@@ -18,14 +28,39 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from scipy.stats import spearmanr
 
-from benchmark.data import DEFAULT_RECIPE, decode_cache, decode_image, load_bundled
+from benchmark.data import (
+    DEFAULT_RECIPE,
+    ImagePolicy,
+    ImageStore,
+    batch_test_positions,
+    build_image_store,
+    center_crop,
+    decode_cache,
+    decode_image,
+    default_policy,
+    extract_patches,
+    load_bundled,
+    normalize,
+    random_crop_flip,
+    to_float_chw,
+    train_patch_positions,
+)
+from benchmark.data.patch_store import decode_at_policy
+from benchmark.data.photos import PHOTO_NAMES, load_photo
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+T = TypeVar("T")
 
 
 def epoch_from_cache(array: np.ndarray, batch_size: int, seed: int) -> float:
@@ -50,6 +85,106 @@ def epoch_from_files(paths: list[str], size: int, batch_size: int, seed: int) ->
     return len(order) / (time.perf_counter() - start)
 
 
+def koniq_like_jpegs(folder: Path, count: int) -> list[str]:
+    """Write ``count`` 1024 x 768 JPEGs (quality 90) cut from the bundled photographs at shifting positions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for name in PHOTO_NAMES:
+        photo = load_photo(name)
+        scale = 1280 / min(photo.size)
+        size = (round(photo.width * scale), round(photo.height * scale))
+        sources.append(photo.resize(size, Image.Resampling.BICUBIC))
+    paths = []
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        step = index // len(sources)
+        left, top = (37 * step) % (photo.width - 1024), (23 * step) % (photo.height - 768)
+        path = folder / f"{index:05d}.jpg"
+        photo.crop((left, top, left + 1024, top + 768)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
+    """Result of one call and the seconds it took."""
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def best_of(repeats: int, function: Callable[..., object], *args: object) -> float:
+    """Fewest seconds of ``repeats`` calls (a busy shared machine only ever adds time)."""
+    return min(timed(function, *args)[1] for _ in range(repeats))
+
+
+def old_epoch(array: np.ndarray, patch: int, batch_size: int, train: bool) -> None:
+    """One pass of today's pipeline over a decode_cache array: random crop + flip, or the centre crop."""
+    generator = torch.Generator().manual_seed(0)
+    order = np.random.default_rng(0).permutation(len(array)) if train else np.arange(len(array))
+    for begin in range(0, len(order), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(array[np.sort(order[begin : begin + batch_size])]))
+        crops = random_crop_flip(batch, patch, generator) if train else center_crop(batch, patch)
+        normalize(crops, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def store_epoch(store: ImageStore, patch: int, batch_size: int, per_image: int, train: bool,
+                float_batches: bool = True) -> None:
+    """One pass of the patch pipeline: seeded training patches or the fixed test patches, normalised floats
+    (what a CPU model sees) or uint8 only (what the CPU must deliver when the GPU converts)."""
+    generator = torch.Generator().manual_seed(0)
+    order = np.random.default_rng(0).permutation(len(store)) if train else np.arange(len(store))
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        if train:
+            positions = train_patch_positions(store.shapes, rows, per_image, patch, generator)
+        else:
+            positions = batch_test_positions(store.shapes, rows, per_image, patch)
+        patches = extract_patches(store, positions)
+        if float_batches:
+            normalize(to_float_chw(patches), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def bench_patches(cache: Path, count: int, patch: int, workers: int | None, batch_size: int) -> None:
+    """Print images/s of the old pipeline vs the patch pipeline on ``count`` KonIQ-like images."""
+    torch.set_num_threads(1)
+    print(f"\npatch pipeline vs imagenet preprocessing: {count} generated 1024x768 JPEGs, patch {patch}; "
+          "builds use the --workers threads, passes one thread (torch too), best of 3")
+    labels = pd.DataFrame({"image": koniq_like_jpegs(cache / "koniq_like", count)})
+    koniq, imagenet = default_policy("koniq10k"), ImagePolicy("imagenet")
+    old, old_build = timed(decode_cache, labels, round(patch / 0.875), cache / "decoded", workers)
+    net, net_build = timed(build_image_store, labels, imagenet, patch, cache / "images", workers)
+    store, store_build = timed(build_image_store, labels, koniq, patch, cache / "images", workers)
+    test_batch = max(1, batch_size // koniq.test_patches)
+    rows = {  # name: (build s, train epoch s, test pass s, test patches per image, bytes); passes: best of 3
+        "old decode_cache": (old_build, best_of(3, old_epoch, old, patch, batch_size, True),
+                             best_of(3, old_epoch, old, patch, batch_size, False), 1, old.nbytes),
+        "store imagenet": (net_build, best_of(3, store_epoch, net, patch, batch_size, 1, True),
+                           best_of(3, store_epoch, net, patch, batch_size, imagenet.test_patches, False),
+                           imagenet.test_patches, net.nbytes),
+        "store koniq 512x384": (store_build,
+                                best_of(3, store_epoch, store, patch, batch_size, koniq.train_patches, True),
+                                best_of(3, store_epoch, store, patch, test_batch, koniq.test_patches, False),
+                                koniq.test_patches, store.nbytes),
+    }
+    base = rows["old decode_cache"]
+    print(f"{'pipeline (float batches)':25s} {'build img/s':>11s} {'train img/s':>11s} {'test img/s':>10s} "
+          f"{'test patch/s':>12s} {'disk MiB':>8s}   speed vs old (build / train / test)")
+    for name, (build_s, train_s, test_s, per_image, nbytes) in rows.items():
+        print(f"{name:25s} {count / build_s:11,.0f} {count / train_s:11,.0f} {count / test_s:10,.0f} "
+              f"{count * per_image / test_s:12,.0f} {nbytes / 2**20:8.0f}   "
+              f"{base[0] / build_s:.2f} / {base[1] / train_s:.2f} / {base[2] / test_s:.2f}")
+    train_u8 = count / best_of(3, store_epoch, store, patch, batch_size, koniq.train_patches, True, False)
+    test_u8 = count * koniq.test_patches / best_of(3, store_epoch, store, patch, test_batch, koniq.test_patches,
+                                                   False, False)
+    print(f"store koniq 512x384, uint8 patches only (float conversion left to the GPU): train {train_u8:,.0f} "
+          f"patch/s, test {test_u8:,.0f} patch/s")
+    sample = labels["image"].tolist()[: min(count, 50)]
+    _, decode_s = timed(lambda: [decode_at_policy(path, (1024, 768), (512, 384), koniq) for path in sample])
+    per_batch = len(sample) / decode_s
+    print(f"decoding JPEGs per batch instead of a store (one thread, 512x384): {per_batch:,.0f} img/s, "
+          f"{train_u8 / per_batch:.0f}x slower than uint8 training patches from the store")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp"), help="folder for the MOS histogram PNG")
@@ -57,12 +192,24 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="cache root (default: fresh temporary folder)")
     parser.add_argument("--workers", type=int, default=None, help="build threads (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--patch-images", type=int, default=200, help="generated 1024x768 images (0: skip)")
+    parser.add_argument("--patch", type=int, default=224, help="patch side (the backbone's input size)")
+    parser.add_argument("--skip-bundled", action="store_true", help="only the patch benchmark")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cache = args.cache or Path(tempfile.mkdtemp(prefix="dor-iqa-bench-"))
     cores, load = len(os.sched_getaffinity(0)), os.getloadavg()[0]
     print(f"cores usable: {cores}; load average before: {load:.2f}; cache: {cache}")
+    if not args.skip_bundled:
+        bench_bundled(args, cache)
+    if args.patch_images:
+        bench_patches(cache, args.patch_images, args.patch, args.workers, args.batch_size)
+    if args.cache is None:
+        shutil.rmtree(cache)
 
+
+def bench_bundled(args: argparse.Namespace, cache: Path) -> None:
+    """Build ``bundled`` and its decode cache; compare cached vs per-epoch decoding; check the proxy MOS."""
     start, cpu = time.perf_counter(), time.process_time()
     labels = load_bundled(DEFAULT_RECIPE, cache, workers=args.workers)
     build_s, build_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -101,8 +248,6 @@ def main() -> None:
     figure.savefig(histogram, dpi=120)
     print(f"histogram: {histogram}")
     del array
-    if args.cache is None:
-        shutil.rmtree(cache)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,18 @@ Public API::
     make_split(labels, seed, fractions=(0.6, 0.2, 0.2)) -> {"train", "val", "test"}
     decode_cache(labels, size, cache_dir=None) -> read-only uint8 memmap [N, size, size, 3]
     random_crop_flip(batch, out_size, generator); center_crop(batch, out_size); normalize(x, mean, std)
+    to_float_chw(uint8 [B, H, W, 3]) -> float [B, 3, H, W] in [0, 1]
+
+Native-resolution patches (policy -> store -> positions -> patches -> mean score per image)::
+
+    ImagePolicy(resize, train_patches=1, test_patches=None); ShorterSide(pixels); default_policy(dataset)
+    parse_image_policy(mapping, where, defaults=None) -> ImagePolicy; DATASET_POLICIES
+    build_image_store(labels, policy, patch, cache_dir=None, workers=None, crop_pct=0.875) -> ImageStore
+    train_patch_positions(shapes, indices, per_image, patch, generator) -> PatchPositions
+    test_patch_positions(height, width, patch, n) -> (tops, lefts)
+    batch_test_positions(shapes, indices, per_image, patch) -> PatchPositions
+    extract_patches(store, positions, pin_memory=False) -> uint8 [M, patch, patch, 3]
+    mean_over_patches(predictions, per_image) -> per-image scores
     find_bad_images(labels) -> [(path, reason)]; cache_root()
 
 The ``bundled`` dataset's labels are a proxy from full-reference metrics, not human opinion.
@@ -20,9 +32,11 @@ from benchmark.data.errors import (
     CorruptImageError,
     DataError,
     DuplicateImageError,
+    ImagePolicyError,
     InvalidScoreError,
     LabelFileError,
     MissingImagesError,
+    PatchSizeError,
     RecipeError,
     ScoreOutOfRangeError,
     SplitError,
@@ -30,30 +44,51 @@ from benchmark.data.errors import (
 )
 from benchmark.data.images import decode_cache, decode_image, find_bad_images
 from benchmark.data.labels import load_custom_labels
+from benchmark.data.patch_store import ImageStore, build_image_store
+from benchmark.data.patches import (
+    PatchPositions,
+    batch_test_positions,
+    extract_patches,
+    mean_over_patches,
+    test_patch_positions,
+    train_patch_positions,
+)
+from benchmark.data.policy import DATASET_POLICIES, ImagePolicy, ShorterSide, default_policy, parse_image_policy
 from benchmark.data.scales import DatasetInfo, mos_to_u, u_to_mos
 from benchmark.data.splits import make_split
-from benchmark.data.transforms import center_crop, normalize, random_crop_flip
+from benchmark.data.transforms import center_crop, normalize, random_crop_flip, to_float_chw
 
 __all__ = [
-    "DEFAULT_RECIPE",
     "BundledRecipe",
     "CorruptImageError",
+    "DATASET_POLICIES",
+    "DEFAULT_RECIPE",
     "DataError",
     "DatasetInfo",
     "DuplicateImageError",
+    "ImagePolicy",
+    "ImagePolicyError",
+    "ImageStore",
     "InvalidScoreError",
     "LabelFileError",
     "MissingImagesError",
+    "PatchPositions",
+    "PatchSizeError",
     "RecipeError",
     "ScoreOutOfRangeError",
+    "ShorterSide",
     "SplitError",
     "UnknownDatasetError",
+    "batch_test_positions",
     "build_bundled",
+    "build_image_store",
     "cache_root",
     "center_crop",
     "dataset_info",
     "decode_cache",
     "decode_image",
+    "default_policy",
+    "extract_patches",
     "find_bad_images",
     "image_folder",
     "list_datasets",
@@ -61,9 +96,14 @@ __all__ = [
     "load_custom_labels",
     "load_labels",
     "make_split",
+    "mean_over_patches",
     "mos_to_u",
     "normalize",
+    "parse_image_policy",
     "random_crop_flip",
     "read_label_file",
+    "test_patch_positions",
+    "to_float_chw",
+    "train_patch_positions",
     "u_to_mos",
 ]

@@ -96,3 +96,27 @@ class SplitError(DataError, ValueError):
 
 class RecipeError(DataError, ValueError):
     """An invalid recipe for the embedded ``bundled`` dataset."""
+
+
+class ImagePolicyError(DataError, ValueError):
+    """An image policy (YAML ``image_policy`` mapping) with an unknown key or a bad value."""
+
+    def __init__(self, where: str, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"{where}.{key}: {value!r} is not allowed; expected {allowed}.")
+        self.where = where
+        self.key = key
+        self.value = value
+
+
+class PatchSizeError(DataError, ValueError):
+    """Images that are smaller than the patch (the backbone's input size) at their policy resolution."""
+
+    def __init__(self, policy: str, patch: int, images: Sequence[str], sizes: Sequence[tuple[int, int]]) -> None:
+        pairs = [f"{image} ({width}x{height})" for image, (width, height) in zip(images, sizes)]
+        super().__init__(
+            f"{len(pairs)} images are smaller than the {patch}x{patch} patch at policy '{policy}': "
+            f"{_preview(pairs)}. Patches are never padded or upscaled; use a smaller image_size, or declare an "
+            f"image_policy whose resize gives both sides >= {patch} (e.g. resize: [W, H] or resize: imagenet)."
+        )
+        self.patch = patch
+        self.images = list(images)

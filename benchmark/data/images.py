@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,8 +30,32 @@ DECODE_VERSION = 1
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """Decode one image to a uint8 array [size, size, 3]: shorter side resized to ``size``, centre crop.
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Return a file's ``(width, height)`` from its header, without decoding pixels.
+
+    Raises
+    ------
+    CorruptImageError
+        When PIL cannot identify the file (names the file).
+    """
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _DECODE_ERRORS as exc:
+        raise CorruptImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
+
+
+def open_rgb(path: str | Path, draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
+    """Decode one image file as RGB, letting JPEG decoders downscale while the file is read.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file.
+    draft : callable, optional
+        ``draft(width, height) -> (width, height)``: from the file's size, the smallest size the decoded
+        image may have (PIL ``draft``: a power-of-two DCT downscale, JPEG only). None decodes at full size,
+        every pixel exactly as stored.
 
     Raises
     ------
@@ -40,11 +64,27 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            draft_scale = 2 * size / min(image.size)
-            image.draft("RGB", (round(image.width * draft_scale), round(image.height * draft_scale)))
-            rgb = image.convert("RGB")
+            if draft is not None:
+                image.draft("RGB", draft(image.width, image.height))
+            return image.convert("RGB")
     except _DECODE_ERRORS as exc:
         raise CorruptImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode one image to a uint8 array [size, size, 3]: shorter side resized to ``size``, centre crop.
+
+    Raises
+    ------
+    CorruptImageError
+        When PIL cannot open or fully decode the file (names the file).
+    """
+
+    def draft(width: int, height: int) -> tuple[int, int]:
+        scale = 2 * size / min(width, height)
+        return round(width * scale), round(height * scale)
+
+    rgb = open_rgb(path, draft)
     scale = size / min(rgb.size)
     width, height = max(size, round(rgb.width * scale)), max(size, round(rgb.height * scale))
     resized = rgb.resize((width, height), Image.Resampling.BICUBIC)
@@ -77,19 +117,36 @@ def find_bad_images(labels: pd.DataFrame) -> list[tuple[str, str]]:
     return bad
 
 
-def _cache_key(paths: Sequence[str], size: int) -> str:
-    """Hash of the image paths, their sizes and modification times, the output size and the code version."""
-    stats, missing = [], []
+def file_states(paths: Sequence[str], source: str) -> list[tuple[str, int, int]]:
+    """Return ``(path, size in bytes, modification time in ns)`` of every file, for cache keys.
+
+    Raises
+    ------
+    MissingImagesError
+        Naming ``source`` and the listed files that do not exist.
+    """
+    states, missing = [], []
     for path in paths:
         try:
             info = os.stat(path)
         except FileNotFoundError:
             missing.append(path)
             continue
-        stats.append((path, info.st_size, info.st_mtime_ns))
+        states.append((path, info.st_size, info.st_mtime_ns))
     if missing:
         layout = "every path in labels['image'] must be an existing file (load_labels checks that)"
-        raise MissingImagesError("labels passed to decode_cache", missing, len(paths), layout)
+        raise MissingImagesError(source, missing, len(paths), layout)
+    return states
+
+
+def usable_cores() -> int:
+    """Number of CPU cores this process may run on (the default count of decoding threads)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cache_key(paths: Sequence[str], size: int) -> str:
+    """Hash of the image paths, their sizes and modification times, the output size and the code version."""
+    stats = file_states(paths, "labels passed to decode_cache")
     return stable_hash({"images": stats, "size": size, "version": DECODE_VERSION})
 
 
@@ -128,7 +185,7 @@ def decode_cache(
     target = folder / f"{_cache_key(paths, size)}.npy"
     if not target.is_file():
         logger.info("decoding %d images at %d px into %s", len(paths), size, target)
-        workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        workers = workers or usable_cores()
         with atomic_file(target) as temp:
             array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
             with ThreadPoolExecutor(max_workers=workers) as pool:

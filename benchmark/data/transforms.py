@@ -21,8 +21,8 @@ def _check(batch: torch.Tensor, out_size: int) -> None:
         raise ValueError(f"crop size {out_size} exceeds the image size {tuple(batch.shape[1:3])}; decode larger.")
 
 
-def _to_float_chw(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] in [0, 1]."""
+def to_float_chw(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] in [0, 1], on the batch's device."""
     return batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
@@ -56,7 +56,7 @@ def random_crop_flip(batch: torch.Tensor, out_size: int, generator: torch.Genera
     cols = torch.where(flips[:, None], cols.flip(1), cols)
     samples = torch.arange(count, device=batch.device)[:, None, None]
     crops = batch[samples, rows[:, :, None], cols[:, None, :]]
-    return _to_float_chw(crops)
+    return to_float_chw(crops)
 
 
 def center_crop(batch: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ def center_crop(batch: torch.Tensor, out_size: int) -> torch.Tensor:
     """
     _check(batch, out_size)
     top, left = (batch.shape[1] - out_size) // 2, (batch.shape[2] - out_size) // 2
-    return _to_float_chw(batch[:, top : top + out_size, left : left + out_size])
+    return to_float_chw(batch[:, top : top + out_size, left : left + out_size])
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
