@@ -45,6 +45,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark import plots, stats, tables
+from benchmark.health import health_check, health_warnings
 from benchmark.provenance import write_provenance
 from benchmark.report_data import (
     CELL_COLUMNS,
@@ -59,7 +60,7 @@ from benchmark.report_data import (
     usable_runs,
     warn,
 )
-from benchmark.schema import FIT_METRICS, RUN_TAGS, TEST_METRICS, metric_key
+from benchmark.schema import FIT_METRICS, ROLE_REFERENCE, RUN_TAGS, TEST_METRICS, metric_key
 from benchmark.tracking import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,9 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     result = ReportResult(grid=grid, out_dir=out)
     warnings = result.warnings
 
-    placeable, finished = usable_runs(load_runs(uri, experiment_id), warnings)
+    runs = load_runs(uri, experiment_id)
+    placeable, finished = usable_runs(runs, warnings)
+    probes = usable_runs(runs, warnings, ROLE_REFERENCE)[1]
     if finished.empty:
         raise ReportError(f"grid {grid!r} has no FINISHED runs ({len(placeable)} other run(s)); run the grid first.")
     heads = list(dict.fromkeys(finished["head"]))
@@ -293,16 +296,19 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     predictions = load_predictions(uri, finished, medians, warnings)
     add_bootstrap(stats_df, predictions, medians, warnings)
     across = across_datasets(stats_df, warnings)
+    health = health_check(finished, probes)
+    for message in health_warnings(health):
+        warn(warnings, message)
     log.debug("%.2f s: runs, statistics and predictions loaded", time.perf_counter() - start)
 
     files = result.files
-    files.update(tables.write_tables(out, finished, stats_df, reference, metrics))
+    files.update(tables.write_tables(out, finished, stats_df, reference, metrics, probes, health))
     files.update(_write_plots(out, client, finished, deltas, stats_df, predictions, medians, reference, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
     run_columns = ["run_id", "status", *RUN_TAGS, "n_train", "n_val", "n_test", "num_bins", "epochs",
                    *[metric_key(m) for m in TEST_METRICS], *FIT_METRICS]
-    for name, frame in (("runs", finished[run_columns]), ("pairs", deltas), ("stats", stats_df),
-                        ("across_datasets", across), ("missing", missing)):
+    for name, frame in (("runs", pd.concat([finished, probes])[run_columns]), ("pairs", deltas), ("stats", stats_df),
+                        ("across_datasets", across), ("missing", missing), ("health", health)):
         files[f"{name}.csv"] = out / f"{name}.csv"
         frame.to_csv(files[f"{name}.csv"], index=False)
 

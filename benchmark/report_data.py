@@ -230,5 +230,5 @@ def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, medians: 
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "ROLE_REFERENCE", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
+__all__ = ["CELL_COLUMNS", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
            "median_runs", "median_splits", "select_experiment", "split_values", "usable_runs", "warn"]

@@ -37,7 +37,7 @@ from benchmark.config import Cell
 from benchmark.heads import UnknownHeadError, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.provenance import git_sha
-from benchmark.schema import CONFIG_ARTIFACT, PREDICTIONS_ARTIFACT, ROLE_RESULT, metric_key
+from benchmark.schema import CONFIG_ARTIFACT, PREDICTIONS_ARTIFACT, PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT, metric_key
 from benchmark.tracking import get_experiment_id, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def write_synthetic_grid(
     n_test: int,
     seed: int,
     regime: str = "frozen",
+    probe_effect: float | None = 0.0,
 ) -> None:
     """Write a complete synthetic grid (one FINISHED run per cell and head) into an MLflow store.
 
@@ -150,6 +151,9 @@ def write_synthetic_grid(
         Splits ``0..n_splits-1`` and seeds ``0..n_seeds-1`` per (backbone, dataset).
     effect : mapping of str to float
         True SRCC shift of each head label (heads not listed: 0).
+    probe_effect : float or None, default 0.0
+        True SRCC shift of the linear-probe reference run written per cell (role ``reference``, head
+        ``probe``); None writes no probe.
     n_test : int
         Test images per split (``n_train = 3 n_test`` and ``n_val = n_test`` are logged, a 60/20/20 split).
     seed : int
@@ -182,12 +186,15 @@ def write_synthetic_grid(
                     for label in heads:
                         target = base + difficulty + effect.get(label, 0.0)
                         _write_run(client, experiment_id, grid, cell, label, target, test_set, shared, seed, sha)
+                    if probe_effect is not None:
+                        _write_run(client, experiment_id, grid, cell, PROBE_HEAD, base + difficulty + probe_effect,
+                                   test_set, shared, seed, sha, ROLE_REFERENCE)
     log.info("wrote synthetic grid %r: %d backbones x %d heads x %d datasets x %d splits x %d seeds",
              grid, len(backbones), len(heads), len(pairs), n_splits, n_seeds)
 
 
 def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, label: str, target: float,
-               test_set: pd.DataFrame, shared: np.ndarray, seed: int, sha: str) -> None:
+               test_set: pd.DataFrame, shared: np.ndarray, seed: int, sha: str, role: str = ROLE_RESULT) -> None:
     head_type, num_bins = head_spec(label)
     rng = _rng(seed, "run", cell.key, label)
     n_test = len(test_set)
@@ -216,7 +223,7 @@ def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, 
         "dataset": cell.dataset, "test_dataset": cell.test_dataset, "head": label, "head_type": head_type,
         "regime": cell.regime, "split": str(cell.split), "seed": str(cell.seed), "git_sha": sha,
         "init_hash": f"init-{digest}", "order_hash": f"order-{digest}",
-        "config_hash": f"config-{zlib.crc32(f'{grid}|{label}'.encode()):08x}", "role": ROLE_RESULT,
+        "config_hash": f"config-{zlib.crc32(f'{grid}|{label}'.encode()):08x}", "role": role,
     }
     # One log_batch for params, curves and final metrics (RunRecorder makes three calls): the same
     # schema, written about a third faster, which keeps test stores quick to build.

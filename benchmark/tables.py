@@ -1,8 +1,10 @@
 """Paper-style tables of a grid report: Markdown, LaTeX (booktabs) and CSV.
 
-* ``table_<metric>``: rows backbone × head, columns test datasets (``train→test`` for cross-dataset
-  pairs), cells ``median (± std)`` over splits (seeds averaged within a split first), the best value
-  of each column in bold, ``†`` where the head differs from the reference head after Holm.
+* ``table_<metric>``: rows backbone × head (and the linear probe as a reference row), columns test
+  datasets (``train→test`` for cross-dataset pairs), cells ``mean (± sd)`` over splits (seeds averaged
+  within a split first: the statistic the tests compare), the best head of each backbone and column in
+  bold, ``†`` where the head differs from the reference head after Holm, ``≈`` where it is practically
+  equivalent to it (Bayesian verdict), ``‡`` where the health check found it below the linear probe.
 * ``summary_dor_variants``: DOR as published (``dor-seed``) vs corrected (``dor``) vs MSE.
 
 Significance is only ever the corrected resampled t-test (Holm-adjusted for the marks); the naive
@@ -19,10 +21,13 @@ import numpy as np
 import pandas as pd
 
 from benchmark.metrics import HIGHER_IS_BETTER, METRIC_LABELS
+from benchmark.schema import metric_key
 
 log = logging.getLogger(__name__)
 
-DAGGER = "†"
+DAGGER, EQUIVALENT, FLAGGED = "†", "≈", "‡"
+MARKS = {"significant": DAGGER, "equivalent": EQUIVALENT, "flagged": FLAGGED}
+"""Marks after a table cell, keyed by the :func:`paper_table` column that sets them."""
 DOR_VARIANTS = ("dor-seed", "dor", "mse")
 UNUSED_TESTS_NOTE = ("the naive paired t-test and the per-split Wilcoxon signed-rank test are not used: the training "
                      "sets of the splits overlap, which makes both anti-conservative (type-I error about 0.25 at the "
@@ -30,7 +35,8 @@ UNUSED_TESTS_NOTE = ("the naive paired t-test and the per-split Wilcoxon signed-
 """Clause of every table note that explains p-values (stats.csv keeps both as p_naive, p_wilcoxon)."""
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
                   "{": r"\{", "}": r"\}", "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^\dagger$",
-                  "–": "--", "<": r"$<$", ">": r"$>$"}
+                  "–": "--", "<": r"$<$", ">": r"$>$", "≈": r"$\approx$", "‡": r"$^\ddagger$",
+                  "≥": r"$\geq$", "Δ": r"$\Delta$"}
 
 
 def column_label(dataset: str, test_dataset: str) -> str:
@@ -50,50 +56,72 @@ def latex_escape(text: str) -> str:
 
 
 def head_split_summary(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Median, std (ddof 1) and mean over splits of each head's test metric per cell (seeds averaged first)."""
+    """Mean, std (ddof 1) and median over splits of each head's test metric per cell (seeds averaged first)."""
     keys = ["backbone", "regime", "dataset", "test_dataset", "pair_key", "head"]
-    per_split = finished.groupby([*keys, "split"], sort=False)[f"test_{metric}"].mean().dropna()
-    summary = per_split.groupby(keys, sort=False).agg(["median", "std", "mean", "size"]).reset_index()
+    per_split = finished.groupby([*keys, "split"], sort=False)[metric_key(metric)].mean().dropna()
+    summary = per_split.groupby(keys, sort=False).agg(["mean", "std", "median", "size"]).reset_index()
     summary = summary.rename(columns={"size": "n_splits"})
     summary["column"] = [column_label(a, b) for a, b in zip(summary["dataset"], summary["test_dataset"], strict=True)]
     return summary
 
 
-def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, reference: str) -> pd.DataFrame:
-    """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column) with the
-    median, std, ``best`` (best rounded median of its column) and ``significant`` (vs the reference)."""
-    table = head_split_summary(finished, metric)
-    rounded = table["median"].round(3)
-    best = rounded.groupby(table["column"]).transform("max" if HIGHER_IS_BETTER[metric] else "min")
+def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, reference: str,
+                probes: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column).
+
+    Columns: ``mean, std, median, n_splits`` over splits; ``best`` (best rounded mean among the heads of
+    its backbone and column); ``significant`` (differs from the reference after Holm), ``equivalent``
+    (the Bayesian verdict says practically equivalent to the reference, when ``stats_df`` has one);
+    ``flagged`` (the health check found it below the linear probe); ``is_reference`` for the probe's row.
+    """
+    table = head_split_summary(finished, metric).assign(is_reference=False)
+    if probes is not None and not probes.empty:
+        table = pd.concat([table, head_split_summary(probes, metric).assign(is_reference=True)], ignore_index=True)
+    rounded = table["mean"].round(3).where(~table["is_reference"])
+    group = [table["backbone"], table["regime"], table["column"]]
+    best = rounded.groupby(group).transform("max" if HIGHER_IS_BETTER[metric] else "min")
     table["best"] = rounded == best
-    table["significant"] = False
-    if not stats_df.empty:
-        vs_ref = stats_df[(stats_df["metric"] == metric) & (stats_df["head_b"] == reference)]
-        marks = vs_ref.set_index(["pair_key", "head_a"])["significant"]
-        keys = pd.MultiIndex.from_frame(table[["pair_key", "head"]])
-        table["significant"] = marks.reindex(keys, fill_value=False).astype(bool).to_numpy()
+    keys = pd.MultiIndex.from_frame(table[["pair_key", "head"]])
+    vs_ref = stats_df[(stats_df["metric"] == metric) & (stats_df["head_b"] == reference)] if not stats_df.empty \
+        else stats_df
+    for column, source in (("significant", "significant"), ("equivalent", "verdict")):
+        if source in vs_ref:
+            marks = vs_ref.set_index(["pair_key", "head_a"])[source]
+            marks = marks == "equivalent" if source == "verdict" else marks.astype(bool)
+            table[column] = marks.reindex(keys, fill_value=False).to_numpy(dtype=bool)
+        else:
+            table[column] = False
+    table["flagged"] = False
+    if health is not None and not health.empty:
+        table["flagged"] = health.set_index(["pair_key", "head"])["flagged"].reindex(keys, fill_value=False) \
+            .to_numpy(dtype=bool)
     return table
 
 
-def _cell(row: dict, bold: tuple[str, str], pm: str, dagger: str) -> str:
-    value = f"{row['median']:.3f}"
+def _cell(row: dict, bold: tuple[str, str], pm: str, marks: dict[str, str]) -> str:
+    value = f"{row['mean']:.3f}"
     if row["best"]:
         value = f"{bold[0]}{value}{bold[1]}"
     std = "–" if np.isnan(row["std"]) else f"{row['std']:.3f}"
-    return f"{value} ({pm} {std}){dagger if row['significant'] else ''}"
+    return f"{value} ({pm} {std})" + "".join(mark for name, mark in marks.items() if row[name])
 
 
-def _layout(table: pd.DataFrame, bold: tuple[str, str], pm: str, dagger: str,
+def _layout(table: pd.DataFrame, bold: tuple[str, str], pm: str, marks: dict[str, str],
             escape=lambda s: s) -> tuple[list[str], list[list[str]]]:
-    """Header and body rows (strings) of a rendered table; missing cells are ``--``."""
+    """Header and body rows (strings) of a rendered table; missing cells are ``--``; the probe's row last
+    within its backbone, labelled as the reference it is."""
     columns = list(dict.fromkeys(table["column"]))
     show_regime = table["regime"].nunique() > 1
-    rows = list(dict.fromkeys(zip(table["backbone"], table["regime"], table["head"], strict=True)))
-    cells = {(r.backbone, r.regime, r.head, r.column): _cell(r._asdict(), bold, pm, dagger)
+    ordered = table.sort_values("is_reference", kind="stable")
+    ordered = ordered.sort_values(["backbone", "regime"], key=lambda c: c.map(
+        {v: i for i, v in enumerate(dict.fromkeys(table[c.name]))}), kind="stable")
+    rows = list(dict.fromkeys(zip(ordered["backbone"], ordered["regime"], ordered["head"], ordered["is_reference"],
+                                  strict=True)))
+    cells = {(r.backbone, r.regime, r.head, r.column): _cell(r._asdict(), bold, pm, marks)
              for r in table.itertuples()}
     header = ["Backbone", *(["Regime"] if show_regime else []), "Head", *map(escape, columns)]
-    body = [[escape(b), *([escape(g)] if show_regime else []), escape(h),
-             *(cells.get((b, g, h, c), "--") for c in columns)] for b, g, h in rows]
+    body = [[escape(b), *([escape(g)] if show_regime else []), escape(f"{h} (reference)" if ref else h),
+             *(cells.get((b, g, h, c), "--") for c in columns)] for b, g, h, ref in rows]
     return header, body
 
 
@@ -102,17 +130,24 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
     low, high = int(table["n_splits"].min()), int(table["n_splits"].max())
     n = str(low) if low == high else f"{low}–{high}"
     best = "highest" if HIGHER_IS_BETTER[metric] else "lowest"
-    text = (f"Test {METRIC_LABELS[metric]}: median (± std) over {n} splits, seeds averaged within a split; "
-            f"bold: {best} per column")
-    if reference not in set(table["head"]):
-        return text + "."
-    return (text + f"; {DAGGER}: differs from {reference} (corrected resampled t-test, Holm-adjusted p < 0.05 "
-            f"over all cells and head pairs of the grid; {UNUSED_TESTS_NOTE}).")
+    text = (f"Test {METRIC_LABELS[metric]}: mean (± sd) over {n} splits, seeds averaged within a split (the "
+            f"tests compare these means); bold: {best} head per backbone and column")
+    if table["is_reference"].any():
+        text += ("; probe (reference): closed-form ridge on the initial backbone's features, not a tested head")
+    if reference in set(table["head"]):
+        text += (f"; {DAGGER}: differs from {reference} (corrected resampled t-test, Holm-adjusted p < 0.05 over all "
+                 f"cells and head pairs of the grid; {UNUSED_TESTS_NOTE})")
+        if table["equivalent"].any():
+            text += (f"; {EQUIVALENT}: practically equivalent to {reference} (correlated Bayesian t-test: "
+                     "P(|Δ| within the ROPE) ≥ 0.95)")
+    if table["flagged"].any():
+        text += f"; {FLAGGED}: below the linear probe (health check): under-trained, read its comparisons with care"
+    return text + "."
 
 
 def to_markdown(table: pd.DataFrame, metric: str, reference: str) -> str:
     """Markdown rendering of :func:`paper_table` (bold ``**x**``, legend below)."""
-    header, body = _layout(table, ("**", "**"), "±", DAGGER)
+    header, body = _layout(table, ("**", "**"), "±", MARKS)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines) + f"\n\n{legend(table, metric, reference)}\n"
@@ -120,7 +155,8 @@ def to_markdown(table: pd.DataFrame, metric: str, reference: str) -> str:
 
 def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
     """LaTeX rendering of :func:`paper_table`: a ``table`` with a booktabs ``tabular`` and the legend as caption."""
-    header, body = _layout(table, (r"\textbf{", "}"), r"$\pm$", r"$^\dagger$", latex_escape)
+    header, body = _layout(table, (r"\textbf{", "}"), r"$\pm$", {k: latex_escape(v) for k, v in MARKS.items()},
+                           latex_escape)
     n_text = len(header) - table["column"].nunique()
     spec = "l" * n_text + "c" * (len(header) - n_text)
     caption = latex_escape(legend(table, metric, reference))
@@ -175,7 +211,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def write_tables(out: Path, finished: pd.DataFrame, stats_df: pd.DataFrame, reference: str,
-                 metrics: Sequence[str]) -> dict[str, Path]:
+                 metrics: Sequence[str], probes: pd.DataFrame | None = None,
+                 health: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write ``table_<metric>.{md,tex,csv}`` per metric and ``summary_dor_variants.{md,csv}``.
 
     Returns
@@ -185,7 +222,7 @@ def write_tables(out: Path, finished: pd.DataFrame, stats_df: pd.DataFrame, refe
     """
     written: dict[str, Path] = {}
     for metric in metrics:
-        table = paper_table(finished, stats_df, metric, reference)
+        table = paper_table(finished, stats_df, metric, reference, probes, health)
         if table.empty:
             log.warning("no finite test %s in any FINISHED run: no table_%s", metric, metric)
             continue

@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from benchmark.report import ReportError, add_bootstrap, build_report, k_ablation_table
 from benchmark.stats import paired_bootstrap_srcc_ci
 from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
-from benchmark.tracking import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
+from benchmark.schema import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
 
 GRID = "synthetic"
 HEADS = ["mse", "dor", "dor-seed"]
@@ -26,7 +26,7 @@ FILES = [
     "runs.csv", "pairs.csv", "stats.csv", "across_datasets.csv", "missing.csv",
     "table_srcc.md", "table_srcc.tex", "table_srcc.csv", "table_plcc.md", "table_plcc.tex", "table_plcc.csv",
     "summary_dor_variants.md", "summary_dor_variants.csv", "forest_srcc.png", "slope_srcc.png",
-    "scatter_median_split.png", "learning_curves.png", "critical_difference.png", "provenance.json",
+    "scatter_median_split.png", "learning_curves.png", "critical_difference.png", "provenance.json", "health.csv",
 ]
 
 
@@ -66,7 +66,8 @@ def test_every_file_is_written(report):
     assert (report.n_runs, report.n_unfinished, report.n_missing) == (60, 0, 0)
     assert report.n_pairs == 2 * 3 * 2 * N_SPLITS  # pair keys x head pairs x metrics x splits
     assert pd.read_csv(report.out_dir / "missing.csv").empty
-    assert len(pd.read_csv(report.out_dir / "runs.csv")) == 60
+    runs = pd.read_csv(report.out_dir / "runs.csv")
+    assert len(runs) == 60 + 20 and (runs["role"] == "reference").sum() == 20  # results and one probe per cell
 
 
 def test_stats_rows_cover_every_cell_pair_and_metric(stats_csv):
@@ -113,6 +114,7 @@ def test_corrected_t_and_ci_match_the_hand_formula(report, stats_csv):
 def test_pairs_average_runs_and_take_differences(report):
     pairs = pd.read_csv(report.out_dir / "pairs.csv")
     runs = pd.read_csv(report.out_dir / "runs.csv")
+    runs = runs[runs["role"] == "result"]
     srcc = runs.set_index(["pair_key", "split", "head"])["test_srcc"]
     sample = pairs[pairs["metric"] == "srcc"].head(5)
     for row in sample.itertuples():
@@ -129,6 +131,7 @@ def test_holm_is_statsmodels_holm_over_the_grid(stats_csv):
 
 def test_bootstrap_uses_the_lower_median_split_of_the_reference(report, stats_csv):
     runs = pd.read_csv(report.out_dir / "runs.csv")
+    runs = runs[runs["role"] == "result"]
     for pair_key in PAIR_KEYS:
         mse = runs[(runs["pair_key"] == pair_key) & (runs["head"] == "mse")].sort_values("test_srcc")
         median_split = mse["split"].iloc[(N_SPLITS - 1) // 2]
@@ -151,7 +154,7 @@ def test_latex_tables_are_well_formed(report, metric):
     assert spec == "llcc"  # backbone, head, two dataset columns
     header = text.split("\\toprule\n")[1].split("\n")[0]
     rows = _latex_rows(text)
-    assert len(rows) == len(HEADS)
+    assert len(rows) == len(HEADS) + 1 and "probe (reference)" in rows[-1]
     for line in [header, *rows]:
         assert line.count("&") - line.count("\\&") == len(spec) - 1
         assert line.endswith("\\\\")
@@ -166,26 +169,32 @@ def _markdown_cells(text):
 
 
 @pytest.mark.parametrize("metric", ["srcc", "plcc"])
-def test_bold_marks_the_best_median_per_column(report, metric):
+def test_bold_marks_the_best_mean_head_per_backbone_and_column(report, metric):
     header, rows = _markdown_cells((report.out_dir / f"table_{metric}.md").read_text())
     assert header[:2] == ["Backbone", "Head"] and header[2:] == ["bundled", "koniq→livec"]
+    assert [row[1] for row in rows] == [*HEADS, "probe (reference)"]
     table = pd.read_csv(report.out_dir / f"table_{metric}.csv")
     latex_rows = _latex_rows((report.out_dir / f"table_{metric}.tex").read_text())
     for j, column in enumerate(header[2:], start=2):
-        values = [float(re.search(r"\d\.\d{3}", row[j]).group()) for row in rows]
+        values = [float(re.search(r"\d\.\d{3}", row[j]).group()) for row in rows[:-1]]  # the probe is not ranked
         bold = [i for i, row in enumerate(rows) if row[j].startswith("**")]
         assert bold == [int(np.argmax(values))]
         assert "\\textbf{" in latex_rows[bold[0]].split("&")[j]
         best = table[(table["column"] == column) & table["best"]]
         assert best["head"].tolist() == [rows[bold[0]][1]]
-        assert best["median"].iloc[0] == pytest.approx(max(values), abs=5e-4)
+        assert best["mean"].iloc[0] == pytest.approx(max(values), abs=5e-4)
+        runs = pd.read_csv(report.out_dir / "runs.csv")
+        mean = runs[(runs["head"] == rows[bold[0]][1]) & (runs["role"] == "result")
+                    & (runs["pair_key"] == PAIR_KEYS[j - 2])][f"test_{metric}"].mean()
+        assert best["mean"].iloc[0] == pytest.approx(mean)
+    assert "mean (± sd) over 10 splits" in (report.out_dir / f"table_{metric}.md").read_text()
 
 
 def test_dagger_marks_significant_differences_from_the_reference(report):
     _, rows = _markdown_cells((report.out_dir / "table_srcc.md").read_text())
     by_head = {row[1]: row[2:] for row in rows}
     assert all(cell.endswith("†") for cell in by_head["dor"])
-    assert not any("†" in cell for cell in by_head["mse"] + by_head["dor-seed"])
+    assert not any("†" in cell for cell in by_head["mse"] + by_head["dor-seed"] + by_head["probe (reference)"])
     assert "†: differs from mse" in (report.out_dir / "table_srcc.md").read_text()
 
 
@@ -226,6 +235,7 @@ def test_incomplete_grid_lists_missing_runs_and_uses_complete_pairs(store, tmp_p
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(GRID).experiment_id], max_results=1000)
+    runs = [r for r in runs if r.data.tags["role"] == "result"]
 
     def find(pair_key, split, head):
         return next(r.info.run_id for r in runs if r.data.tags["pair_key"] == pair_key
@@ -269,6 +279,7 @@ def test_k_ablation_table_fills_the_registry_default():
 
 def test_cell_bootstrap_equals_the_per_pair_bootstrap(report, store, stats_csv, tmp_path):
     runs = pd.read_csv(report.out_dir / "runs.csv")
+    runs = runs[runs["role"] == "result"]
     row = _row(stats_csv, PAIR_KEYS[1], "dor", "mse")
     client = MlflowClient(store[1])
     frames = {}
@@ -310,7 +321,7 @@ def test_synthetic_runs_follow_the_harness_schema(store, tmp_path):
     client = MlflowClient(store[1])
     experiment_id = client.get_experiment_by_name(GRID).experiment_id
     run = client.search_runs([experiment_id], filter_string="tags.head = 'dor-seed'", max_results=1)[0]
-    assert set(RUN_TAGS) <= set(run.data.tags)
+    assert set(RUN_TAGS) <= set(run.data.tags) and run.data.tags["role"] == "result"
     assert run.data.tags["head_type"] == "dor-seed" and run.info.status == "FINISHED"
     assert run.data.tags["cell_key"] == run.data.tags["pair_key"] + f"|split{run.data.tags['split']}|seed0"
     params = run.data.params
@@ -324,3 +335,18 @@ def test_synthetic_runs_follow_the_harness_schema(store, tmp_path):
     assert run.data.metrics["test_srcc"] == pytest.approx(spearmanr(predictions["mos"], predictions["pred"]).statistic)
     with pytest.raises(SyntheticStoreError, match="already exists"):
         write_synthetic_grid(store[1], GRID, ["b"], ["mse"], ["d"], 1, 1, {}, N_TEST, seed=0)
+
+
+def test_health_check_flags_a_head_below_the_probe_only(report, tmp_path):
+    health = pd.read_csv(report.out_dir / "health.csv")
+    assert len(health) == 2 * len(HEADS) and not health["flagged"].any()  # heads at or above the probe
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_synthetic_grid(uri, "handicap", ["efficientnet_lite0"], ["mse", "dor"], ["bundled"], N_SPLITS, 1,
+                         {"mse": -0.08}, N_TEST, seed=1)
+    result = build_report("handicap", uri, tmp_path / "report")
+    health = pd.read_csv(tmp_path / "report" / "health.csv").set_index("head")
+    assert health.loc["mse", "flagged"] and not health.loc["dor", "flagged"]
+    assert health.loc["mse", "gap"] == pytest.approx(-0.08, abs=0.02)
+    assert any("mse: mean test SRCC" in w and "below the linear probe" in w for w in result.warnings)
+    _, rows = _markdown_cells((tmp_path / "report" / "table_srcc.md").read_text())
+    assert rows[0][1] == "mse" and rows[0][2].endswith("‡") and not rows[1][2].endswith("‡")
