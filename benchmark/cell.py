@@ -120,8 +120,9 @@ class CellRunner:
         hash), never from the backbone a fine-tuning cell trains.
         """
         extractor, _ = _frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
-        arrays = [cached_features(extractor, self.spec.name, self.backbone_hash, name, table, self.prep,
-                                  self.device) for name, table in zip(self.data.names, self.data.rows.tables)]
+        arrays = [cached_features(extractor, self.spec.name, self.backbone_hash, name, table, policy, self.prep,
+                                  self.device)
+                  for name, table, policy in zip(self.data.names, self.data.rows.tables, self.data.policies)]
         return FeatureSource(arrays, self.data.train_idx, self.device)
 
     def run(self, todo: set[str] | None = None) -> list[HeadResult]:
@@ -170,6 +171,7 @@ class CellRunner:
         return {
             **settings, "backbone.pretrained": self.spec.pretrained,
             "backbone.weights": self.backbone_hash, "preprocessing": asdict(self.prep), "device": self.device,
+            **{f"image_policy.{name}": policy.describe() for name, policy in zip(self.data.names, self.data.policies)},
             "n_train": len(self.data.train_idx), "n_val": len(self.data.val_idx), "n_test": len(self.data.test_idx),
         }
 
@@ -236,7 +238,7 @@ class CellRunner:
     def _source(self):
         if self.grid.regime == "frozen":
             return self.features
-        return ImageSource(self.data.rows, self.prep, self.seeds.augment, self.device)
+        return ImageSource(self.data.rows, self.data.policies, self.prep, self.seeds.augment, self.device)
 
     def _init_hash(self, model: nn.Module) -> str:
         """Hash of the weights a pair shares at initialisation, taken from the model about to train:
@@ -328,7 +330,8 @@ class CellRunner:
         state = {
             "regime": self.grid.regime, "backbone": self.spec.name, "pretrained": self.spec.pretrained,
             "backbone_weights": self.backbone_hash, "backbone_seed": self.seeds.backbone,
-            "preprocessing": asdict(self.prep), "head_type": spec.type, "head_hparams": dict(spec.hparams),
+            "preprocessing": asdict(self.prep), "image_policy": self.data.policies[-1].to_mapping(),
+            "head_type": spec.type, "head_hparams": dict(spec.hparams),
             "label_map": {**asdict(label_map.info), "u_low": label_map.u_low, "u_high": label_map.u_high},
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         }

@@ -13,7 +13,15 @@ import pandas as pd
 import torch
 
 from benchmark.config import Cell, GridConfig
-from benchmark.data import DatasetInfo, dataset_info, load_custom_labels, load_labels, make_split, u_to_mos
+from benchmark.data import (
+    DatasetInfo,
+    ImagePolicy,
+    dataset_info,
+    load_custom_labels,
+    load_labels,
+    make_split,
+    u_to_mos,
+)
 from benchmark.regimes import RowTable
 from benchmark.training import epoch_orders
 
@@ -61,6 +69,8 @@ class CellData:
 
     Attributes
     ----------
+    names, policies : list
+        The dataset name and image policy of each table of ``rows``.
     rows : RowTable
         The train dataset's labels, followed by the test dataset's when it differs.
     train_idx, val_idx, test_idx : numpy.ndarray
@@ -77,6 +87,7 @@ class CellData:
     """
 
     names: list[str]
+    policies: list[ImagePolicy]
     rows: RowTable
     train_idx: np.ndarray
     val_idx: np.ndarray
@@ -117,7 +128,7 @@ def load_cell_data(grid: GridConfig, cell: Cell, data_root: str | None = None) -
         label_map = LabelMap(test_info, low, high if high > low else low + 1.0)
     direction = np.concatenate([np.full(len(t), 1.0 if i.higher_is_better else -1.0) for t, i in zip(tables, infos)])
     return CellData(
-        names=names, rows=rows, train_idx=train_idx, val_idx=val_idx, test_idx=test_idx, label_map=label_map,
+        names=names, policies=[grid.image_policies[name] for name in names], rows=rows, train_idx=train_idx, val_idx=val_idx, test_idx=test_idx, label_map=label_map,
         targets=torch.from_numpy(label_map.targets(u).astype(np.float32)),
         rank_truth=rows.column("mos").astype(np.float64) * direction,
         orders=epoch_orders(len(train_idx), grid.training.epochs, cell.seeds.order),

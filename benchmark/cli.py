@@ -22,6 +22,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
     print(f"tracking: {plan.tracking_uri}")
     if args.dry_run:
+        print("image policies (resolution; training patches; test patches):")
+        for name, policy in grid.image_policies.items():
+            print(f"  {name:<10} {policy.describe()}")
         print(f"{'cell':<70} heads to run")
         for cell in cells:
             print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
@@ -52,12 +55,14 @@ def _print_cell(outcome) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from benchmark.config import builtin_grids
-    from benchmark.data import list_datasets
+    from benchmark.data import default_policy, list_datasets
     from benchmark.heads import list_heads
 
     print("heads:    " + ", ".join(list_heads()))
-    print("datasets: " + ", ".join(list_datasets()))
     print("grids:    " + ", ".join(builtin_grids()))
+    print("datasets and their default image policies (override with image_policy: in a grid):")
+    for name in list_datasets():
+        print(f"  {name:<10} {default_policy(name).describe()}")
     return 0
 
 
@@ -75,13 +80,17 @@ def _predict(args: argparse.Namespace) -> int:
     from benchmark.predict import load_trained_model, score_images
 
     table = score_images(load_trained_model(args.run_id, args.tracking_uri), args.images)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    scored, failed = table[table["error"] == ""], table[table["error"] != ""]
+    if len(scored):
+        print(scored[["image", "score", "u"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
         table.to_csv(args.out, index=False)
-    failed = int((table["error"] != "").sum())
-    if failed:
-        print(f"{failed} of {len(table)} images could not be read (see the error column)", file=sys.stderr)
-    return 1 if failed == len(table) else 0
+    if len(failed):
+        print(f"{len(failed)} of {len(table)} images could not be scored (fix or remove them and rerun):",
+              file=sys.stderr)
+        for row in failed.itertuples():
+            print(f"  {row.image}: {row.error}", file=sys.stderr)
+    return 1 if len(failed) == len(table) else 0
 
 
 def _check(args: argparse.Namespace) -> int:

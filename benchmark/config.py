@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from benchmark.data.errors import ImagePolicyError
+from benchmark.data.policy import ImagePolicy, default_policy, parse_image_policy
 from benchmark.schema import PROBE_HEAD
 from benchmark.seeding import CellSeeds
 
@@ -82,6 +84,7 @@ class CustomDataset:
     csv: str
     higher_is_better: bool
     scale: tuple[float, float]
+    image_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class GridConfig:
     save_weights: bool = True
     tuning: tuple[tuple[str, tuple[float, ...]], ...] = ()
     """``((setting, values), ...)``: every head of a cell trains once per combination; val selects."""
+    image_policies: dict[str, ImagePolicy] = field(default_factory=dict)
+    """The image policy of every dataset of the grid (its default, the grid's override applied)."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -160,14 +165,16 @@ class GridConfig:
         """
         datasets = {name: asdict(spec) for name, spec in self.custom_datasets.items()
                     if name in (cell.dataset, cell.test_dataset)}
+        policies = [self.image_policies[name].to_mapping() for name in (cell.dataset, cell.test_dataset)]
         payload = (self.hyperparameters(), asdict(self.backbone(cell.backbone)), asdict(head), datasets,
-                   self.tuning)
+                   self.tuning, policies)
         return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""
         data = asdict(self)
         data.pop("source")
+        data["image_policies"] = {name: policy.to_mapping() for name, policy in self.image_policies.items()}
         return yaml.safe_dump(_plain(data), sort_keys=False)
 
 
@@ -182,7 +189,7 @@ def _plain(value: Any) -> Any:
 _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
-    "data_root", "custom_datasets", "save_weights", "head_init", "tuning",
+    "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -287,7 +294,7 @@ def _datasets(r: _Reader, value: Any) -> tuple[DatasetPair, ...]:
 def _custom(r: _Reader, value: Any) -> dict[str, CustomDataset]:
     out = {}
     for name, spec in r.mapping(value, "custom_datasets", set(value or {})).items():
-        spec = r.mapping(spec, f"custom_datasets.{name}", {"csv", "higher_is_better", "scale"})
+        spec = r.mapping(spec, f"custom_datasets.{name}", {"csv", "higher_is_better", "scale", "image_policy"})
         if "csv" not in spec or "higher_is_better" not in spec or "scale" not in spec:
             raise r.fail(f"custom_datasets.{name}", "needs 'csv' (path to image,score[,ref]), 'higher_is_better' "
                                                     "and 'scale: [low, high]' (the declared score scale: an "
@@ -296,8 +303,29 @@ def _custom(r: _Reader, value: Any) -> dict[str, CustomDataset]:
         if not (isinstance(scale, list) and len(scale) == 2 and scale[0] < scale[1]):
             raise r.fail(f"custom_datasets.{name}.scale", f"expected [low, high] with low < high, got {scale!r}")
         scale = (float(scale[0]), float(scale[1]))
-        out[name] = CustomDataset(str(spec["csv"]), bool(spec["higher_is_better"]), scale)
+        out[name] = CustomDataset(str(spec["csv"]), bool(spec["higher_is_better"]), scale, spec.get("image_policy"))
     return out
+
+
+def _image_policies(r: _Reader, value: Any, datasets: tuple[DatasetPair, ...],
+                    custom: dict[str, CustomDataset]) -> dict[str, ImagePolicy]:
+    """Every dataset's policy: its literature default (or its custom declaration), then the grid's override."""
+    overrides = r.mapping(value, "image_policy", set(value or {}))
+    names = list(dict.fromkeys(name for pair in datasets for name in (pair.train, pair.test)))
+    unused = sorted(set(overrides) - set(names))
+    if unused:
+        raise r.fail(f"image_policy.{unused[0]}", f"names no dataset of this grid (datasets: {', '.join(names)})")
+    policies = {}
+    try:
+        for name in names:
+            policy = default_policy(name)
+            if name in custom:
+                policy = parse_image_policy(custom[name].image_policy, f"{r.source}: custom_datasets.{name}.image_policy",
+                                            policy)
+            policies[name] = parse_image_policy(overrides.get(name), f"{r.source}: image_policy.{name}", policy)
+    except ImagePolicyError as exc:
+        raise ConfigError(str(exc)) from exc
+    return policies
 
 
 def _tuning(r: _Reader, value: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
@@ -339,11 +367,13 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
             and all(isinstance(f, (int, float)) and f > 0 for f in fractions)):
         raise r.fail("split_fractions", f"expected three positive fractions summing to 1, got {fractions!r}")
     image_size = data.get("image_size")
+    datasets = _datasets(r, data["datasets"])
+    custom = _custom(r, data.get("custom_datasets"))
     grid = GridConfig(
         name=r.name(data["name"], "name"),
         backbones=_backbones(r, data["backbones"]),
         heads=_heads(r, data["heads"], r.choice(data.get("head_init", "prior"), "head_init", HEAD_INITS)),
-        datasets=_datasets(r, data["datasets"]),
+        datasets=datasets,
         splits=r.number(data.get("splits", 10), "splits", int, 1),
         seeds=tuple(r.number(s, "seeds", int, 0) for s in seeds),
         regime=r.choice(data.get("regime", "frozen"), "regime", REGIMES),
@@ -365,9 +395,10 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         label_norm=r.choice(data.get("label_norm", "scale"), "label_norm", LABEL_NORMS),
         split_fractions=tuple(float(f) for f in fractions),
         data_root=data.get("data_root"),
-        custom_datasets=_custom(r, data.get("custom_datasets")),
+        custom_datasets=custom,
         save_weights=_flag(r, data.get("save_weights", True), "save_weights"),
         tuning=_tuning(r, data.get("tuning")),
+        image_policies=_image_policies(r, data.get("image_policy"), datasets, custom),
         source=source,
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):

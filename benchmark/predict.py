@@ -2,7 +2,9 @@
 
 Every run stores what is needed to rebuild its model: ``head.pt`` (frozen regime: trunk + head and the
 feature standardisation; the backbone is rebuilt from its named weights, whose fingerprint is checked)
-or ``model.pt`` (fine-tuning: the whole model), plus the map from the head's [0, 1] output to MOS.
+or ``model.pt`` (fine-tuning: the whole model), the image policy of its test dataset, and the map from
+the head's output to MOS. An image is scored as in the grid: decoded at the policy's resolution, cut
+into its fixed test patches, and the patches' predictions averaged.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from benchmark.cell import seeded_backbone
 from benchmark.cell_data import LabelMap
-from benchmark.data import DatasetInfo, decode_image
+from benchmark.data import DataError, DatasetInfo, ImagePolicy, load_at_policy, mean_over_patches, test_patch_positions
 from benchmark.features import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, weights_fingerprint
@@ -30,6 +32,8 @@ from benchmark.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
+PREDICT_COLUMNS = ["image", "score", "u", "error"]
+
 
 class RunArtifactError(RuntimeError):
     """A run has no usable model artifact."""
@@ -37,24 +41,37 @@ class RunArtifactError(RuntimeError):
 
 @dataclass
 class TrainedModel:
-    """A rebuilt model: inputs → [0, 1] prediction → MOS."""
+    """A rebuilt model: image patches → prediction on the ``u`` scale → MOS."""
 
     backbone: nn.Module
     predictor: nn.Module
     head: nn.Module
     prep: Preprocessing
+    policy: ImagePolicy
     label_map: LabelMap
     feature_mean: torch.Tensor | None = None
     feature_std: torch.Tensor | None = None
 
+    def patches(self, path: str | Path) -> torch.Tensor:
+        """The fixed test patches of one image file, uint8 [n, p, p, 3]."""
+        image = load_at_policy(path, self.policy, self.prep.patch, self.prep.crop_pct)
+        tops, lefts = test_patch_positions(image.shape[0], image.shape[1], self.prep.patch, self.policy.test_patches)
+        size = self.prep.patch
+        return torch.stack([torch.from_numpy(np.ascontiguousarray(image[t:t + size, l:l + size]))
+                            for t, l in zip(tops.tolist(), lefts.tolist())])
+
     @torch.inference_mode()
-    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (MOS scale) and normalised predictions of a uint8 batch [B, H, W, 3]."""
-        x = self.prep.eval_batch(torch.from_numpy(images))
-        if self.feature_mean is not None:
-            x = (self.backbone(x) - self.feature_mean) / self.feature_std
-        u = self.head.predict(self.predictor(x)).float().numpy()
-        return self.label_map.to_mos(u), u
+    def score(self, path: str | Path) -> tuple[float, float]:
+        """Score (MOS scale) and normalised prediction of one image: the mean over its test patches."""
+        patches = self.patches(path)
+        x = self.prep.inputs(patches)
+        if self.feature_mean is not None:  # frozen: an image's feature is the mean of its patches' features
+            x = (mean_over_patches(self.backbone(x), len(patches)) - self.feature_mean) / self.feature_std
+            u = self.head.predict(self.predictor(x)).float()
+        else:
+            u = mean_over_patches(self.head.predict(self.predictor(x)).float(), len(patches))
+        value = float(u[0])
+        return float(self.label_map.to_mos(np.array([value]))[0]), value
 
 
 def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedModel:
@@ -69,6 +86,7 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
     with tempfile.TemporaryDirectory() as tmp:
         state = torch.load(client.download_artifacts(run_id, name, tmp), weights_only=True)
     prep = Preprocessing(**state["preprocessing"])
+    policy = ImagePolicy(**state["image_policy"])
     mapping = dict(state["label_map"])
     label_map = LabelMap(DatasetInfo(**{k: mapping.pop(k) for k in list(mapping) if k not in ("u_low", "u_high")}),
                          mapping["u_low"], mapping["u_high"])
@@ -83,38 +101,37 @@ def load_trained_model(run_id: str, tracking_uri: str | None = None) -> TrainedM
         head = get_head(state["head_type"], state["hidden"], **state["head_hparams"])
         predictor = frozen_model(frozen_trunk(backbone.num_features, state["hidden"], state["dropout"]), head)
         predictor.load_state_dict(state["state_dict"])
-        return TrainedModel(backbone, predictor.eval(), head, prep, label_map, state["feature_mean"],
+        return TrainedModel(backbone, predictor.eval(), head, prep, policy, label_map, state["feature_mean"],
                             state["feature_std"])
     head = get_head(state["head_type"], backbone.num_features, **state["head_hparams"])
     model = IQAModel(backbone, head)
     model.load_state_dict(state["state_dict"])
-    return TrainedModel(nn.Identity(), model.eval(), head, prep, label_map)
+    return TrainedModel(nn.Identity(), model.eval(), head, prep, policy, label_map)
 
 
-def score_images(model: TrainedModel, paths: list[str | Path], batch_size: int = 16) -> pd.DataFrame:
-    """Score image files; unreadable files get an ``error`` entry and the rest are still scored.
+def score_images(model: TrainedModel, paths: list[str | Path]) -> pd.DataFrame:
+    """Score image files; an unreadable file gets an ``error`` entry and the rest are still scored.
 
-    Returns a table with columns ``image, score, u, error`` (score and u are NaN where error is set).
+    Returns a table with columns ``image, score, u, error`` in the order of ``paths`` (score and u are
+    NaN where error is set).
     """
-    rows, batch, batch_paths = [], [], []
-
-    def flush() -> None:
-        if batch:
-            scores, us = model.score(np.stack(batch))
-            rows.extend({"image": str(p), "score": float(s), "u": float(u), "error": ""}
-                        for p, s, u in zip(batch_paths, scores, us))
-            batch.clear()
-            batch_paths.clear()
-
+    rows = []
     for path in paths:
         try:
-            batch.append(decode_image(path, model.prep.resize))
-            batch_paths.append(path)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s: %s", path, exc)
-            rows.append({"image": str(path), "score": float("nan"), "u": float("nan"), "error": str(exc)})
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    order = {str(p): i for i, p in enumerate(paths)}
-    return pd.DataFrame(rows).sort_values("image", key=lambda s: s.map(order)).reset_index(drop=True)
+            score, u = model.score(path)
+            rows.append({"image": str(path), "score": score, "u": u, "error": ""})
+        except (OSError, DataError) as exc:
+            log.warning("cannot score %s: %s", path, exc)
+            rows.append({"image": str(path), "score": float("nan"), "u": float("nan"), "error": short_error(exc)})
+    return pd.DataFrame(rows, columns=PREDICT_COLUMNS)
+
+
+def short_error(exc: Exception) -> str:
+    """One line about why a file could not be scored (no advice meant for label tables)."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    reason = getattr(exc, "reason", None) or str(exc)
+    return reason.splitlines()[0][:160]
+
+
+__all__ = ["RunArtifactError", "TrainedModel", "load_trained_model", "score_images", "short_error"]

@@ -1,8 +1,12 @@
 """Model inputs of the two regimes, as batch sources for :func:`benchmark.training.fit`.
 
-``frozen``: standardised cached backbone features. ``finetune``: images decoded once into a uint8
-cache, cropped and flipped on the device with a generator seeded from the cell (never from the head),
-so every head of a cell sees the same crops in the same order.
+``frozen``: standardised cached backbone features (one vector per image). ``finetune``: images stored
+once at their dataset's policy resolution; each training image gives ``train_patches`` random patches
+(positions and flips drawn from a generator seeded from the cell, never from the head, so every head of a
+cell sees the same patches in the same order) and each evaluated image its fixed ``test_patches``,
+whose predictions are averaged into the image's score.
+
+A source returns ``(inputs, per_image)``: the inputs of ``per_image`` consecutive patches per image.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.data import decode_cache, normalize, random_crop_flip
+from benchmark.data import ImagePolicy, batch_test_positions, extract_patches, train_patch_positions
 from benchmark.features import Preprocessing
 
 
@@ -37,13 +41,12 @@ class RowTable:
         """A column over all rows, in row order."""
         return np.concatenate([t[name].to_numpy() for t in self.tables])
 
-    def gather(self, arrays: list[np.ndarray], indices: np.ndarray) -> np.ndarray:
-        """Rows ``indices`` of per-table arrays aligned with the tables."""
+    def locate(self, indices: np.ndarray) -> tuple[int, np.ndarray]:
+        """(table, rows within it) of indices that all lie in one table (a batch never mixes datasets)."""
         part = np.searchsorted(self.offsets, indices, side="right") - 1
-        if (part == part[0]).all():  # read the memory map in sorted order, then restore the requested order
-            return np.asarray(arrays[part[0]][np.sort(indices - self.offsets[part[0]])])[
-                np.argsort(np.argsort(indices))]
-        return np.stack([arrays[p][i - self.offsets[p]] for p, i in zip(part, indices)])
+        if not (part == part[0]).all():
+            raise ValueError("a batch mixes rows of the train and the test dataset; batch each part separately")
+        return int(part[0]), np.asarray(indices) - self.offsets[part[0]]
 
 
 class FeatureSource:
@@ -64,37 +67,47 @@ class FeatureSource:
         """Width of the feature vectors."""
         return self.features.shape[1]
 
-    def train_inputs(self, indices: np.ndarray) -> torch.Tensor:
-        """Features of the rows (no augmentation in the frozen regime)."""
-        return self.features[torch.tensor(indices, device=self.device)]
+    def train_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Features of the rows (one per image, no augmentation in the frozen regime)."""
+        return self.features[torch.tensor(indices, device=self.device)], 1
 
     eval_inputs = train_inputs
 
+    def eval_patches(self, indices: np.ndarray) -> int:
+        """Inputs per image that :meth:`eval_inputs` gives (one feature vector)."""
+        return 1
+
 
 class ImageSource:
-    """Decoded-image cache → seeded random crop + flip (train) or centre crop (eval), normalised."""
+    """Image stores at each dataset's policy → random training patches, fixed test patches, normalised."""
 
-    def __init__(self, rows: RowTable, prep: Preprocessing, seed: int, device: str):
+    def __init__(self, rows: RowTable, policies: list[ImagePolicy], prep: Preprocessing, seed: int, device: str):
         self.rows = rows
-        self.images = [decode_cache(table, prep.resize) for table in rows.tables]
+        self.policies = policies
+        self.stores = [prep.store(table, policy) for table, policy in zip(rows.tables, policies)]
         self.prep = prep
         self.device = device
+        self.cuda = device.startswith("cuda")
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _batch(self, indices: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(self.rows.gather(self.images, indices))
-        if self.device.startswith("cuda"):
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=True)
+    def _inputs(self, table: int, positions) -> torch.Tensor:
+        patches = extract_patches(self.stores[table], positions, pin_memory=self.cuda)
+        return self.prep.inputs(patches.to(self.device, non_blocking=True), channels_last=self.cuda)
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.device.startswith("cuda") else x
+    def train_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
+        """``train_patches`` random patches (and flips) per image, drawn from the cell's generator."""
+        table, rows = self.rows.locate(indices)
+        per_image = self.policies[table].train_patches
+        positions = train_patch_positions(self.stores[table].shapes, rows, per_image, self.prep.patch, self.generator)
+        return self._inputs(table, positions), per_image
 
-    def train_inputs(self, indices: np.ndarray) -> torch.Tensor:
-        """Random crops and flips drawn from the cell's generator."""
-        crops = random_crop_flip(self._batch(indices), self.prep.crop, self.generator)
-        return self._layout(normalize(crops, self.prep.mean, self.prep.std))
+    def eval_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
+        """The fixed ``test_patches`` of every image."""
+        table, rows = self.rows.locate(indices)
+        per_image = self.policies[table].test_patches
+        return self._inputs(table, batch_test_positions(self.stores[table].shapes, rows, per_image,
+                                                        self.prep.patch)), per_image
 
-    def eval_inputs(self, indices: np.ndarray) -> torch.Tensor:
-        """Deterministic centre crops."""
-        return self._layout(self.prep.eval_batch(self._batch(indices)))
+    def eval_patches(self, indices: np.ndarray) -> int:
+        """Patches per image that :meth:`eval_inputs` gives for these rows."""
+        return self.policies[self.rows.locate(indices)[0]].test_patches

@@ -22,18 +22,25 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from benchmark.config import TrainSettings
+from benchmark.data import mean_over_patches
 
 log = logging.getLogger(__name__)
 
 
 class BatchSource(Protocol):
-    """Turns sample indices (rows of the dataset's label table) into model inputs on the device."""
+    """Turns sample indices (rows of the dataset's label table) into model inputs on the device.
 
-    def train_inputs(self, indices: np.ndarray) -> torch.Tensor:
+    Both methods return ``(inputs, per_image)``: ``per_image`` consecutive inputs (patches) per row.
+    """
+
+    def train_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
         """Inputs for a training batch (augmented where the regime augments)."""
 
-    def eval_inputs(self, indices: np.ndarray) -> torch.Tensor:
-        """Deterministic inputs for evaluation."""
+    def eval_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Deterministic inputs for evaluation (their predictions are averaged per row)."""
+
+    def eval_patches(self, indices: np.ndarray) -> int:
+        """``per_image`` of :meth:`eval_inputs` for these rows."""
 
 
 @dataclass
@@ -99,14 +106,19 @@ def _autocast(device: str):
 @torch.inference_mode()
 def predict_u(model: nn.Module, head: nn.Module, source: BatchSource, indices: np.ndarray,
               batch_size: int, device: str) -> np.ndarray:
-    """Continuous predictions on the normalised [0, 1] scale for the given rows."""
+    """Continuous predictions on the ``u`` scale for the given rows: each row's score is the mean of its
+    patches' predictions. ``batch_size`` counts inputs (patches) per forward pass."""
     model.eval()
+    if not len(indices):
+        return np.empty(0, dtype=np.float32)
+    step = max(1, batch_size // source.eval_patches(indices[:1]))
     preds = []
-    for start in range(0, len(indices), batch_size):
+    for start in range(0, len(indices), step):
         with _autocast(device):
-            outputs = model(source.eval_inputs(indices[start:start + batch_size]))
-        preds.append(head.predict(outputs).float().cpu())
-    return torch.cat(preds).numpy() if preds else np.empty(0, dtype=np.float32)
+            inputs, per_image = source.eval_inputs(indices[start:start + step])
+            outputs = model(inputs)
+        preds.append(mean_over_patches(head.predict(outputs).float(), per_image).cpu())
+    return torch.cat(preds).numpy()
 
 
 def _srcc(a: np.ndarray, b: np.ndarray) -> float:
@@ -146,8 +158,8 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
         rows = train_idx[orders[epoch]]
         for begin in range(0, len(rows), s.batch_size):
             batch = rows[begin:begin + s.batch_size]
-            inputs = source.train_inputs(batch)
-            u = targets[batch].to(device, non_blocking=True)
+            inputs, per_image = source.train_inputs(batch)
+            u = targets[batch].repeat_interleave(per_image).to(device, non_blocking=True)
             with _autocast(device):
                 loss = head.loss(model(inputs), u)
             optimizer.zero_grad(set_to_none=True)

@@ -44,7 +44,7 @@ from benchmark.data.errors import (
 )
 from benchmark.data.images import decode_cache, decode_image, find_bad_images
 from benchmark.data.labels import load_custom_labels
-from benchmark.data.patch_store import ImageStore, build_image_store
+from benchmark.data.patch_store import ImageStore, build_image_store, load_at_policy
 from benchmark.data.patches import (
     PatchPositions,
     batch_test_positions,
@@ -92,6 +92,7 @@ __all__ = [
     "find_bad_images",
     "image_folder",
     "list_datasets",
+    "load_at_policy",
     "load_bundled",
     "load_custom_labels",
     "load_labels",

@@ -139,6 +139,20 @@ def decode_at_policy(path: str, file_size: tuple[int, int], size: tuple[int, int
     return np.asarray(rgb.resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
+def load_at_policy(path: str | Path, policy: ImagePolicy, patch: int, crop_pct: float = DEFAULT_CROP_PCT) -> np.ndarray:
+    """One image as a store would hold it (for scoring files outside any dataset), checked to hold a patch.
+
+    Raises
+    ------
+    CorruptImageError, PatchSizeError
+        Naming the file.
+    """
+    file_size = image_size(path)
+    size = policy.output_size(*file_size, patch, crop_pct)
+    _check_fits([str(path)], np.array([[size[1], size[0]]]), patch, policy)
+    return decode_at_policy(str(path), file_size, size, policy)
+
+
 def _check_fits(paths: Sequence[str], shapes: np.ndarray, patch: int, policy: ImagePolicy) -> None:
     """Raise :class:`PatchSizeError` naming every image smaller than the patch at its stored size."""
     small = np.flatnonzero((shapes < patch).any(axis=1))
