@@ -14,9 +14,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
     from benchmark.grid import estimate_seconds, execute, plan_grid
+    from benchmark.validate import GridValidationError, validate_grid
 
     grid = load_grid(args.config)
-    plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run)
+    problems = None
+    if args.dry_run:
+        try:
+            validate_grid(grid, args.data_root)
+        except GridValidationError as exc:
+            problems = exc
+    plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run, data_root=args.data_root)
     cells = grid.cells()
     print(f"grid '{grid.name}' ({grid.source}): {len(cells)} cells × {len(grid.heads)} heads, regime "
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
@@ -29,6 +36,9 @@ def _run(args: argparse.Namespace) -> int:
         for cell in cells:
             print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
         print(f"estimated time: {estimate_seconds(plan) / 60:.1f} min on this machine (rough)")
+        if problems:
+            print(f"error: {problems}", file=sys.stderr)
+            return 1
         return 0
     slurm = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
     if args.slurm_partition:

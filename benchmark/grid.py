@@ -30,6 +30,7 @@ from benchmark.data import dataset_info
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
 from benchmark.trials import trial_list
 from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri, uri_kind
+from benchmark.validate import validate_grid
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,23 @@ class GridPlan:
         return sum(len(heads - {PROBE_HEAD}) for heads in self.todo.values())
 
 
-def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False) -> GridPlan:
-    """Resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do.
+def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False,
+              data_root: str | None = None) -> GridPlan:
+    """Validate the grid, resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do.
 
-    A dry run only reads the store (it creates no experiment and marks nothing).
+    Validation (:func:`benchmark.validate.validate_grid`) comes first, so a grid that cannot run leaves the
+    store untouched. A dry run skips it (the CLI reports its problems beside the plan) and only reads
+    the store (it creates no experiment and marks nothing).
 
     Raises
     ------
+    GridValidationError
+        Listing every problem of the grid (unknown backbone, unreachable weights, bad head, missing data).
     ConfigError
         When the store already holds FINISHED runs of this grid made with other settings.
     """
+    if not dry_run:
+        validate_grid(grid, data_root)
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
     experiment_id = get_experiment_id(client, uri, grid.name, create=not dry_run)
@@ -140,8 +148,6 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root
         raise ValueError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     if not plan.todo:
         return []
-    for name in {d for p in plan.grid.datasets for d in (p.train, p.test)}:
-        dataset_labels(plan.grid, name, data_root or plan.grid.data_root)  # fail early on missing data
     args = [(plan.grid, cell, heads, plan.tracking_uri, plan.experiment_id, data_root)
             for cell, heads in plan.todo.items()]
     outcomes: list[CellOutcome] = []

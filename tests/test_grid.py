@@ -245,8 +245,8 @@ def test_missing_dataset_fails_before_training(grid_file, tracking_uri, tmp_path
     err = io.StringIO()
     with redirect_stderr(err):
         assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--data-root", str(tmp_path)]) == 1
-    assert "koniq10k" in err.getvalue()
-    assert len(_runs(tracking_uri)[1]) == 0
+    assert "datasets.koniq10k:" in err.getvalue() and "cannot run; nothing was started" in err.getvalue()
+    assert MlflowClient(tracking_uri).get_experiment_by_name("tiny") is None
 
 
 def test_check_lists_unreadable_images(tmp_path, capsys):

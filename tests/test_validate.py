@@ -1,0 +1,68 @@
+"""Fail fast: a grid that cannot run is rejected before any experiment or run exists."""
+
+import io
+import os
+import time
+from contextlib import redirect_stderr
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark.cli import main
+from benchmark.validate import weights_problem
+
+
+def _run(path, tracking_uri, *extra):
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = main(["run", "--config", path, "--tracking-uri", tracking_uri, *extra])
+    return code, err.getvalue()
+
+
+def _store_untouched(tracking_uri):
+    db = tracking_uri.removeprefix("sqlite:///")
+    return not os.path.exists(db) or MlflowClient(tracking_uri).get_experiment_by_name("tiny") is None
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"heads": {"mse": {}, "dor": {"num_bins": 1}}}, "heads.dor: num_bins must be an integer >= 2, got 1"),
+    ({"backbones": ["efficientnet_lite9"]}, "backbones.efficientnet_lite9: timm knows no model of that name "
+                                            "(closest timm names: efficientnet_lite4"),
+    ({"heads": {"mse": {}, "ordinal": {}}}, "key 'heads.ordinal': unknown head type 'ordinal'"),
+    ({"heads": {"sord": {"alpha": -1.0}}}, "heads.sord: head 'sord': hyper-parameter 'alpha' must be > 0"),
+    ({"backbones": {"test_resnet": {"pretrained": "/nowhere/weights.safetensors"}}},
+     "weights file /nowhere/weights.safetensors does not exist"),
+])
+def test_invalid_grids_write_nothing(grid_file, tracking_uri, overrides, expected):
+    code, err = _run(grid_file(**overrides), tracking_uri)
+    assert code == 1 and expected in err
+    assert _store_untouched(tracking_uri)
+
+
+def test_a_missing_image_is_named_before_anything_runs(grid_file, tracking_uri, tiny_dataset, tmp_path):
+    labels = pd.read_csv(tiny_dataset)
+    labels.loc[3, "image"] = str(tmp_path / "gone.png")
+    csv = tmp_path / "broken.csv"
+    labels.to_csv(csv, index=False)
+    path = grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
+    code, err = _run(path, tracking_uri)
+    assert code == 1 and "datasets.tiny:" in err and "gone.png" in err
+    assert _store_untouched(tracking_uri)
+
+
+def test_unreachable_hub_weights_fail_in_seconds(grid_file, tracking_uri, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network: nothing cached, no hub
+    assert weights_problem("efficientnet_lite0", True) is None  # offline package weights need no hub
+    start = time.perf_counter()
+    code, err = _run(grid_file(backbones={"resnet18": {"pretrained": True}}), tracking_uri)
+    assert code == 1 and "backbones.resnet18.pretrained" in err and "local Hugging Face cache" in err
+    assert time.perf_counter() - start < 30 and _store_untouched(tracking_uri)
+
+
+def test_dry_run_lists_the_problems_beside_the_plan(grid_file, tracking_uri, capsys):
+    assert main(["run", "--config", grid_file(heads={"dor": {"num_bins": 1}}), "--tracking-uri", tracking_uri,
+                 "--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert "test_resnet|tiny->tiny|frozen|split0|seed0" in out and "image policies" in out
+    assert "num_bins must be an integer >= 2" in err
