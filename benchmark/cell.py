@@ -169,7 +169,7 @@ class CellRunner:
             k: v for k, v in self.grid.hyperparameters().items() if k in ("regime", "label_norm", "split_fractions",
                                                                            "image_size")}
         return {
-            **settings, "backbone.pretrained": self.spec.pretrained,
+            **settings, "rope": self.grid.rope, "backbone.pretrained": self.spec.pretrained,
             "backbone.weights": self.backbone_hash, "preprocessing": asdict(self.prep), "device": self.device,
             **{f"image_policy.{name}": policy.describe() for name, policy in zip(self.data.names, self.data.policies)},
             "n_train": len(self.data.train_idx), "n_val": len(self.data.val_idx), "n_test": len(self.data.test_idx),

@@ -79,7 +79,7 @@ def _list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from benchmark.report import build_report
 
-    result = build_report(args.grid, args.tracking_uri, args.out, reference=args.reference)
+    result = build_report(args.grid, args.tracking_uri, args.out, reference=args.reference, pairs=args.pair)
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report written to {result.out_dir}")
@@ -114,6 +114,13 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _head_pair(text: str) -> tuple[str, str]:
+    head_a, sep, head_b = text.partition(":")
+    if not (sep and head_a and head_b):
+        raise argparse.ArgumentTypeError(f"expected A:B (two head labels), got {text!r}")
+    return head_a, head_b
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``dor-bench`` argument parser."""
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
@@ -144,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", help="MLflow tracking URI")
     rep.add_argument("--out", help="output folder (default: results/<grid>)")
     rep.add_argument("--reference", default="mse", help="head every other head is compared with (default: mse)")
+    rep.add_argument("--pair", action="append", type=_head_pair, metavar="A:B",
+                     help="test head A against head B instead of every head against the reference (repeatable)")
     rep.set_defaults(func=_report)
 
     pred = sub.add_parser("predict", help="score images with the model of a finished run")

@@ -138,6 +138,9 @@ class GridConfig:
     """``((setting, values), ...)``: every head of a cell trains once per combination; val selects."""
     image_policies: dict[str, ImagePolicy] = field(default_factory=dict)
     """The image policy of every dataset of the grid (its default, the grid's override applied)."""
+    rope: float = 0.01
+    """Region of practical equivalence of the report's Bayesian test (SRCC/PLCC units); analysis only, so
+    not part of a run's config hash."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -189,7 +192,7 @@ def _plain(value: Any) -> Any:
 _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
-    "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy",
+    "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy", "rope",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -399,6 +402,7 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         save_weights=_flag(r, data.get("save_weights", True), "save_weights"),
         tuning=_tuning(r, data.get("tuning")),
         image_policies=_image_policies(r, data.get("image_policy"), datasets, custom),
+        rope=r.number(data.get("rope", 0.01), "rope", float, 0.0, 1.0),
         source=source,
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):

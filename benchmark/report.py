@@ -227,7 +227,8 @@ def across_datasets(stats_df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame
 
 def build_report(grid: str | None = None, tracking_uri: str | None = None, out_dir: Path | None = None,
                  reference: str = "mse", metrics: Sequence[str] = ("srcc", "plcc"),
-                 command: str | Sequence[str] | None = None) -> ReportResult:
+                 command: str | Sequence[str] | None = None,
+                 pairs: Sequence[tuple[str, str]] | None = None) -> ReportResult:
     """Write the statistics, tables, plots and provenance of a grid.
 
     Parameters
@@ -244,6 +245,8 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         Test metrics to test and tabulate (``srcc`` is always tested: the summary and plots use it).
     command : str or sequence of str, optional
         Command line recorded in ``provenance.json`` (default ``sys.argv``).
+    pairs : sequence of (str, str), optional
+        Head pairs (A, B) to test instead of :func:`comparisons` (e.g. an ablation's variant vs its base).
 
     Returns
     -------
@@ -287,7 +290,11 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         warn(warnings, f"{nan_metrics} test metric value(s) of FINISHED runs are NaN (collapsed models?); "
                        "those splits are left out of the pairs that need them")
 
-    pairs = comparisons(heads, reference)
+    unknown_heads = sorted({h for pair in pairs or () for h in pair} - set(heads))
+    if unknown_heads:
+        raise ReportError(f"--pair names head(s) without FINISHED runs: {', '.join(unknown_heads)}; "
+                          f"heads: {', '.join(heads)}")
+    pairs = list(pairs) if pairs else comparisons(heads, reference)
     if not pairs:
         warn(warnings, f"no head pairs to compare (heads: {', '.join(heads)}); no statistics, forest or slope plot")
     deltas = paired_deltas(finished, pairs, metrics)

@@ -11,10 +11,11 @@ from PIL import Image
 from benchmark.data import (
     CorruptImageError,
     DuplicateImageError,
+    ImagePolicy,
     InvalidScoreError,
     LabelFileError,
     ScoreOutOfRangeError,
-    decode_cache,
+    build_image_store,
     find_bad_images,
     load_custom_labels,
 )
@@ -99,13 +100,14 @@ def test_find_bad_images_lists_every_bad_file(broken: tuple[pd.DataFrame, Path, 
     assert find_bad_images(missing) == [(str(fake.with_name("gone.png")), "file not found")]
 
 
-def test_decode_cache_names_the_corrupt_file_and_leaves_no_cache(
+def test_image_store_names_the_corrupt_file_and_leaves_no_store(
     broken: tuple[pd.DataFrame, Path, Path], tmp_path: Path
 ) -> None:
-    labels, truncated, _ = broken
+    labels, truncated, fake = broken
     cache = tmp_path / "cache"
-    with pytest.raises(CorruptImageError) as caught:
-        decode_cache(labels.iloc[:2], size=8, cache_dir=cache)
-    assert caught.value.path == str(truncated)
-    assert str(truncated) in str(caught.value) and "find_bad_images" in str(caught.value)
-    assert list(cache.iterdir()) == []
+    for bad_rows, named in ((labels.iloc[:2], truncated), (labels.iloc[[0, 2]], fake)):
+        with pytest.raises(CorruptImageError) as caught:
+            build_image_store(bad_rows, ImagePolicy(), 8, cache_dir=cache)
+        assert caught.value.path == str(named)
+        assert str(named) in str(caught.value) and "find_bad_images" in str(caught.value)
+        assert not cache.exists() or list(cache.iterdir()) == []

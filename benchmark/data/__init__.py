@@ -1,4 +1,4 @@
-"""Data layer of the benchmark: label tables, splits, the embedded ``bundled`` dataset and image pipeline.
+"""Data layer of the benchmark: label tables, splits, the embedded ``bundled`` dataset and the image store.
 
 Public API::
 
@@ -6,9 +6,8 @@ Public API::
     load_custom_labels(csv_path, higher_is_better, scale=None, root=None) -> DataFrame
     dataset_info(name) -> DatasetInfo; list_datasets(); mos_to_u(mos, info); u_to_mos(u, info)
     make_split(labels, seed, fractions=(0.6, 0.2, 0.2)) -> {"train", "val", "test"}
-    decode_cache(labels, size, cache_dir=None) -> read-only uint8 memmap [N, size, size, 3]
-    random_crop_flip(batch, out_size, generator); center_crop(batch, out_size); normalize(x, mean, std)
-    to_float_chw(uint8 [B, H, W, 3]) -> float [B, 3, H, W] in [0, 1]
+    decode_image(path, size) -> uint8 [size, size, 3] (the ``imagenet`` policy's decoder)
+    to_float_chw(uint8 [B, H, W, 3]) -> float [B, 3, H, W] in [0, 1]; normalize(x, mean, std)
 
 Native-resolution patches (policy -> store -> positions -> patches -> mean score per image)::
 
@@ -42,7 +41,7 @@ from benchmark.data.errors import (
     SplitError,
     UnknownDatasetError,
 )
-from benchmark.data.images import decode_cache, decode_image, find_bad_images
+from benchmark.data.images import decode_image, find_bad_images
 from benchmark.data.labels import load_custom_labels
 from benchmark.data.patch_store import ImageStore, build_image_store, load_at_policy
 from benchmark.data.patches import (
@@ -56,7 +55,7 @@ from benchmark.data.patches import (
 from benchmark.data.policy import DATASET_POLICIES, ImagePolicy, ShorterSide, default_policy, parse_image_policy
 from benchmark.data.scales import DatasetInfo, mos_to_u, u_to_mos
 from benchmark.data.splits import make_split
-from benchmark.data.transforms import center_crop, normalize, random_crop_flip, to_float_chw
+from benchmark.data.transforms import normalize, to_float_chw
 
 __all__ = [
     "BundledRecipe",
@@ -83,9 +82,7 @@ __all__ = [
     "build_bundled",
     "build_image_store",
     "cache_root",
-    "center_crop",
     "dataset_info",
-    "decode_cache",
     "decode_image",
     "default_policy",
     "extract_patches",
@@ -101,7 +98,6 @@ __all__ = [
     "mos_to_u",
     "normalize",
     "parse_image_policy",
-    "random_crop_flip",
     "read_label_file",
     "test_patch_positions",
     "to_float_chw",

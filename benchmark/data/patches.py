@@ -124,8 +124,8 @@ def test_patch_positions(height: int, width: int, patch: int, n: int) -> tuple[t
     """The ``n`` fixed test patches of one image: a regular grid spread over the whole image.
 
     The grid has ``s = ceil(sqrt(n))`` rows and columns; row ``r`` starts at ``r * (H - patch) // (s - 1)``
-    (first row at the top, last at the bottom; a single row is centred at ``(H - patch) // 2``, as
-    :func:`~benchmark.data.transforms.center_crop`), columns alike. When ``n < s * s``, the ``n`` cells
+    (first row at the top, last at the bottom; a single row is centred at ``(H - patch) // 2``, the
+    classic centre crop), columns alike. When ``n < s * s``, the ``n`` cells
     taken are spread evenly over the ``s * s`` cells in raster order (cell ``round(j (s^2 - 1) / (n - 1))``).
     So ``n = 1`` is the centre patch, ``n = 5`` the four corners and the centre, ``n = 25`` a 5 x 5 grid.
 

@@ -10,10 +10,9 @@ An :class:`ImagePolicy` has three parts:
   - ``ShorterSide(N)`` (YAML ``{shorter: N}``): shorter side to ``N``, aspect kept. Images whose shorter
     side is already <= N are kept native: **never upscaled**, since interpolation blurs, which is itself
     a distortion and would change what a pixel means from one image to the next;
-  - ``"imagenet"``: today's classification preprocessing, kept so its cost can be measured: shorter side
-    to ``round(patch / crop_pct)`` then the centre square (pixels identical to
-    :func:`~benchmark.data.images.decode_cache`); with one test patch, the centre one, it reproduces
-    ``decode_cache`` + ``center_crop`` exactly.
+  - ``"imagenet"``: the classification preprocessing, kept so its cost can be measured: shorter side
+    to ``round(patch / crop_pct)`` then the centre square (:func:`~benchmark.data.images.decode_image`);
+    with one test patch, the centre one, the model sees exactly the classic resize + centre crop.
 
 * ``train_patches`` — random patch + flip draws per image per epoch (default 1; HyperIQA draws 25).
 * ``test_patches`` — patches whose predictions are averaged into an image's score (default 25, a
