@@ -104,10 +104,15 @@ def test_image_store_names_the_corrupt_file_and_leaves_no_store(
     broken: tuple[pd.DataFrame, Path, Path], tmp_path: Path
 ) -> None:
     labels, truncated, fake = broken
+    cut = tmp_path / "cut.jpg"  # header intact, pixels end half way: fails while the store is being written
+    cut.write_bytes((tmp_path / "full.jpg").read_bytes()[:1500])
     cache = tmp_path / "cache"
-    for bad_rows, named in ((labels.iloc[:2], truncated), (labels.iloc[[0, 2]], fake)):
+    tables = [(labels.iloc[:2], truncated), (labels.iloc[[0, 2]], fake),
+              (pd.DataFrame({"image": [labels["image"][0], str(cut)]}), cut)]
+    for table, named in tables:
         with pytest.raises(CorruptImageError) as caught:
-            build_image_store(bad_rows, ImagePolicy(), 8, cache_dir=cache)
+            build_image_store(table, ImagePolicy(), 8, cache_dir=cache)
         assert caught.value.path == str(named)
         assert str(named) in str(caught.value) and "find_bad_images" in str(caught.value)
         assert not cache.exists() or list(cache.iterdir()) == []
+    assert cache.is_dir()  # the last build got as far as its temporary folder, and removed it

@@ -27,8 +27,7 @@ from benchmark.data import (
     ShorterSide,
     batch_test_positions,
     build_image_store,
-    center_crop,
-    decode_cache,
+    decode_image,
     default_policy,
     extract_patches,
     mean_over_patches,
@@ -184,15 +183,23 @@ def test_mean_over_patches_averages_each_images_patches(images: pd.DataFrame, tm
         mean_over_patches(torch.zeros(10), 4)
 
 
-def test_imagenet_policy_reproduces_decode_cache_and_centre_crop(images: pd.DataFrame, tmp_path: Path) -> None:
+def test_imagenet_policy_is_the_classic_resize_and_centre_crop(images: pd.DataFrame, tmp_path: Path) -> None:
     policy = ImagePolicy("imagenet")
     assert policy.test_patches == 1
-    store = build_image_store(images, policy, PATCH, cache_dir=tmp_path / "store")
-    old = decode_cache(images, round(PATCH / 0.875), cache_dir=tmp_path / "old")
-    for row in range(3):
-        assert np.array_equal(store.image(row), old[row])
+    side = round(PATCH / 0.875)
+    store = build_image_store(images, policy, PATCH, cache_dir=tmp_path)
     patches = extract_patches(store, batch_test_positions(store.shapes, [0, 1, 2], policy.test_patches, PATCH))
-    assert torch.equal(to_float_chw(patches), center_crop(torch.from_numpy(np.array(old)), PATCH))
+    centre = slice((side - PATCH) // 2, (side - PATCH) // 2 + PATCH)
+    for row, path in enumerate(images["image"]):
+        square = decode_image(path, side)
+        assert np.array_equal(store.image(row), square)
+        assert np.array_equal(patches[row].numpy(), square[centre, centre])
+        if path.endswith(".png"):  # no JPEG draft: the plain PIL shorter-side resize and centre square
+            with Image.open(path) as source:
+                width, height = source.size
+                resized = source.convert("RGB").resize((round(width * side / height), side), Image.Resampling.BICUBIC)
+            left = (resized.width - side) // 2
+            assert np.array_equal(square, np.asarray(resized)[:, left : left + side])
 
 
 def test_bundled_policy_gives_the_imagenet_pixels_on_256_images(tmp_path: Path) -> None:
