@@ -1,21 +1,22 @@
 """Benchmark the data layer: the default ``bundled`` dataset, and native-resolution patches vs ``imagenet``.
 
 Bundled part, in one run on this machine: the build time and size of ``bundled``; the time to build its
-decode cache at --size px; epoch read throughput (images/s, one thread, shuffled batches) from the
-cache vs decoding the same files with PIL every time, and their ratio. Also prints the Spearman
-correlation between distortion level and proxy MOS within each distortion type, and saves a
-histogram of the proxy MOS to ``--out/bundled_mos_hist.png``.
+image store at its policy (native 256 x 256) for --patch; epoch read throughput (images/s, one thread,
+shuffled batches, one uint8 training patch per image) from the store vs decoding the same files with
+PIL every batch, and their ratio. Also prints the Spearman correlation between distortion level and
+proxy MOS within each distortion type, and saves a histogram of the proxy MOS to
+``--out/bundled_mos_hist.png``.
 
-Patch part (--patch-images N generated 1024 x 768 JPEGs, KonIQ-like; 0 skips it): for the old
-pipeline (``decode_cache`` at round(patch / 0.875) + ``random_crop_flip`` / ``center_crop``) and the
-patch pipeline (``build_image_store`` at KonIQ's 512 x 384 policy + ``train_patch_positions`` /
-25 ``batch_test_positions`` + ``extract_patches``), and the store under the ``imagenet`` policy: the
-decode-once build (images/s, --workers threads), one training epoch (one patch per image) and one
+Patch part (--patch-images N generated 1024 x 768 JPEGs, KonIQ-like; 0 skips it): the store under the
+``imagenet`` policy (the classification preprocessing: shorter side to round(patch / 0.875), centre
+square; one random patch + flip per image for training, the centre patch for test) vs native-resolution
+patches (the store at KonIQ's 512 x 384 policy; one random patch + flip per image for training, the mean
+over 25 test patches): the decode-once build (images/s, --workers threads), one training epoch and one
 test pass, each with the normalised float batch the model sees (images/s, one thread, best of 3), and
-the uint8 patch rate alone (what the CPU must deliver when the GPU converts); ratios to the
-old pipeline; and the rate of decoding JPEGs per batch instead (one thread), the alternative to a store.
+the uint8 patch rate alone (what the CPU must deliver when the GPU converts); ratios to ``imagenet``; and
+the rate of decoding JPEGs per batch instead (one thread), the alternative to a store.
 
-Usage: python scripts/bench_data.py [--out /tmp] [--size 256] [--cache DIR] [--workers N]
+Usage: python scripts/bench_data.py [--out /tmp] [--cache DIR] [--workers N]
        [--patch-images 200] [--patch 224] [--skip-bundled]
 (without --cache a fresh temporary cache is used, so the build is really timed, and removed at the end).
 """
@@ -45,14 +46,11 @@ from benchmark.data import (
     ImageStore,
     batch_test_positions,
     build_image_store,
-    center_crop,
-    decode_cache,
-    decode_image,
     default_policy,
     extract_patches,
+    load_at_policy,
     load_bundled,
     normalize,
-    random_crop_flip,
     to_float_chw,
     train_patch_positions,
 )
@@ -63,24 +61,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 T = TypeVar("T")
 
 
-def epoch_from_cache(array: np.ndarray, batch_size: int, seed: int) -> float:
-    """Read every row once in shuffled batches into torch tensors; return images/s."""
-    order = np.random.default_rng(seed).permutation(len(array))
-    start = time.perf_counter()
-    for begin in range(0, len(order), batch_size):
-        rows = np.sort(order[begin : begin + batch_size])
-        batch = torch.from_numpy(np.ascontiguousarray(array[rows]))
-        assert batch.shape[0] == len(rows)
-    return len(order) / (time.perf_counter() - start)
-
-
-def epoch_from_files(paths: list[str], size: int, batch_size: int, seed: int) -> float:
-    """Decode every image with PIL (same resize + centre crop) in shuffled batches; return images/s."""
+def epoch_from_files(paths: list[str], policy: ImagePolicy, patch: int, batch_size: int, seed: int) -> float:
+    """Decode every image with PIL as the store holds it, in shuffled batches, one thread; return images/s."""
     order = np.random.default_rng(seed).permutation(len(paths))
     start = time.perf_counter()
     for begin in range(0, len(order), batch_size):
         indices = order[begin : begin + batch_size]
-        batch = torch.from_numpy(np.stack([decode_image(paths[i], size) for i in indices]))
+        batch = torch.from_numpy(np.stack([load_at_policy(paths[i], policy, patch) for i in indices]))
         assert batch.shape[0] == len(indices)
     return len(order) / (time.perf_counter() - start)
 
@@ -117,16 +104,6 @@ def best_of(repeats: int, function: Callable[..., object], *args: object) -> flo
     return min(timed(function, *args)[1] for _ in range(repeats))
 
 
-def old_epoch(array: np.ndarray, patch: int, batch_size: int, train: bool) -> None:
-    """One pass of today's pipeline over a decode_cache array: random crop + flip, or the centre crop."""
-    generator = torch.Generator().manual_seed(0)
-    order = np.random.default_rng(0).permutation(len(array)) if train else np.arange(len(array))
-    for begin in range(0, len(order), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(array[np.sort(order[begin : begin + batch_size])]))
-        crops = random_crop_flip(batch, patch, generator) if train else center_crop(batch, patch)
-        normalize(crops, IMAGENET_MEAN, IMAGENET_STD)
-
-
 def store_epoch(store: ImageStore, patch: int, batch_size: int, per_image: int, train: bool,
                 float_batches: bool = True) -> None:
     """One pass of the patch pipeline: seeded training patches or the fixed test patches, normalised floats
@@ -145,19 +122,16 @@ def store_epoch(store: ImageStore, patch: int, batch_size: int, per_image: int, 
 
 
 def bench_patches(cache: Path, count: int, patch: int, workers: int | None, batch_size: int) -> None:
-    """Print images/s of the old pipeline vs the patch pipeline on ``count`` KonIQ-like images."""
+    """Print images/s of the ``imagenet`` policy vs native-resolution patches on ``count`` KonIQ-like images."""
     torch.set_num_threads(1)
     print(f"\npatch pipeline vs imagenet preprocessing: {count} generated 1024x768 JPEGs, patch {patch}; "
           "builds use the --workers threads, passes one thread (torch too), best of 3")
     labels = pd.DataFrame({"image": koniq_like_jpegs(cache / "koniq_like", count)})
     koniq, imagenet = default_policy("koniq10k"), ImagePolicy("imagenet")
-    old, old_build = timed(decode_cache, labels, round(patch / 0.875), cache / "decoded", workers)
     net, net_build = timed(build_image_store, labels, imagenet, patch, cache / "images", workers)
     store, store_build = timed(build_image_store, labels, koniq, patch, cache / "images", workers)
     test_batch = max(1, batch_size // koniq.test_patches)
     rows = {  # name: (build s, train epoch s, test pass s, test patches per image, bytes); passes: best of 3
-        "old decode_cache": (old_build, best_of(3, old_epoch, old, patch, batch_size, True),
-                             best_of(3, old_epoch, old, patch, batch_size, False), 1, old.nbytes),
         "store imagenet": (net_build, best_of(3, store_epoch, net, patch, batch_size, 1, True),
                            best_of(3, store_epoch, net, patch, batch_size, imagenet.test_patches, False),
                            imagenet.test_patches, net.nbytes),
@@ -166,9 +140,9 @@ def bench_patches(cache: Path, count: int, patch: int, workers: int | None, batc
                                 best_of(3, store_epoch, store, patch, test_batch, koniq.test_patches, False),
                                 koniq.test_patches, store.nbytes),
     }
-    base = rows["old decode_cache"]
+    base = rows["store imagenet"]
     print(f"{'pipeline (float batches)':25s} {'build img/s':>11s} {'train img/s':>11s} {'test img/s':>10s} "
-          f"{'test patch/s':>12s} {'disk MiB':>8s}   speed vs old (build / train / test)")
+          f"{'test patch/s':>12s} {'disk MiB':>8s}   speed vs imagenet (build / train / test)")
     for name, (build_s, train_s, test_s, per_image, nbytes) in rows.items():
         print(f"{name:25s} {count / build_s:11,.0f} {count / train_s:11,.0f} {count / test_s:10,.0f} "
               f"{count * per_image / test_s:12,.0f} {nbytes / 2**20:8.0f}   "
@@ -188,7 +162,6 @@ def bench_patches(cache: Path, count: int, patch: int, workers: int | None, batc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp"), help="folder for the MOS histogram PNG")
-    parser.add_argument("--size", type=int, default=256, help="decode-cache image side")
     parser.add_argument("--cache", type=Path, default=None, help="cache root (default: fresh temporary folder)")
     parser.add_argument("--workers", type=int, default=None, help="build threads (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -209,7 +182,7 @@ def main() -> None:
 
 
 def bench_bundled(args: argparse.Namespace, cache: Path) -> None:
-    """Build ``bundled`` and its decode cache; compare cached vs per-epoch decoding; check the proxy MOS."""
+    """Build ``bundled`` and its store; compare reading the store vs per-epoch decoding; check the proxy MOS."""
     start, cpu = time.perf_counter(), time.process_time()
     labels = load_bundled(DEFAULT_RECIPE, cache, workers=args.workers)
     build_s, build_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -217,15 +190,17 @@ def bench_bundled(args: argparse.Namespace, cache: Path) -> None:
           f"{labels['distortion'].nunique()} distortions; build {build_s:.1f} s wall, {build_cpu:.1f} s CPU "
           f"(load average now {os.getloadavg()[0]:.2f})")
 
-    start = time.perf_counter()
-    array = decode_cache(labels, args.size, cache_dir=cache / "decoded")
-    print(f"decode cache {array.shape} {array.dtype}: built in {time.perf_counter() - start:.1f} s "
-          f"({array.nbytes / 2**20:.0f} MiB)")
+    policy = default_policy("bundled")
+    store, store_s = timed(build_image_store, labels, policy, args.patch, cache / "images", args.workers)
+    print(f"bundled store ({policy.describe()}): {len(store)} images, built in {store_s:.1f} s "
+          f"({store.nbytes / 2**20:.0f} MiB)")
 
-    from_cache = epoch_from_cache(array, args.batch_size, seed=0)
-    from_files = epoch_from_files(labels["image"].tolist(), args.size, args.batch_size, seed=0)
-    print(f"epoch read, one thread: cache {from_cache:,.0f} img/s; PIL decode {from_files:,.0f} img/s; "
-          f"ratio {from_cache / from_files:,.1f}x")
+    torch.set_num_threads(1)
+    from_store = len(store) / timed(store_epoch, store, args.patch, args.batch_size, policy.train_patches, True,
+                                    False)[1]
+    from_files = epoch_from_files(labels["image"].tolist(), policy, args.patch, args.batch_size, seed=0)
+    print(f"epoch read, one thread: store {from_store:,.0f} img/s (uint8 training patches); PIL decode "
+          f"{from_files:,.0f} img/s; ratio {from_store / from_files:,.1f}x")
 
     print("Spearman(level, proxy MOS) within each distortion type; mean MOS per level:")
     for distortion, group in labels.groupby("distortion", sort=False):
@@ -247,7 +222,6 @@ def bench_bundled(args: argparse.Namespace, cache: Path) -> None:
     histogram = args.out / "bundled_mos_hist.png"
     figure.savefig(histogram, dpi=120)
     print(f"histogram: {histogram}")
-    del array
 
 
 if __name__ == "__main__":
