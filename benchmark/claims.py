@@ -10,14 +10,18 @@ both are; a server that sends reads to a lagging replica is not (:class:`StoreCo
 
 Protocol (:meth:`ClaimBook.try_claim`), one attempt:
 
-1. *Peek*: list the item's active runs. A FINISHED run -> DONE. A RUNNING run whose heartbeat is older
-   than ``ttl_s`` is expired: tag it (``failure``, ``claim.expired_by``), then mark it FAILED. Another
-   live RUNNING run -> BUSY.
+1. *Peek*: list the item's active runs. A FINISHED run -> DONE. A RUNNING run whose heartbeat (or, for
+   a run made before claims, its start) is older than ``ttl_s`` is expired: tag it (``failure``,
+   ``claim.expired_by``), then mark it FAILED. Another live RUNNING run -> BUSY.
 2. *Create* my run: RUNNING, with the key tags, ``claim.owner`` and a first ``claim.heartbeat``, in one
    call (MLflow writes a run and its tags in one transaction).
 3. *List* the item's active runs again. A FINISHED run -> withdraw, DONE. Any RUNNING run besides mine
-   -> withdraw, back off (jittered, exponential) and start a new attempt. Otherwise I hold the claim.
+   (or mine no longer RUNNING) -> withdraw, back off (jittered, exponential) and start a new attempt.
+   Otherwise I hold the claim.
    Withdrawing = mark my run KILLED, then delete it, so it never clutters the experiment.
+
+Step 1 only saves writes (no run is created for an item that is done or held) and clears expired runs;
+safety rests on steps 2 and 3.
 
 Safety: two holders never overlap, and no claim is won once the item has a FINISHED run. Say A and B
 both hold, with create C and list L (C_A < L_A, C_B < L_B). L_A did not show B running, so either
@@ -32,12 +36,14 @@ claims the item through the same protocol. A holder that was only slow (paused, 
 FINISHED next to its successor: :meth:`Claim.finish` reads its run before writing FINISHED (expired ->
 end FAILED) and again after (the expiry tag arrived in between -> end FAILED). Every expirer writes its
 tag before its FAILED, and the holder writes FAILED after any tag it reads, so an expired run always
-ends FAILED. Timing is used only to *suspect* a holder; never to decide safety. ``ttl_s`` must be much
+ends FAILED. (For the one call between such a holder's FINISHED and its FAILED, a reader may take the
+item for DONE; at worst the item is then left undone until the next launch, never done twice.) Timing
+is used only to *suspect* a holder, never to decide safety. ``ttl_s`` must be much
 larger than the clock skew between nodes (seconds) and than ``heartbeat_s``; otherwise live holders are
 expired and their work is wasted, still without two FINISHED runs.
 
-Liveness: two attempts that collide both withdraw; they retry after random pauses, so repeated
-collisions become improbable (each retry halves the odds at worst), but are not impossible: after
+Liveness: two attempts that collide both withdraw; they retry after random pauses drawn from a window
+that doubles per collision, so repeated collisions become improbable, but are not impossible: after
 ``attempts`` collisions :meth:`ClaimBook.try_claim` answers BUSY without a holder. A SIGKILLed holder
 stops heartbeating; ``ttl_s`` later any process takes the item over. BUSY also means only "try later":
 the holder may still fail, and FAILED items are claimed anew.
@@ -69,6 +75,8 @@ from mlflow.entities import Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from benchmark.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +205,7 @@ class _Heartbeat:
                     self.lost.set()
                     return
                 self._client.set_tag(self._run_id, HEARTBEAT_TAG, f"{self._clock():.3f}")
-            except (MlflowException, OSError) as err:
+            except (MlflowException, StoreError, OSError) as err:
                 log.warning("heartbeat of claim %s failed (%s); trying again in %.0f s", self._run_id, err,
                             self._period_s)
 
@@ -368,24 +376,29 @@ class ClaimBook:
             self._withdraw(run_id)
             if verdict.state is State.DONE:
                 return verdict
-            pause = random.uniform(0.0, min(2.0, self.backoff_s * 2 ** attempt))
-            log.debug("%s collided on %s (attempt %d); retrying in %.3f s", self.owner, dict(key), attempt + 1, pause)
-            time.sleep(pause)
+            if attempt + 1 < self.attempts:
+                pause = random.uniform(0.0, min(2.0, self.backoff_s * 2 ** attempt))
+                log.debug("%s collided on %s (attempt %d); retrying in %.3f s", self.owner, dict(key), attempt + 1,
+                          pause)
+                time.sleep(pause)
         log.info("%s gave up on %s after %d collisions; try again later", self.owner, dict(key), self.attempts)
         return Outcome(State.BUSY)
 
     def reap_expired(self, key: Mapping[str, str] | None = None) -> list[str]:
-        """Mark FAILED every RUNNING run (of ``key``, or of the whole experiment) whose heartbeat expired.
+        """Mark FAILED every RUNNING claim (of ``key``, or of the whole experiment) whose heartbeat expired.
 
-        Returns the ids of the runs marked. Each gets the tags ``failure`` (whose claim expired, its last
-        heartbeat, who noticed) and ``claim.expired_by``.
+        Only runs made by claims (tag ``claim.owner``) are reaped here, so that other RUNNING runs of the
+        experiment are left alone; :meth:`try_claim` also takes over a RUNNING run of its own key that has
+        no heartbeat (made before claims) once ``ttl_s`` has passed since it started. Returns the ids of
+        the runs marked. Each gets the tags ``failure`` (whose claim expired, its last heartbeat, who
+        noticed) and ``claim.expired_by``.
         """
         query = "attributes.status = 'RUNNING'"
         if key:
             query += " and " + key_filter(key)
         reaped = []
         for run in self._search(query):
-            if (not key or matches(run, key)) and self._expired(run):
+            if OWNER_TAG in run.data.tags and (not key or matches(run, key)) and self._expired(run):
                 self._expire(run)
                 reaped.append(run.info.run_id)
         return reaped
@@ -413,7 +426,8 @@ class ClaimBook:
 
     def _verdict(self, key: Mapping[str, str], run_id: str) -> Outcome | None:
         runs = self._runs_of(key)
-        if run_id not in {r.info.run_id for r in runs}:
+        mine = [r for r in runs if r.info.run_id == run_id]
+        if not mine:
             raise StoreConsistencyError(
                 f"run {run_id} was created for {dict(key)} but the store does not list it; claims need a store "
                 "that reads its own writes (one SQLite file, or a tracking server without read replicas)")
@@ -423,6 +437,8 @@ class ClaimBook:
         others = [r for r in runs if r.info.status == RUNNING and r.info.run_id != run_id]
         if others:
             return Outcome(State.BUSY, others[0].info.run_id, others[0].data.tags.get(OWNER_TAG))
+        if _taken(mine[0]):  # expired already (a clock far behind the others'): start again
+            return Outcome(State.BUSY, run_id, self.owner)
         return None
 
     def _withdraw(self, run_id: str) -> None:
@@ -434,9 +450,10 @@ class ClaimBook:
 
     def _expire(self, run: Run) -> None:
         beat = heartbeat_of(run)
-        holder = run.data.tags.get(OWNER_TAG, "an unknown owner")
-        reason = (f"claim expired: owner {holder} last heartbeat {_iso(beat)}, {self.clock() - beat:.0f} s before "
-                  f"{self.owner} looked (ttl {self.ttl_s:.0f} s); the item is redone in another run")
+        holder = run.data.tags.get(OWNER_TAG)
+        who = f"owner {holder}, last heartbeat" if holder else "no owner (a run made before claims), started"
+        reason = (f"claim expired: {who} {_iso(beat)}, {self.clock() - beat:.0f} s before {self.owner} looked "
+                  f"(ttl {self.ttl_s:.0f} s); the item is redone in another run")
         try:
             self.client.log_batch(run.info.run_id, tags=[RunTag(FAILURE_TAG, reason), RunTag(EXPIRED_TAG, self.owner)])
         except MlflowException:
