@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import select
 import shutil
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 REPO = Path(__file__).resolve().parents[1]
 RACERS = 4
 ITEMS = 6
+SERVER_ITEMS = 4
 AWKWARD = ["b|d->t s", "it's", 'say "hi"', "both ' and \"", "back\\slash", "trail\\", "50%", "50x", "a_b", "axb",
            "é→ü", "x' or tags.`head` = 'y", ""]
 
@@ -65,36 +68,48 @@ def experiment(store, request) -> str:
     return ensure_experiment(store[1], request.node.name)
 
 
-@pytest.fixture(scope="module")
-def racers():
-    """Warm spawn workers (MLflow imported once), shared by the race tests."""
-    with multiprocessing.get_context("spawn").Pool(RACERS) as pool:
-        pool.map(_noop, range(RACERS))
-        yield pool
+@dataclass
+class _Background:
+    """Racer processes and an MLflow server, started together when the module starts so that their slow
+    start-up (imports, the server's migration) overlaps the in-process tests."""
+
+    pool: multiprocessing.pool.Pool
+    warm: multiprocessing.pool.AsyncResult
+    server: subprocess.Popen
+    url: str
+    log_path: Path
 
 
-def _noop(_: int) -> None:
-    return None
-
-
-@pytest.fixture(scope="module")
-def server(template_db, tmp_path_factory):
-    """A local ``mlflow server`` (two workers) over a SQLite copy; skipped only if it cannot start."""
+@pytest.fixture(scope="module", autouse=True)
+def _background(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
-    shutil.copy(template_db, folder / "mlflow.db")
     port = _free_port()
-    log_file = (folder / "server.log").open("w")
+    log_path = folder / "server.log"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(command, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, timeout_s=180.0, log_path=folder / "server.log")
-        yield url
-    finally:
-        _stop(proc)
-        log_file.close()
+               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "2"]
+    with log_path.open("w") as log_file, multiprocessing.get_context("spawn").Pool(RACERS) as pool:
+        server = subprocess.Popen(command, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        try:
+            yield _Background(pool, pool.map_async(claim_worker.warm_up, range(RACERS)), server,
+                              f"http://127.0.0.1:{port}", log_path)
+        finally:
+            _stop(server)
+
+
+@pytest.fixture
+def racers(_background):
+    """Spawn workers with MLflow imported, shared by the race tests."""
+    _background.warm.get(timeout=300)
+    return _background.pool
+
+
+@pytest.fixture
+def server(_background) -> str:
+    """A local ``mlflow server`` (two workers, SQLite backend); skipped only if it cannot start."""
+    _wait_ready(_background.server, _background.url, timeout_s=180.0, log_path=_background.log_path)
+    return _background.url
 
 
 def _free_port() -> int:
@@ -125,7 +140,7 @@ def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
@@ -156,9 +171,9 @@ def _assert_exactly_once(uri: str, experiment: str, results: list[dict], n_items
         assert run.data.tags["cell_key"] == claim_worker.item_key(int(run.data.tags["item"]))["cell_key"]
 
 
-def _race(pool, uri: str, experiment: str) -> list[dict]:
+def _race(pool, uri: str, experiment: str, n_items: int) -> list[dict]:
     start_at = time.time() + 0.5
-    return pool.starmap(claim_worker.race, [(uri, experiment, ITEMS, start_at, 0.05)] * RACERS)
+    return pool.starmap(claim_worker.race, [(uri, experiment, n_items, start_at, 0.05)] * RACERS)
 
 
 def _integrity(path: Path) -> str:
@@ -248,7 +263,8 @@ def test_claim_run_carries_key_tags_owner_parent_and_ends_finished(store, experi
         run = client.get_run(claim.run_id)
         assert run.info.status == "RUNNING" and run.info.run_name == "dor|c"
         assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["grid"] == "g"
-        assert run.data.tags[OWNER_TAG] == "node-1:42:abc" and abs(float(run.data.tags[HEARTBEAT_TAG]) - time.time()) < 60
+        assert run.data.tags[OWNER_TAG] == "node-1:42:abc"
+        assert abs(float(run.data.tags[HEARTBEAT_TAG]) - time.time()) < 60
         assert book.try_claim({"cell_key": "c", "head": "dor", "trial": "0"}) == Outcome(State.BUSY, claim.run_id,
                                                                                           "node-1:42:abc")
         assert book.try_claim({"cell_key": "c", "head": "dor", "trial": "1"}).finish() == "FINISHED"  # other key
@@ -276,8 +292,10 @@ def test_exception_ends_failed_and_keyboard_interrupt_killed_then_item_is_claima
 
 def test_colliding_claims_both_withdraw_then_exactly_one_wins(store, experiment):
     _, client = store
-    both_created = threading.Barrier(2)  # each lists only after both created: a certain collision
-    books = [ClaimBook(_Hooked(client, "create_run", after=lambda: both_created.wait(timeout=30)), experiment,
+    both_peeked, both_created = threading.Barrier(2), threading.Barrier(2)  # a certain collision: each creates
+    # only after both peeked (nothing there yet), and lists only after both created
+    books = [ClaimBook(_Hooked(_Hooked(client, "search_runs", after=lambda: both_peeked.wait(timeout=30)),
+                               "create_run", after=lambda: both_created.wait(timeout=30)), experiment,
                        owner=f"racer-{i}") for i in range(2)]
     key = {"cell_key": "c", "head": "coral"}
     results: list[Claim | Outcome | None] = [None, None]
@@ -332,7 +350,8 @@ def test_live_claim_is_not_taken_over(store, experiment):
 def test_expired_claim_of_a_dead_owner_is_taken_over(store, experiment):
     _, client = store
     key = {"cell_key": "c", "head": "sord"}
-    dead = client.create_run(experiment, tags={**key, OWNER_TAG: "dead-node:7:0", HEARTBEAT_TAG: f"{time.time() - 5:.3f}"})
+    last_beat = f"{time.time() - 5:.3f}"
+    dead = client.create_run(experiment, tags={**key, OWNER_TAG: "dead-node:7:0", HEARTBEAT_TAG: last_beat})
     book = ClaimBook(client, experiment, owner="rescuer", heartbeat_s=0.2, ttl_s=1.0)
     with book.try_claim(key) as claim:
         pass
@@ -344,15 +363,20 @@ def test_expired_claim_of_a_dead_owner_is_taken_over(store, experiment):
     assert runs[claim.run_id].info.status == "FINISHED" and runs[claim.run_id].data.tags[OWNER_TAG] == "rescuer"
 
 
-def test_reap_expired_marks_only_stale_running_runs(store, experiment):
+def test_reap_expired_marks_only_stale_claims_and_a_claim_takes_over_a_legacy_run(store, experiment):
     _, client = store
     stale = client.create_run(experiment, tags={"cell_key": "a", OWNER_TAG: "gone", HEARTBEAT_TAG: "1000.0"})
-    legacy = client.create_run(experiment, tags={"cell_key": "b"}, start_time=int((time.time() - 10) * 1000))
+    started = int((time.time() - 10) * 1000)
+    legacy = client.create_run(experiment, tags={"cell_key": "b"}, start_time=started)  # made before claims
     book = ClaimBook(client, experiment, heartbeat_s=0.2, ttl_s=1.0)
     live = book.try_claim({"cell_key": "c"})
-    assert book.reap_expired({"cell_key": "b"}) == [legacy.info.run_id]  # no heartbeat: its start time counts
-    assert book.reap_expired() == [stale.info.run_id]
+    assert book.reap_expired({"cell_key": "b"}) == [] and book.reap_expired() == [stale.info.run_id]
     assert client.get_run(stale.info.run_id).info.status == "FAILED"
+    assert client.get_run(legacy.info.run_id).info.status == "RUNNING"  # not a claim: reap_expired leaves it
+    taken = book.try_claim({"cell_key": "b"})  # its own item's claim takes it over: no heartbeat, 10 s old
+    assert isinstance(taken, Claim) and taken.finish() == "FINISHED"
+    reason = client.get_run(legacy.info.run_id).data.tags[FAILURE_TAG]
+    assert reason.startswith("claim expired: no owner (a run made before claims), started")
     assert live.finish() == "FINISHED"
 
 
@@ -360,7 +384,8 @@ def test_holder_expired_while_paused_cannot_finish(store, experiment):
     _, client = store
     key = {"cell_key": "c", "head": "l1"}
     paused = ClaimBook(client, experiment, owner="paused", heartbeat_s=100, ttl_s=1000).try_claim(key)
-    future = ClaimBook(client, experiment, owner="rescuer", heartbeat_s=100, ttl_s=1000, clock=lambda: time.time() + 2000)
+    future = ClaimBook(client, experiment, owner="rescuer", heartbeat_s=100, ttl_s=1000,
+                       clock=lambda: time.time() + 2000)
     rescue = future.try_claim(key)  # sees the paused holder's heartbeat 2000 s old: expires it, then claims
     assert isinstance(rescue, Claim) and rescue.finish() == "FINISHED"
     assert paused.finish() == "FAILED"  # its run was expired: no second FINISHED
@@ -425,7 +450,7 @@ def _real_locked_error(tmp_path: Path) -> MlflowException:
 def test_racing_processes_on_a_new_sqlite_store(racers, tmp_path):
     path = tmp_path / "new" / "mlflow.db"
     uri = f"sqlite:///{path}"
-    results = _race(racers, uri, "race")
+    results = _race(racers, uri, "race", ITEMS)
     _assert_exactly_once(uri, "race", results, ITEMS)
     assert _integrity(path) == "ok"
 
@@ -434,7 +459,7 @@ def test_racing_processes_on_an_existing_sqlite_store(racers, template_db, tmp_p
     path = tmp_path / "mlflow.db"
     shutil.copy(template_db, path)
     uri = f"sqlite:///{path}"
-    results = _race(racers, uri, "race")
+    results = _race(racers, uri, "race", ITEMS)
     _assert_exactly_once(uri, "race", results, ITEMS)
     assert _integrity(path) == "ok"
 
@@ -447,8 +472,9 @@ def test_sigkilled_holder_is_taken_over_after_the_ttl(store, experiment):
                                "0.5", "3"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         ready, _, _ = select.select([holder.stdout], [], [], 60)
-        assert ready, "the holder process did not claim its item within 60 s"
-        held = json.loads(holder.stdout.readline())
+        line = holder.stdout.readline() if ready else ""
+        assert line, f"the holder process did not report a claim within 60 s (exit code {holder.poll()})"
+        held = json.loads(line)
         book = ClaimBook(client, experiment, owner="survivor", heartbeat_s=0.5, ttl_s=3.0)
         key = claim_worker.item_key(0)
         assert book.try_claim(key) == Outcome(State.BUSY, held["run_id"], held["owner"])
@@ -471,5 +497,5 @@ def test_sigkilled_holder_is_taken_over_after_the_ttl(store, experiment):
 
 
 def test_racing_processes_on_a_local_server(racers, server):
-    results = _race(racers, server, "race")
-    _assert_exactly_once(server, "race", results, ITEMS)
+    results = _race(racers, server, "race", SERVER_ITEMS)  # each REST call costs ~50-100 ms on 2 shared cores
+    _assert_exactly_once(server, "race", results, SERVER_ITEMS)
