@@ -107,7 +107,7 @@ class ClaimLost(ClaimError):
 
 
 class State(StrEnum):
-    """Why :meth:`ClaimBook.try_claim` returned no claim."""
+    """The two answers of :meth:`ClaimBook.try_claim` that are not a claim."""
 
     DONE = "done"
     BUSY = "busy"
@@ -115,8 +115,11 @@ class State(StrEnum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """No claim: the item is DONE (``run_id`` is its FINISHED run) or BUSY (held by ``owner``'s ``run_id``;
-    both ``None`` when repeated collisions, not a holder, stopped the attempts)."""
+    """Why :meth:`ClaimBook.try_claim` returned no claim.
+
+    DONE: ``run_id`` is the item's FINISHED run. BUSY: ``run_id`` is the live run of ``owner`` that holds
+    the item; both are ``None`` when repeated collisions, not a holder, stopped the attempts.
+    """
 
     state: State
     run_id: str | None = None

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import pytest
 import sqlalchemy
 from mlflow.entities import ViewType
@@ -31,8 +32,9 @@ from mlflow.utils.search_utils import SearchUtils
 
 import claim_worker
 from benchmark.claims import (EXPIRED_TAG, FAILURE_TAG, HEARTBEAT_TAG, OWNER_TAG, Claim, ClaimBook, ClaimKeyError,
-                              Outcome, State, tag_clause)
-from benchmark.store import RetryPolicy, StoreBusyError, ensure_experiment, is_database_locked, open_client
+                              ClaimLost, Outcome, State, tag_clause)
+from benchmark.store import (RetryPolicy, StoreBusyError, StoreLockTimeout, ensure_experiment, is_database_locked,
+                             open_client)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -393,6 +395,21 @@ def test_holder_expired_while_paused_cannot_finish(store, experiment):
     assert statuses == {"paused": "FAILED", "rescuer": "FINISHED"}
 
 
+def test_heartbeat_notices_an_expiry_and_check_raises(store, experiment):
+    _, client = store
+    key = {"cell_key": "c", "head": "mse-k8"}
+    holder = ClaimBook(client, experiment, owner="holder", heartbeat_s=0.1, ttl_s=1.0).try_claim(key)
+    rescuer = ClaimBook(client, experiment, owner="rescuer", heartbeat_s=0.1, ttl_s=1.0,
+                        clock=lambda: time.time() + 100)
+    assert rescuer.reap_expired(key) == [holder.run_id]
+    deadline = time.monotonic() + 10
+    while not holder.lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(ClaimLost, match="expired by another process"):
+        holder.check()
+    assert holder.finish() == "FAILED" and client.get_run(holder.run_id).info.status == "FAILED"
+
+
 def test_expiry_landing_while_the_holder_finishes_ends_it_failed(store, experiment):
     _, client = store
     key = {"cell_key": "c", "head": "coral"}
@@ -425,6 +442,14 @@ def test_locked_database_is_retried_with_backoff_then_succeeds(tmp_path):
         RetryPolicy(base_s=0.001, max_s=0.01, deadline_s=0.05).call(lambda: (_ for _ in ()).throw(locked))
     with pytest.raises(MlflowException, match="no such run"):
         RetryPolicy().call(lambda: (_ for _ in ()).throw(MlflowException("no such run")))
+
+
+def test_open_client_waits_for_the_initialisation_lock_then_names_it(tmp_path):
+    path = tmp_path / "mlflow.db"
+    with filelock.FileLock(f"{path}.lock"):  # another process creating the store
+        with pytest.raises(StoreLockTimeout, match=r"mlflow\.db\.lock"):
+            open_client(f"sqlite:///{path}", lock_timeout_s=0.2)
+    assert not path.exists()
 
 
 def _real_locked_error(tmp_path: Path) -> MlflowException:
