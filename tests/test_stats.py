@@ -15,21 +15,29 @@ import pytest
 import torch
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
 from benchmark import provenance
 from benchmark.stats import (
     StatsInputError,
+    VarianceComponents,
     across_dataset_wilcoxon,
     average_ranks,
+    bayesian_correlated_ttest,
     corrected_resampled_ci,
     corrected_resampled_ttest,
+    corrected_ttest_power,
     friedman_test,
     holm,
+    mde80,
+    mde_vs_splits,
     naive_paired_ttest,
     nemenyi_critical_difference,
     paired_bootstrap_srcc_ci,
     paired_bootstrap_srcc_cis,
     rowwise_srcc,
+    split_seed_variance,
+    verdict,
     wilcoxon_p,
 )
 
@@ -89,6 +97,158 @@ def test_corrected_ttest_rejects_bad_input(deltas, kwargs, match) -> None:
     with pytest.raises(StatsInputError, match=match) as info:
         corrected_resampled_ttest(deltas, **args)
     assert isinstance(info.value, ValueError)
+
+
+# se = sqrt((1/10 + 200/800) * 12e-4/9) of DELTAS, the scale of the corrected test and of the posterior.
+SE = math.sqrt(0.35 * VAR)
+
+
+def test_bayesian_correlated_ttest_closed_form() -> None:
+    p_below, p_rope, p_above = bayesian_correlated_ttest(DELTAS, n_train=800, n_test=200, rope=0.01)
+    # Standardised bounds (-0.01 - 0.02) / SE = -4.3916 and (0.01 - 0.02) / SE = -1.4639 on t with 9 df.
+    assert p_below == pytest.approx(sps.t.cdf(-0.03 / SE, df=9), abs=1e-9)
+    assert p_above == pytest.approx(sps.t.sf(-0.01 / SE, df=9), abs=1e-9)
+    assert p_rope == pytest.approx(sps.t.cdf(-0.01 / SE, df=9) - sps.t.cdf(-0.03 / SE, df=9), abs=1e-9)
+    assert (round(p_below, 4), round(p_rope, 4), round(p_above, 4)) == (0.0009, 0.0878, 0.9114)
+    assert p_below + p_rope + p_above == pytest.approx(1.0, abs=1e-12)
+    # A - B and B - A mirror each other.
+    mirrored = bayesian_correlated_ttest([-d for d in DELTAS], 800, 200, rope=0.01)
+    assert mirrored == pytest.approx((p_above, p_rope, p_below), abs=1e-12)
+
+
+def test_bayesian_posterior_matches_corrected_test_and_ci() -> None:
+    # Same scale as the corrected test: with no ROPE, P(delta < 0) is the one-sided p-value ...
+    p = corrected_resampled_ttest(DELTAS, 800, 200)[1]
+    assert bayesian_correlated_ttest(DELTAS, 800, 200, rope=0.0)[0] == pytest.approx(p / 2, rel=1e-9)
+    # ... and a ROPE centred on the mean with the CI's half-width holds 95 % of the posterior.
+    shifted = np.array(DELTAS) - MEAN
+    low, high = corrected_resampled_ci(shifted, 800, 200)
+    assert bayesian_correlated_ttest(shifted, 800, 200, rope=high)[1] == pytest.approx(0.95, abs=1e-9)
+
+
+def test_bayesian_correlated_ttest_zero_variance_point_mass() -> None:
+    assert bayesian_correlated_ttest([0.02] * 5, 600, 200, rope=0.01) == (0.0, 0.0, 1.0)
+    assert bayesian_correlated_ttest([-0.02] * 5, 600, 200, rope=0.01) == (1.0, 0.0, 0.0)
+    assert bayesian_correlated_ttest([0.01] * 5, 600, 200, rope=0.01) == (0.0, 1.0, 0.0)  # on the edge: inside
+    assert bayesian_correlated_ttest([0.0] * 5, 600, 200, rope=0.0) == (0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("deltas", "kwargs", "match"),
+    [
+        ([0.01], {}, "at least 2"),
+        ([0.01, float("inf")], {}, "non-finite"),
+        ([0.01, 0.02], {"n_test": -5}, "positive"),
+        ([0.01, 0.02], {"rope": -0.01}, "rope must be"),
+        ([0.01, 0.02], {"rope": float("nan")}, "rope must be"),
+    ],
+)
+def test_bayesian_correlated_ttest_rejects_bad_input(deltas, kwargs, match) -> None:
+    with pytest.raises(StatsInputError, match=match):
+        bayesian_correlated_ttest(deltas, **{"n_train": 600, "n_test": 200, "rope": 0.01, **kwargs})
+
+
+def test_verdict_thresholds() -> None:
+    assert verdict(0.0, 0.05, 0.95) == "a better"  # exactly at the threshold counts
+    assert verdict(0.96, 0.04, 0.0) == "b better"
+    assert verdict(0.02, 0.97, 0.01) == "equivalent"
+    assert verdict(0.02, 0.94, 0.04) == "undecided"
+    assert verdict(0.0, 0.1, 0.9, threshold=0.9) == "a better"
+    assert verdict(*bayesian_correlated_ttest(DELTAS, 800, 200)) == "undecided"  # P(a better) = 0.911
+    assert verdict(*bayesian_correlated_ttest(DELTAS, 800, 200), threshold=0.9) == "a better"
+    with pytest.raises(StatsInputError, match="summing to 1"):
+        verdict(0.5, 0.5, 0.5)
+    with pytest.raises(StatsInputError, match=r"threshold must lie in \(0.5, 1\]"):
+        verdict(0.0, 0.5, 0.5, threshold=0.5)
+
+
+def test_mde80_has_80_percent_power_closed_form() -> None:
+    for j in (3, 10, 30):
+        for ratio in (0.25, 1 / 3):
+            mde = mde80(0.03, j, ratio)
+            assert corrected_ttest_power(mde, 0.03, j, ratio) == pytest.approx(0.80, abs=1e-9)
+    assert corrected_ttest_power(0.0, 0.03, 10, 1 / 3) == pytest.approx(0.05, abs=1e-12)
+    # J = 10: the 80 % noncentrality of t with 9 df is that of a one-sample t-test of 10 values,
+    # statsmodels' effect size times sqrt(10) (= 3.1496); times sqrt(1/10 + 1/3) * 0.03.
+    noncentrality = TTestPower().solve_power(nobs=10, alpha=0.05, power=0.8) * math.sqrt(10)
+    assert noncentrality == pytest.approx(3.1496, abs=1e-4)
+    assert mde80(0.03, 10, 1 / 3) == pytest.approx(noncentrality * math.sqrt(0.1 + 1 / 3) * 0.03, rel=1e-6)
+    assert mde80(0.0, 10, 1 / 3) == 0.0
+
+
+def test_mde80_power_by_simulating_the_corrected_test() -> None:
+    # Model under which the corrected test is exact: d_j = delta + u + e_j, var(u) = ratio * sigma^2 is the
+    # dataset's shared part, e_j the split-to-split part (sigma^2, what var(d, ddof=1) estimates).
+    sigma, j, ratio, n_sims = 0.03, 10, 1 / 3, 4000
+    delta = mde80(sigma, j, ratio)
+    rng = np.random.default_rng(11)
+    u = math.sqrt(ratio) * sigma * rng.standard_normal((n_sims, 1))
+    d = delta + u + sigma * rng.standard_normal((n_sims, j))
+    rejected = np.mean([corrected_resampled_ttest(row, n_train=3, n_test=1)[1] < 0.05 for row in d])
+    assert rejected == pytest.approx(0.80, abs=0.02)  # 3.2 binomial SEs
+    null = np.mean([corrected_resampled_ttest(row - delta, 3, 1)[1] < 0.05 for row in d])
+    assert null == pytest.approx(0.05, abs=0.011)
+
+
+def test_mde80_decreases_with_splits_towards_the_floor() -> None:
+    floor = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * math.sqrt(1 / 3) * 0.03  # 2.8016 * ... = 0.04853
+    assert floor == pytest.approx(0.04853, abs=1e-5)
+    mdes = [mde80(0.03, j, 1 / 3) for j in (2, 5, 10, 30, 100, 1000, 100000)]
+    assert all(a > b for a, b in zip(mdes, mdes[1:]))
+    assert all(m > floor for m in mdes)
+    assert mdes[-1] == pytest.approx(floor, rel=1e-3)
+    assert mdes[0] == pytest.approx(0.4473, abs=1e-4)  # J = 2: one degree of freedom, 9 times the floor
+
+
+def test_mde80_rejects_bad_design() -> None:
+    for args, match in (((-0.1, 10, 0.25), "SD"), ((0.03, 1, 0.25), "n_splits >= 2"),
+                        ((0.03, 10, -1.0), "test_train_ratio")):
+        with pytest.raises(StatsInputError, match=match):
+            mde80(*args)
+    with pytest.raises(StatsInputError, match="alpha"):
+        mde80(0.03, 10, 0.25, alpha=1.5)
+
+
+def test_split_seed_variance_recovers_simulated_components() -> None:
+    rng = np.random.default_rng(2)
+    var_split, var_seed = 4e-4, 9e-4
+    seeds = rng.integers(1, 5, size=2000)  # unbalanced: 1 to 4 seeds per split
+    split = np.repeat(np.arange(seeds.size), seeds)
+    delta = (0.01 + math.sqrt(var_split) * rng.standard_normal(seeds.size)[split]
+             + math.sqrt(var_seed) * rng.standard_normal(split.size))
+    est = split_seed_variance(pd.DataFrame({"split": split, "delta": delta}))
+    assert est.var_seed == pytest.approx(var_seed, rel=0.1)  # ~4 SEs
+    assert est.var_split == pytest.approx(var_split, rel=0.15)  # ~3 SEs
+    assert VarianceComponents(var_split, var_seed).sd(3) == pytest.approx(math.sqrt(4e-4 + 3e-4))
+
+
+def test_split_seed_variance_edge_cases() -> None:
+    one_seed = pd.DataFrame({"split": [0, 1, 2], "delta": [0.01, 0.02, 0.04]})
+    assert all(math.isnan(v) for v in (split_seed_variance(one_seed).var_split, split_seed_variance(one_seed).var_seed))
+    # Split means closer together than seed noise explains: var_split truncated at 0.
+    flat = pd.DataFrame({"split": [0, 0, 1, 1], "delta": [0.0, 0.04, 0.01, 0.03]})
+    est = split_seed_variance(flat)
+    assert est.var_split == 0.0
+    assert est.var_seed == pytest.approx((2 * 4e-4 + 2 * 1e-4) / 2)
+    with pytest.raises(StatsInputError, match="lacks column"):
+        split_seed_variance(flat.rename(columns={"delta": "d"}))
+    with pytest.raises(StatsInputError, match="at least 2 splits"):
+        split_seed_variance(flat[flat["split"] == 0])
+
+
+def test_mde_vs_splits_table() -> None:
+    components = VarianceComponents(4e-4, 9e-4)
+    table = mde_vs_splits(components, 1 / 3, n_splits=(5, 10, 50), n_seeds=(1, 4))
+    assert list(table.columns) == ["n_splits", "n_seeds", "sd_delta", "mde80", "floor"]
+    assert table["n_seeds"].tolist() == [1, 1, 1, 4, 4, 4]
+    row = table.iloc[4]  # J = 10, S = 4: sd = sqrt(4e-4 + 9e-4 / 4) = 0.025
+    assert row["sd_delta"] == pytest.approx(0.025)
+    assert row["mde80"] == pytest.approx(mde80(0.025, 10, 1 / 3))
+    assert row["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3) * 0.025, rel=1e-5)
+    plain = mde_vs_splits(0.03, 0.25, n_splits=(10,))
+    assert plain["n_seeds"].isna().all() and plain["mde80"].iloc[0] == pytest.approx(mde80(0.03, 10, 0.25))
+    with pytest.raises(StatsInputError, match="n_seeds needs a VarianceComponents"):
+        mde_vs_splits(0.03, 0.25, n_seeds=(1, 2))
 
 
 def test_wilcoxon_known_values() -> None:
