@@ -359,6 +359,81 @@ def test_multi_pair_bootstrap_degenerate_pairs_and_unknown_heads() -> None:
         paired_bootstrap_srcc_cis(mos, preds, [("a", "b")])
 
 
+def test_group_bootstrap_with_singleton_groups_is_the_image_bootstrap() -> None:
+    rng = np.random.default_rng(8)
+    mos = rng.integers(1, 6, 60).astype(float)
+    pred_a, pred_b = mos + rng.standard_normal(60), mos + 2 * rng.standard_normal(60)
+    labels = [f"img{1000 - i}" for i in range(60)]  # any labels: groups are numbered by first appearance
+    for method in ("BCa", "percentile"):
+        image = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=400, seed=3, method=method)
+        assert paired_bootstrap_srcc_ci(mos, pred_a, pred_b, 400, seed=3, method=method, groups=labels) == image
+
+
+def test_group_bootstrap_matches_expanded_resamples_reference() -> None:
+    # Reference: scipy's bootstrap over group indices, each resample built by concatenating the drawn
+    # groups' images (a group drawn twice appears twice) and ranked by rowwise_srcc (scipy rankdata).
+    rng = np.random.default_rng(4)
+    sizes = [3, 5, 4, 6, 2, 5, 4, 3]
+    ref = np.repeat(np.arange(len(sizes)), sizes)
+    mos = rng.integers(1, 5, ref.size).astype(float)  # ties
+    pred_a = mos + rng.standard_normal(len(sizes))[ref] + 0.5 * rng.standard_normal(ref.size)
+    pred_b = np.round(mos + rng.standard_normal(ref.size), 1)
+    members = [np.flatnonzero(ref == g) for g in range(len(sizes))]
+
+    def expanded_delta(groups_drawn):
+        rows = np.concatenate([members[g] for g in groups_drawn])
+        return float(rowwise_srcc(mos[rows], pred_a[rows]) - rowwise_srcc(mos[rows], pred_b[rows]))
+
+    for method in ("percentile", "BCa"):
+        ref_ci = sps.bootstrap((np.arange(len(sizes)),), expanded_delta, vectorized=False, n_resamples=300,
+                               method=method, rng=np.random.default_rng(2)).confidence_interval
+        ci = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=300, seed=2, method=method, groups=ref)
+        assert ci == pytest.approx((ref_ci.low, ref_ci.high), rel=1e-12), method
+
+
+def test_group_bootstrap_two_groups_known_interval() -> None:
+    # Two groups: a resample is {1, 1}, {1, 2} or {2, 2} with probabilities 1/4, 1/2, 1/4. A group drawn twice
+    # has the SRCCs of that group alone (duplicating every image keeps Spearman's rho), so the 95 % percentile
+    # interval runs exactly from one group's delta to the other's.
+    mos = np.arange(10.0)
+    pred_a = np.array([0, 1, 2, 4, 3, 5, 6, 7, 8, 9.0])
+    pred_b = np.array([1, 0, 3, 2, 4, 9, 8, 7, 6, 5.0])
+    ref = np.repeat(["left", "right"], 5)
+    d_left = sps.spearmanr(mos[:5], pred_a[:5]).statistic - sps.spearmanr(mos[:5], pred_b[:5]).statistic  # 0.9 - 0.8
+    d_right = sps.spearmanr(mos[5:], pred_a[5:]).statistic - sps.spearmanr(mos[5:], pred_b[5:]).statistic  # 1-(-1)
+    assert (d_left, d_right) == pytest.approx((0.1, 2.0))
+    low, high = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=2000, method="percentile", groups=ref)
+    assert (low, high) == pytest.approx((0.1, 2.0), abs=1e-12)
+
+
+def test_group_bootstrap_wider_on_clustered_data() -> None:
+    # 12 references x 40 images; each head has its own error per reference (content it misjudges), so the
+    # SRCC difference depends on which references are drawn: resampling images ignores that.
+    rng = np.random.default_rng(6)
+    ref = np.repeat(np.arange(12), 40)
+    mos = rng.normal(0, 0.7, 12)[ref] + rng.standard_normal(ref.size)
+    pred_a = mos + rng.normal(0, 0.6, 12)[ref] + 0.4 * rng.standard_normal(ref.size)
+    pred_b = mos + rng.normal(0, 0.6, 12)[ref] + 0.6 * rng.standard_normal(ref.size)
+    image_low, image_high = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000, method="percentile")
+    low, high = paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000, method="percentile", groups=ref)
+    assert (round(image_high - image_low, 3), round(high - low, 3)) == (0.063, 0.133)
+    assert high - low > 2 * (image_high - image_low)
+    # Resampling groups, the default interval is the percentile one (BCa stays the default for images).
+    assert paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000, groups=ref) == (low, high)
+    assert paired_bootstrap_srcc_ci(mos, pred_a, pred_b, n_resamples=1000) == paired_bootstrap_srcc_ci(
+        mos, pred_a, pred_b, n_resamples=1000, method="BCa")
+
+
+def test_group_bootstrap_rejects_bad_groups() -> None:
+    mos, pred = np.arange(6.0), np.array([0, 2, 1, 3, 5, 4.0])
+    with pytest.raises(StatsInputError, match=r"one label per test image \(6\)"):
+        paired_bootstrap_srcc_ci(mos, pred, -pred, groups=[0, 0, 1])
+    with pytest.raises(StatsInputError, match="missing label"):
+        paired_bootstrap_srcc_ci(mos, pred, -pred, groups=["a", "a", None, "b", "b", "b"])
+    with pytest.raises(StatsInputError, match="at least 2 groups"):
+        paired_bootstrap_srcc_ci(mos, pred, -pred, groups=["a"] * 6)
+
+
 def test_rowwise_srcc_matches_spearmanr_with_ties() -> None:
     rng = np.random.default_rng(3)
     a = rng.integers(0, 5, size=(4, 30)).astype(float)
