@@ -29,6 +29,7 @@ from benchmark.stats import (
     corrected_ttest_power,
     friedman_test,
     holm,
+    independent_blocks,
     mde80,
     mde_vs_splits,
     naive_paired_ttest,
@@ -448,6 +449,55 @@ def _ordered_scores() -> pd.DataFrame:
         {"A": [0.70, 0.80, 0.60, 0.75], "B": [0.72, 0.85, 0.65, 0.80], "C": [0.74, 0.90, 0.70, 0.85]},
         index=["LIVE", "CSIQ", "TID2013", "KADID-10k"],
     )
+
+
+def _run_table() -> pd.DataFrame:
+    # 5 datasets x 2 splits x 2 seeds x 3 heads; within a (dataset, split, seed) dor > coral > mse.
+    rows = []
+    for b, dataset in enumerate(["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k"]):
+        for split in (0, 1):
+            for seed in (0, 1):
+                base = 0.6 + 0.05 * b + 0.02 * split + 0.01 * seed
+                rows += [("r50", dataset, split, seed, head, base + bonus)
+                         for head, bonus in (("mse", 0.0), ("coral", 0.01), ("dor", 0.03))]
+    return pd.DataFrame(rows, columns=["backbone", "dataset", "split", "seed", "head", "test_srcc"])
+
+
+def test_independent_blocks_average_seeds_then_splits() -> None:
+    scores, note = independent_blocks(_run_table(), "test_srcc")
+    assert note is None
+    assert scores.shape == (5, 3)
+    # LIVE: seeds average to 0.605 (split 0) and 0.625 (split 1) -> 0.615 for mse.
+    assert scores.loc[("r50", "LIVE")].to_dict() == pytest.approx({"coral": 0.625, "dor": 0.645, "mse": 0.615})
+    assert scores.loc[("r50", "KonIQ-10k"), "mse"] == pytest.approx(0.815)
+    assert average_ranks(scores).to_dict() == {"dor": 1.0, "coral": 2.0, "mse": 3.0}
+    assert friedman_test(scores)[0] == pytest.approx(10.0)  # 5 blocks, same order: chi2 = N (k - 1)
+
+
+def test_independent_blocks_drop_incomplete_runs_with_a_note() -> None:
+    runs = _run_table()
+    # dor fails on LIVE split 1 seed 0: that run is left out for every head, so LIVE averages split 0
+    # (0.605) with split 1 seed 1 only (0.630) for mse.
+    runs = runs[~((runs["dataset"] == "LIVE") & (runs["split"] == 1) & (runs["seed"] == 0) & (runs["head"] == "dor"))]
+    scores, note = independent_blocks(runs, "test_srcc")
+    assert scores.loc[("r50", "LIVE"), "mse"] == pytest.approx((0.605 + 0.63) / 2)
+    assert note == "1 (block, split, seed) run(s) left out: not every head has a value"
+
+
+def test_independent_blocks_refuse_too_few_blocks_or_heads() -> None:
+    runs = _run_table()
+    scores, reason = independent_blocks(runs[runs["dataset"] != "LIVE"], "test_srcc")
+    assert scores is None
+    assert reason.startswith("only 4 complete (backbone, dataset) block(s)") and "at least 5" in reason
+    scores, reason = independent_blocks(runs[runs["head"] != "coral"], "test_srcc")
+    assert scores is None and reason.startswith("only 2 head(s)")
+    no_dor_on_live = runs[~((runs["dataset"] == "LIVE") & (runs["head"] == "dor"))]
+    scores, reason = independent_blocks(no_dor_on_live, "test_srcc")
+    assert scores is None and "[('r50', 'LIVE')] left out: no run with every head" in reason
+    with pytest.raises(StatsInputError, match="repeat a"):
+        independent_blocks(pd.concat([runs, runs.assign(test_dataset="x")]), "test_srcc")
+    with pytest.raises(StatsInputError, match=r"lacks column\(s\) \['seed'\]"):
+        independent_blocks(runs.drop(columns="seed"), "test_srcc")
 
 
 def test_friedman_hand_computed() -> None:

@@ -9,8 +9,10 @@ metric (seeds averaged within a split first), over ``J >= 10`` random train/test
   for "no difference", which a p-value cannot give);
 * :mod:`~benchmark.stats.power` — power and minimum detectable effect of the corrected test, split and
   seed variance components, "How many splits do I need?";
-* :mod:`~benchmark.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions;
-* :mod:`~benchmark.stats.ranks` — Friedman test, average ranks and Nemenyi critical difference over blocks.
+* :mod:`~benchmark.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions,
+  resampling images or whole references;
+* :mod:`~benchmark.stats.ranks` — independent (backbone, dataset) blocks; Friedman test, average ranks and
+  Nemenyi critical difference over them.
 
 Every name is importable from ``benchmark.stats`` directly.
 """
@@ -35,11 +37,18 @@ from benchmark.stats.power import (
     mde_vs_splits,
     split_seed_variance,
 )
-from benchmark.stats.ranks import average_ranks, friedman_test, nemenyi_critical_difference
+from benchmark.stats.ranks import (
+    MIN_INDEPENDENT_BLOCKS,
+    average_ranks,
+    friedman_test,
+    independent_blocks,
+    nemenyi_critical_difference,
+)
 
 __all__ = [
     "DEFAULT_ROPE",
     "MIN_DATASETS_FOR_SIGNIFICANCE",
+    "MIN_INDEPENDENT_BLOCKS",
     "TARGET_POWER",
     "VERDICTS",
     "StatsInputError",
@@ -52,6 +61,7 @@ __all__ = [
     "corrected_ttest_power",
     "friedman_test",
     "holm",
+    "independent_blocks",
     "mde80",
     "mde_vs_splits",
     "naive_paired_ttest",

@@ -1,14 +1,119 @@
-"""Comparisons of three or more heads over blocks: Friedman test, average ranks, Nemenyi critical difference."""
+"""Comparisons of three or more heads over blocks: Friedman test, average ranks, Nemenyi critical difference.
+
+* :func:`independent_blocks` — one block per (backbone, dataset) group, splits and seeds averaged: the
+  blocks these tests need (splits of one dataset share training data, so they are not blocks);
+* :func:`friedman_test`, :func:`average_ranks`, :func:`nemenyi_critical_difference` — on such blocks.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from benchmark.stats._inputs import StatsInputError
+
+MIN_INDEPENDENT_BLOCKS = 5
+"""Fewest blocks for a Friedman test / critical-difference diagram. With 3 heads and 4 blocks even a
+perfectly consistent order gives chi2 = 8 (p = 0.018), with 3 blocks p = 0.0498: fewer blocks leave the
+test no room, and its chi-square approximation is poor with few blocks (Demšar 2006 asks for more than 10)."""
+MIN_HEADS = 3
+
+
+def independent_blocks(
+    table: pd.DataFrame,
+    value: str,
+    block: Sequence[str] = ("backbone", "dataset"),
+    head: str = "head",
+    split: str = "split",
+    seed: str | None = "seed",
+) -> tuple[pd.DataFrame | None, str | None]:
+    """Scores of every head on independent blocks: (backbone, dataset) groups with splits averaged.
+
+    The J splits of one cell share most of their training data, so their results are strongly
+    correlated; ranking heads over (cell x split) blocks counts each cell J times and makes the
+    Friedman test anti-conservative (``scripts/calibration.py`` measures how much). This builds one
+    block per ``block`` group instead: seeds are averaged within a split, then splits within the
+    block, using only the (split, seed) runs where every head has a value so that all heads are
+    averaged over the same runs.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per run: the ``block`` columns, ``split``, ``seed`` (optional), ``head`` and ``value``.
+    value : str
+        Column of the metric, e.g. ``"test_srcc"``.
+    block : sequence of str, default ("backbone", "dataset")
+        Columns that name a block. A block must hold one run per (split, seed, head): with several
+        test datasets or regimes per (backbone, dataset), add those columns or filter the table.
+        Blocks that share a dataset (two backbones on one dataset) still share its test images;
+        ``block=("dataset",)`` is the strictest choice.
+    head, split : str
+        Columns of the head name and the split index.
+    seed : str or None, default "seed"
+        Column of the seed, or None when there is one run per split.
+
+    Returns
+    -------
+    (scores, note) : (pandas.DataFrame or None, str or None)
+        ``scores``: rows = blocks (indexed by the ``block`` columns), columns = heads, values = the
+        split-averaged metric — the input of :func:`friedman_test`, :func:`average_ranks` and
+        :func:`nemenyi_critical_difference`. ``None`` when fewer than 5 complete blocks or fewer than
+        3 heads remain; ``note`` then says why. ``note`` also lists runs left out because another
+        head lacks the same (split, seed), and blocks left out for having no complete run; else None.
+
+    Raises
+    ------
+    StatsInputError
+        When a column is missing or a block holds two rows for one (split, seed, head).
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"backbone": "r50", "dataset": np.repeat(list("ABCDE"), 6),
+    ...                      "split": np.tile([0, 0, 0, 1, 1, 1], 5), "head": ["mse", "dor", "coral"] * 10,
+    ...                      "test_srcc": np.tile([0.80, 0.82, 0.81, 0.70, 0.74, 0.71], 5)})
+    >>> scores, note = independent_blocks(runs, "test_srcc", seed=None)
+    >>> scores.round(3).iloc[0].to_dict(), len(scores), note
+    ({'coral': 0.76, 'dor': 0.78, 'mse': 0.75}, 5, None)
+    >>> independent_blocks(runs[runs["dataset"] != "E"], "test_srcc", seed=None)[1]
+    'only 4 complete (backbone, dataset) block(s); a Friedman test / critical-difference diagram needs at least 5'
+    """
+    block = list(block)
+    keys = [*block, split, *([seed] if seed is not None else [])]
+    missing = [c for c in [*keys, head, value] if c not in table.columns]
+    if missing:
+        raise StatsInputError(f"the run table lacks column(s) {missing}; it has {list(table.columns)}.")
+    duplicated = table.duplicated([*keys, head])
+    if duplicated.any():
+        first = table.loc[duplicated, [*keys, head]].iloc[0].to_dict()
+        raise StatsInputError(
+            f"{int(duplicated.sum())} row(s) repeat a (block, split, seed, head), e.g. {first}; add the column "
+            "that tells them apart (test_dataset, regime) to `block`, or filter the table."
+        )
+    wide = table.set_index([*keys, head])[value].astype(np.float64).unstack(head)
+    complete = wide.dropna()
+    notes = []
+    if len(complete) < len(wide):
+        notes.append(f"{len(wide) - len(complete)} (block, split, seed) run(s) left out: not every head has a value")
+    split_means = complete.groupby(block + [split]).mean()
+    scores = split_means.groupby(block).mean()
+    lost = wide.groupby(block).size().index.difference(scores.index)
+    if len(lost):
+        notes.append(f"block(s) {list(lost)} left out: no run with every head")
+    label = f"({', '.join(block)})"
+    if scores.shape[1] < MIN_HEADS:
+        notes.insert(0, f"only {scores.shape[1]} head(s); a Friedman test / critical-difference diagram needs "
+                        f"at least {MIN_HEADS}")
+        return None, "; ".join(notes)
+    if len(scores) < MIN_INDEPENDENT_BLOCKS:
+        notes.insert(0, f"only {len(scores)} complete {label} block(s); a Friedman test / critical-difference "
+                        f"diagram needs at least {MIN_INDEPENDENT_BLOCKS}")
+        return None, "; ".join(notes)
+    scores.columns.name = None
+    return scores, "; ".join(notes) or None
 
 
 def _score_table(scores: pd.DataFrame, min_heads: int) -> pd.DataFrame:
