@@ -27,6 +27,7 @@ from benchmark.stats import (
     corrected_resampled_ci,
     corrected_resampled_ttest,
     corrected_ttest_power,
+    cross_dataset_caveat,
     friedman_test,
     holm,
     independent_blocks,
@@ -250,6 +251,13 @@ def test_mde_vs_splits_table() -> None:
     assert plain["n_seeds"].isna().all() and plain["mde80"].iloc[0] == pytest.approx(mde80(0.03, 10, 0.25))
     with pytest.raises(StatsInputError, match="n_seeds needs a VarianceComponents"):
         mde_vs_splits(0.03, 0.25, n_seeds=(1, 2))
+
+
+def test_cross_dataset_caveat_marks_fixed_test_sets() -> None:
+    assert cross_dataset_caveat("LIVE", "LIVE") is None
+    caveat = cross_dataset_caveat("KonIQ-10k", "SPAQ")
+    assert caveat.startswith("cross-dataset cell (trained on KonIQ-10k, tested on all of SPAQ in every split)")
+    assert "descriptive only" in caveat and "Holm" in caveat
 
 
 def test_wilcoxon_known_values() -> None:

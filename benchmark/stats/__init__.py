@@ -4,7 +4,8 @@ Per cell (backbone, dataset) and pair of heads, the inputs are per-split differe
 metric (seeds averaged within a split first), over ``J >= 10`` random train/test splits.
 
 * :mod:`~benchmark.stats.frequentist` — the corrected resampled t-test (Nadeau & Bengio 2003) and its
-  interval, the naive t-test and Wilcoxon (descriptive only), Holm, the across-dataset Wilcoxon;
+  interval, the naive t-test and Wilcoxon (descriptive only), the cross-dataset caveat, Holm, the
+  across-dataset Wilcoxon;
 * :mod:`~benchmark.stats.bayes` — the correlated Bayesian t-test with a ROPE and its verdict (evidence
   for "no difference", which a p-value cannot give);
 * :mod:`~benchmark.stats.power` — power and minimum detectable effect of the corrected test, split and
@@ -25,6 +26,7 @@ from benchmark.stats.frequentist import (
     across_dataset_wilcoxon,
     corrected_resampled_ci,
     corrected_resampled_ttest,
+    cross_dataset_caveat,
     holm,
     naive_paired_ttest,
     wilcoxon_p,
@@ -59,6 +61,7 @@ __all__ = [
     "corrected_resampled_ci",
     "corrected_resampled_ttest",
     "corrected_ttest_power",
+    "cross_dataset_caveat",
     "friedman_test",
     "holm",
     "independent_blocks",
