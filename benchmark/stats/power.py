@@ -9,6 +9,9 @@ The model behind all four is the one under which the corrected test is exact: pe
 differences ``d_j`` with within-grid variance ``sigma**2`` (what ``var(d, ddof=1)`` estimates) whose
 mean has variance ``(1/J + n_test/n_train) * sigma**2``. The statistic is then noncentral t with
 ``J - 1`` degrees of freedom and noncentrality ``delta / sqrt((1/J + n_test/n_train) * sigma**2)``.
+Where the correction over-states that variance the test is conservative and the true power a little
+higher: with 60/20/20 splits the simulated ``Var(mean d) / E[var(d)]`` was 0.24-0.43 against the
+assumed 0.43-0.45 (type-I error 0.006-0.030 at alpha = .05, ``results/calibration``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def independent_blocks(
 
     The J splits of one cell share most of their training data, so their results are strongly
     correlated; ranking heads over (cell x split) blocks counts each cell J times and makes the
-    Friedman test anti-conservative (``scripts/calibration.py`` measures how much). This builds one
+    Friedman test anti-conservative: with three equal heads on 6 cells x 10 splits it rejected in
+    0.316 of 500 simulated grids at alpha = .05, against 0.060 over the 6 cell blocks
+    (``results/calibration``, study ``friedman``). This builds one
     block per ``block`` group instead: seeds are averaged within a split, then splits within the
     block, using only the (split, seed) runs where every head has a value so that all heads are
     averaged over the same runs.
