@@ -1,7 +1,8 @@
 """Paired bootstrap of ΔSRCC on one split's shared test predictions, and a vectorised Spearman correlation.
 
 * :func:`paired_bootstrap_srcc_cis` (several head pairs, one set of resamples) and
-  :func:`paired_bootstrap_srcc_ci` (one pair) — CI of ``SRCC(mos, A) - SRCC(mos, B)``;
+  :func:`paired_bootstrap_srcc_ci` (one pair) — CI of ``SRCC(mos, A) - SRCC(mos, B)``, resampling
+  images or, with ``groups``, whole references (test images cluster by reference);
 * :func:`rowwise_srcc` — ``scipy.stats.spearmanr`` along the last axis of stacked arrays.
 """
 

@@ -63,6 +63,11 @@ def _check_design(sd: float, n_splits: int, test_train_ratio: float, alpha: floa
     check_open_unit(alpha, "alpha")
 
 
+def _limit_noncentrality(alpha: float) -> float:
+    """Noncentrality giving 80 % power as J grows (normal limit): ``z_{1 - alpha/2} + z_{0.80}``."""
+    return float(stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(TARGET_POWER))
+
+
 def _power_at(noncentrality: float, df: int, alpha: float) -> float:
     critical = stats.t.ppf(1.0 - alpha / 2.0, df)
     # P(T < -c) written as the upper tail at -noncentrality: scipy's nct.cdf turns NaN far in the tail.
@@ -126,8 +131,9 @@ def mde80(sd: float, n_splits: int, test_train_ratio: float, alpha: float = 0.05
     Parameters
     ----------
     sd : float
-        SD of the per-split differences (seeds averaged); ``VarianceComponents.sd(S)`` gives it for
-        ``S`` seeds per split. 0 gives 0.
+        SD of the per-split differences (seeds averaged); from a split/seed variance decomposition,
+        ``VarianceComponents.sd(S) = sqrt(var_split + var_seed / S)`` gives it for ``S`` seeds per
+        split. 0 gives 0.
     n_splits : int
         Number of splits J (>= 2).
     test_train_ratio : float
@@ -151,6 +157,9 @@ def mde80(sd: float, n_splits: int, test_train_ratio: float, alpha: float = 0.05
     0.0622
     >>> round(2.8016 * (1 / 3) ** 0.5 * 0.03, 4)  # the floor for J -> infinity
     0.0485
+    >>> components = VarianceComponents(var_split=4e-4, var_seed=9e-4)  # 3 seeds averaged per split
+    >>> round(mde80(components.sd(n_seeds=3), n_splits=10, test_train_ratio=1 / 3), 4)
+    0.0549
     """
     # Hand-written: statsmodels' TTestPower solves for effect size with the 1/J variance of an
     # ordinary t-test; the corrected variance needs the noncentral t set up here.
@@ -158,7 +167,7 @@ def mde80(sd: float, n_splits: int, test_train_ratio: float, alpha: float = 0.05
     if sd == 0.0:
         return 0.0
     df = n_splits - 1
-    high = stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(TARGET_POWER)
+    high = _limit_noncentrality(alpha)
     while _power_at(high, df, alpha) < TARGET_POWER:  # heavy tails at small J need a wider bracket
         high *= 2.0
     noncentrality = optimize.brentq(lambda nc: _power_at(nc, df, alpha) - TARGET_POWER, 0.0, high, xtol=1e-12)
@@ -274,7 +283,7 @@ def mde_vs_splits(
                 "the seeds it was measured with."
             )
         seeds, sds = [pd.NA], [float(spread)]
-    floor_factor = (stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(TARGET_POWER)) * math.sqrt(test_train_ratio)
+    floor_factor = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio)
     rows = [
         {"n_splits": j, "n_seeds": s, "sd_delta": sd, "mde80": mde80(sd, j, test_train_ratio, alpha),
          "floor": floor_factor * sd}
