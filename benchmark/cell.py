@@ -46,7 +46,8 @@ from benchmark.schema import (
     WEIGHTS_ARTIFACTS,
     metric_key,
 )
-from benchmark.tracking import RunRecorder, finished_run
+from benchmark.claims import Claim, ClaimBook, Outcome, State
+from benchmark.tracking import RunRecorder
 from benchmark.training import FitResult, fit, order_hash, predict_u
 from benchmark.trials import Trial, select_trial, trial_list
 
@@ -55,13 +56,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HeadResult:
-    """Summary of one (cell, head) run; ``metrics`` is empty when the run failed (``error`` says why)."""
+    """Summary of one (cell, head) run; ``metrics`` is empty when the run failed (``error`` says why) or
+    when another live process holds the (cell, head) right now (``busy``: offer it again later)."""
 
     head: str
     metrics: dict[str, float]
     best_epoch: int
     seconds: float
     error: str = ""
+    busy: bool = False
+
+
+class TrialBusy(RuntimeError):
+    """A tuning trial of this head is held by another live process (an earlier holder that was expired)."""
 
 
 @dataclass
@@ -96,8 +103,9 @@ class CellRunner:
     """Trains every head of one cell (each over the same tuning trials) and records the runs."""
 
     def __init__(self, grid: GridConfig, cell: Cell, client: MlflowClient, experiment_id: str,
-                 data_root: str | None = None, device: str | None = None):
+                 data_root: str | None = None, device: str | None = None, claim_ttl_s: float = 300.0):
         self.grid, self.cell, self.client, self.experiment_id = grid, cell, client, experiment_id
+        self.claims = ClaimBook(client, experiment_id, heartbeat_s=claim_ttl_s / 10, ttl_s=claim_ttl_s)
         self.device = device or default_device()
         self.data: CellData = load_cell_data(grid, cell, data_root)
         self.seeds = cell.seeds
@@ -126,30 +134,39 @@ class CellRunner:
         return FeatureSource(arrays, self.data.train_idx, self.device)
 
     def run(self, todo: set[str] | None = None) -> list[HeadResult]:
-        """Run the probe and the heads named in ``todo`` (default: all) that have no FINISHED run yet.
+        """Run the probe and the heads named in ``todo`` (default: all) that no process has done or holds.
 
-        ``probe`` in ``todo`` names the reference run. The store is asked again right before each
-        run, so a requeued or concurrently rerun cell never adds a second FINISHED run.
+        ``probe`` in ``todo`` names the reference run. Every run is claimed first (:mod:`benchmark.claims`),
+        so concurrent launches of a grid never give one (cell, head) two FINISHED runs; a unit held by
+        another live process comes back ``busy``.
         """
         todo = {PROBE_HEAD, *(h.label for h in self.grid.heads)} if todo is None else todo
         results = []
-        if PROBE_HEAD in todo and not self._finished(ROLE_REFERENCE, PROBE_HEAD):
+        if PROBE_HEAD in todo:
             results.append(self._run_probe())
         for spec in self.grid.heads:
-            if spec.label in todo and not self._finished(ROLE_RESULT, spec.label):
+            if spec.label in todo:
                 results.append(self._run_head(spec))
-        return results
+        return [result for result in results if result is not None]
 
     def prepare(self) -> None:
         """Build the cell's cached inputs (frozen features) without training anything."""
         if self.grid.regime == "frozen":
             _ = self.features
 
-    def _finished(self, role: str, head: str, trial: str = ""):
-        run = finished_run(self.client, self.experiment_id, (role, self.cell.key, head, trial))
-        if run is not None and role != ROLE_TRIAL:
+    def _claim(self, tags: dict[str, str], parent_run_id: str | None = None) -> Claim | Outcome:
+        """Claim the unit of work ``tags`` name (role, cell, head and, for trials, the trial)."""
+        key = {name: tags[name] for name in ("role", "cell_key", "head", TRIAL_TAG) if name in tags}
+        name = "|".join(filter(None, (tags["head"], tags.get(TRIAL_TAG), tags["cell_key"])))
+        return self.claims.try_claim(key, tags, run_name=name, parent_run_id=parent_run_id)
+
+    def _unclaimed(self, head: str, outcome: Outcome) -> HeadResult | None:
+        """None for a unit already FINISHED (nothing to report), a busy result for one held elsewhere."""
+        if outcome.state is State.DONE:
             log.info("%s %s: already FINISHED, skipped", self.cell.key, head)
-        return run
+            return None
+        log.info("%s %s: held by %s, offered again later", self.cell.key, head, outcome.owner or "another process")
+        return HeadResult(head, {}, -1, 0.0, busy=True)
 
     # ---- runs -------------------------------------------------------------------------------------
 
@@ -197,13 +214,16 @@ class CellRunner:
 
     # ---- the probe --------------------------------------------------------------------------------
 
-    def _run_probe(self) -> HeadResult:
+    def _run_probe(self) -> HeadResult | None:
         source = self.features
         config_hash = self.grid.run_config_hash(self.cell, HeadSpec(PROBE_HEAD, PROBE_HEAD))
         tags = self._tags(PROBE_HEAD, PROBE_HEAD, ROLE_REFERENCE, self.backbone_hash, config_hash)
         params = {**self._params(training=False), "probe.alphas": list(PROBE_ALPHAS)}
+        claim = self._claim(tags)
+        if not isinstance(claim, Claim):
+            return self._unclaimed(PROBE_HEAD, claim)
         try:
-            with RunRecorder(self.client, self.experiment_id, tags, params) as run:
+            with RunRecorder(claim, tags, params) as run:
                 probe = fit_probe(source.features.cpu().numpy(), self.data.targets.numpy(), self.data.train_idx,
                                   self.data.val_idx, self.data.rank_truth[self.data.val_idx])
                 run.log_params({"probe.alpha": probe.alpha})
@@ -259,13 +279,19 @@ class CellRunner:
                          val_truth=self.data.rank_truth[self.data.val_idx])
         return result
 
-    def _run_head(self, spec: HeadSpec) -> HeadResult:
+    def _run_head(self, spec: HeadSpec) -> HeadResult | None:
         config_hash = self.grid.run_config_hash(self.cell, spec)
         model, _ = self._build(spec)
         tags = self._tags(spec.label, spec.type, ROLE_RESULT, self._init_hash(model), config_hash)
+        claim = self._claim(tags)
+        if not isinstance(claim, Claim):
+            return self._unclaimed(spec.label, claim)
         try:
-            with RunRecorder(self.client, self.experiment_id, tags, self._head_params(spec)) as run:
+            with RunRecorder(claim, tags, self._head_params(spec)) as run:
                 return self._tune_and_score(spec, run, tags)
+        except TrialBusy as exc:
+            log.warning("%s %s: %s; offered again later", self.cell.key, spec.label, exc)
+            return HeadResult(spec.label, {}, -1, 0.0, busy=True)
         except Exception as exc:  # noqa: BLE001 - recorded on the run (FAILED, traceback); the grid goes on
             log.error("%s %s failed: %s: %s", self.cell.key, spec.label, type(exc).__name__, exc)
             return HeadResult(spec.label, {}, -1, 0.0, f"{type(exc).__name__}: {exc}")
@@ -306,23 +332,23 @@ class CellRunner:
 
         Without tuning (one trial) the result run holds the training itself: no child run.
         """
-        if len(self.trials) > 1:
-            done = self._finished(ROLE_TRIAL, spec.label, trial.key)
-            if done is not None:
-                self.client.set_tag(done.info.run_id, PARENT_TAG, parent_id)
-                return TrialOutcome(trial, None, float(done.data.metrics.get("best_val_srcc", float("nan"))),
-                                    done.info.run_id)
-        result = self._train(spec, trial)
-        outcome = TrialOutcome(trial, result, result.best_val_srcc)
-        if len(self.trials) > 1:
-            trial_tags = {**tags, "role": ROLE_TRIAL, TRIAL_TAG: trial.key}
-            params = {**self._head_params(spec), **trial.values}
-            with RunRecorder(self.client, self.experiment_id, trial_tags, params, parent_run_id=parent_id) as child:
-                child.log_curves(result.curves)
-                child.log_metrics({"best_epoch": result.best_epoch, "best_val_srcc": result.best_val_srcc,
-                                   "train_seconds": result.seconds, "nonfinite_batches": result.nonfinite_batches})
-                outcome.run_id = child.run_id
-        return outcome
+        if len(self.trials) == 1:
+            result = self._train(spec, trial)
+            return TrialOutcome(trial, result, result.best_val_srcc)
+        trial_tags = {**tags, "role": ROLE_TRIAL, TRIAL_TAG: trial.key}
+        claim = self._claim(trial_tags, parent_run_id=parent_id)
+        if isinstance(claim, Outcome) and claim.state is State.BUSY:
+            raise TrialBusy(f"trial {trial.key} is held by {claim.owner or 'another process'}")
+        if isinstance(claim, Outcome):  # FINISHED by an interrupted attempt: adopt it under this result run
+            self.client.set_tag(claim.run_id, PARENT_TAG, parent_id)
+            done = self.client.get_run(claim.run_id)
+            return TrialOutcome(trial, None, float(done.data.metrics.get("best_val_srcc", float("nan"))), claim.run_id)
+        with RunRecorder(claim, trial_tags, {**self._head_params(spec), **trial.values}) as child:
+            result = self._train(spec, trial)
+            child.log_curves(result.curves)
+            child.log_metrics({"best_epoch": result.best_epoch, "best_val_srcc": result.best_val_srcc,
+                               "train_seconds": result.seconds, "nonfinite_batches": result.nonfinite_batches})
+        return TrialOutcome(trial, result, result.best_val_srcc, claim.run_id)
 
     def _weights(self, spec: HeadSpec, model: nn.Module) -> dict:
         """What :mod:`benchmark.predict` needs to rebuild the trained model and map its output to MOS."""

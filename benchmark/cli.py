@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -23,7 +24,8 @@ def _run(args: argparse.Namespace) -> int:
             validate_grid(grid, args.data_root)
         except GridValidationError as exc:
             problems = exc
-    plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run, data_root=args.data_root)
+    plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run, data_root=args.data_root,
+                     claim_ttl_s=args.claim_ttl)
     cells = grid.cells()
     print(f"grid '{grid.name}' ({grid.source}): {len(cells)} cells × {len(grid.heads)} heads, regime "
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
@@ -45,9 +47,13 @@ def _run(args: argparse.Namespace) -> int:
         slurm["slurm_partition"] = args.slurm_partition
     start = time.perf_counter()
     outcomes = execute(plan, args.executor, args.workers, args.data_root, on_cell=_print_cell, slurm=slurm)
-    print(f"done: {sum(len(o.results) for o in outcomes)} runs in {len(outcomes)} cells, "
+    ran = sum(len(o.results) - len(o.busy) for o in outcomes)
+    print(f"done: {ran} runs in {len({o.cell for o in outcomes})} cells, "
           f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
     failures = [(o.cell, r) for o in outcomes for r in o.failures]
+    left = sum(len(o.busy) for o in outcomes) if args.executor == "submitit" else 0  # local passes retry them
+    if left:
+        print(f"{left} run(s) were held by other processes and are theirs to finish", file=sys.stderr)
     if failures:
         print(f"{len(failures)} run(s) FAILED (their MLflow runs hold the message and the traceback); rerun "
               "the same command to retry only those:", file=sys.stderr)
@@ -58,8 +64,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_cell(outcome) -> None:
-    scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics else f"{r.head} FAILED"
-                       for r in outcome.results)
+    scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics
+                       else f"{r.head} {'held by another process' if r.busy else 'FAILED'}" for r in outcome.results)
     print(f"{outcome.cell.key}: {scores}  ({outcome.seconds:.1f} s)", flush=True)
 
 
@@ -136,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm-cluster", help="submitit cluster: slurm (default when available), local or debug")
     run.add_argument("--slurm-partition", help="Slurm partition for the job array")
     run.add_argument("--dry-run", action="store_true", help="print the cell table and a time estimate, train nothing")
+    run.add_argument("--claim-ttl", type=float, default=300.0, metavar="SECONDS",
+                     help="a run whose process stopped heartbeating this long ago is taken over (default 300; "
+                          "keep it far above the clock skew between nodes)")
     run.set_defaults(func=_run)
 
     chk = sub.add_parser("check", help="decode every image of a dataset and list the unreadable ones")
@@ -174,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # Slurm preempts with SIGTERM: turn it into SystemExit so open runs end KILLED instead of waiting out
+    # their claim's ttl.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from mlflow.exceptions import MlflowException
 
     try:

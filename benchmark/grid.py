@@ -1,11 +1,13 @@
-"""Running a grid: resume bookkeeping, cache preparation, and the local and Slurm (submitit) executors.
+"""Running a grid: planning, cache preparation, and the local and Slurm (submitit) executors.
 
-Resume: before any work starts, runs left RUNNING by a killed process are marked FAILED and every
-(cell, head) that already has a FINISHED result run is skipped (as is a cell's FINISHED probe), so a grid
-can be killed and rerun at will and never ends with two FINISHED runs for one (cell, head); a head whose
-tuning was interrupted reuses its FINISHED trial runs. Parallel workers need an MLflow server
-(``mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db``) because SQLite locks under
-concurrent writers.
+Exactly once: every run (a head's result, a tuning trial, a cell's probe) is claimed before it starts
+(:mod:`benchmark.claims`), so a grid can be killed and rerun at will, and launched several times at
+once (terminals, a resubmitted Slurm array, ``--workers``), and still ends with one FINISHED run per
+unit: a FINISHED unit is skipped, a unit held by another live process is offered again until that
+process finishes it or its claim expires (a killed process stops heartbeating; after ``claim_ttl_s``
+its unit is taken over), and a head whose tuning was interrupted reuses its FINISHED trial runs.
+SQLite stores are opened under a file lock (:mod:`benchmark.store`); an MLflow server is the faster
+store for many workers or several nodes.
 """
 
 from __future__ import annotations
@@ -20,21 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
 from benchmark.cell import CellRunner, HeadResult
 from benchmark.cell_data import dataset_labels
+from benchmark.claims import ClaimBook
 from benchmark.config import Cell, ConfigError, GridConfig, HeadSpec
 from benchmark.data import dataset_info
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
+from benchmark.store import open_client
+from benchmark.tracking import finished_config_hashes, get_experiment_id, resolve_tracking_uri, uri_kind
 from benchmark.trials import trial_list
-from benchmark.tracking import get_experiment_id, prepare_resume, resolve_tracking_uri, uri_kind
 from benchmark.validate import validate_grid
 
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "submitit")
+DEFAULT_CLAIM_TTL_S = 300.0
 
 
 @dataclass
@@ -50,6 +54,11 @@ class CellOutcome:
         """Heads (and the probe) whose run ended FAILED."""
         return [r for r in self.results if r.error]
 
+    @property
+    def busy(self) -> set[str]:
+        """Heads (and the probe) another live process held when this cell ran."""
+        return {r.head for r in self.results if r.busy}
+
 
 @dataclass
 class GridPlan:
@@ -60,6 +69,8 @@ class GridPlan:
     experiment_id: str
     todo: dict[Cell, set[str]] = field(default_factory=dict)
     """Per cell, the head labels still to run (``probe``: the cell's reference run)."""
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    """A claim whose heartbeat is older than this is taken over (its process is presumed dead)."""
 
     @property
     def n_runs(self) -> int:
@@ -68,8 +79,8 @@ class GridPlan:
 
 
 def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False,
-              data_root: str | None = None) -> GridPlan:
-    """Validate the grid, resolve the store, mark crashed runs FAILED and list the (cell, head) runs still to do.
+              data_root: str | None = None, claim_ttl_s: float = DEFAULT_CLAIM_TTL_S) -> GridPlan:
+    """Validate the grid, open the store, end expired claims and list the (cell, head) runs still to do.
 
     Validation (:func:`benchmark.validate.validate_grid`) comes first, so a grid that cannot run leaves the
     store untouched. A dry run skips it (the CLI reports its problems beside the plan) and only reads
@@ -85,10 +96,12 @@ def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool =
     if not dry_run:
         validate_grid(grid, data_root)
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(uri)
+    client = open_client(uri)
     experiment_id = get_experiment_id(client, uri, grid.name, create=not dry_run)
-    finished = prepare_resume(client, experiment_id, mark_crashed=not dry_run) if experiment_id else {}
-    plan = GridPlan(grid, uri, experiment_id or "")
+    if experiment_id and not dry_run:
+        ClaimBook(client, experiment_id, heartbeat_s=claim_ttl_s / 10, ttl_s=claim_ttl_s).reap_expired()
+    finished = finished_config_hashes(client, experiment_id) if experiment_id else {}
+    plan = GridPlan(grid, uri, experiment_id or "", claim_ttl_s=claim_ttl_s)
     changed = []
     units = [(ROLE_REFERENCE, HeadSpec(PROBE_HEAD, PROBE_HEAD))] + [(ROLE_RESULT, head) for head in grid.heads]
     for cell in grid.cells():
@@ -110,12 +123,13 @@ def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool =
 
 
 def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, experiment_id: str,
-             data_root: str | None = None, threads: int | None = None) -> CellOutcome:
+             data_root: str | None = None, threads: int | None = None,
+             claim_ttl_s: float = DEFAULT_CLAIM_TTL_S) -> CellOutcome:
     """Train the given heads of one cell (the unit of work of every executor)."""
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    runner = CellRunner(grid, cell, MlflowClient(tracking_uri), experiment_id, data_root)
+    runner = CellRunner(grid, cell, open_client(tracking_uri), experiment_id, data_root, claim_ttl_s=claim_ttl_s)
     results = runner.run(todo=heads)
     return CellOutcome(cell, results, time.perf_counter() - start)
 
@@ -129,7 +143,7 @@ def _prepare_caches(plan: GridPlan, data_root: str | None) -> None:
     for cell in plan.todo:
         first.setdefault((cell.backbone, cell.dataset, cell.test_dataset), cell)
     for cell in tqdm(list(first.values()), desc="caches", unit="backbone×dataset"):
-        CellRunner(grid, cell, MlflowClient(plan.tracking_uri), plan.experiment_id, data_root).prepare()
+        CellRunner(grid, cell, open_client(plan.tracking_uri), plan.experiment_id, data_root).prepare()
 
 
 def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root: str | None = None,
@@ -142,14 +156,15 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root
     executor : ``local`` (in this process, or ``workers`` processes) or ``submitit`` (a Slurm job array;
         ``slurm`` holds submitit parameters, e.g. ``{"cluster": "local"}`` or partition/gpus/timeout).
     data_root : folder holding the datasets' images (overrides the grid's ``data_root``).
-    on_cell : called with each finished cell (the CLI prints a summary line).
+    on_cell : called with each cell outcome (the CLI prints a summary line).
+
+    The local executor offers units that another live process held (``busy``) again every heartbeat
+    period until each is FINISHED by someone or taken over after its claim expired, so when it returns
+    every unit is done (or FAILED here). A submitit array makes one pass; its busy units are left to
+    whichever process holds them (or to the next launch).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
-    if not plan.todo:
-        return []
-    args = [(plan.grid, cell, heads, plan.tracking_uri, plan.experiment_id, data_root)
-            for cell, heads in plan.todo.items()]
     outcomes: list[CellOutcome] = []
 
     def done(outcome: CellOutcome) -> None:
@@ -157,25 +172,49 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, data_root
         if on_cell:
             on_cell(outcome)
 
+    if not plan.todo:
+        return outcomes
     if executor == "submitit":
-        for outcome in _submitit(args, slurm or {}, plan):
+        for outcome in _submitit(_cell_args(plan, plan.todo, data_root), slurm or {}, plan):
             done(outcome)
         return outcomes
     if workers > 1:
         _prepare_caches(plan, data_root)
-    bar = tqdm(total=len(args), desc=f"grid {plan.grid.name}", unit="cell")
-    if workers <= 1:
-        for a in args:
-            done(run_cell(*a))
-            bar.update(1)
-    else:
+    pending = dict(plan.todo)
+    while pending:
+        rounds = _local_pass(plan, pending, workers, data_root, done)
+        pending = {outcome.cell: outcome.busy for outcome in rounds if outcome.busy}
+        if pending:
+            wait = plan.claim_ttl_s / 10
+            log.warning("%d unit(s) of %d cell(s) are held by other live processes; offering them again in %.0f s",
+                        sum(map(len, pending.values())), len(pending), wait)
+            time.sleep(wait)
+    return outcomes
+
+
+def _cell_args(plan: GridPlan, todo: dict[Cell, set[str]], data_root: str | None) -> list[tuple]:
+    return [(plan.grid, cell, heads, plan.tracking_uri, plan.experiment_id, data_root) for cell, heads in todo.items()]
+
+
+def _local_pass(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, data_root: str | None,
+                done: Callable[[CellOutcome], None]) -> list[CellOutcome]:
+    """One pass over the given cells, in this process or in ``workers`` spawned processes."""
+    args = _cell_args(plan, todo, data_root)
+    outcomes = []
+    with tqdm(total=len(args), desc=f"grid {plan.grid.name}", unit="cell") as bar:
+        if workers <= 1:
+            for a in args:
+                outcomes.append(run_cell(*a, claim_ttl_s=plan.claim_ttl_s))
+                done(outcomes[-1])
+                bar.update(1)
+            return outcomes
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, *a, threads) for a in args]
+            futures = [pool.submit(run_cell, *a, threads, plan.claim_ttl_s) for a in args]
             for future in as_completed(futures):
-                done(future.result())
+                outcomes.append(future.result())
+                done(outcomes[-1])
                 bar.update(1)
-    bar.close()
     return outcomes
 
 
@@ -187,7 +226,8 @@ def _submitit(args: list[tuple], slurm: dict, plan: GridPlan) -> list[CellOutcom
     cluster = params.pop("cluster", None)
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name=f"dor-bench-{plan.grid.name}", **params)
-    jobs = executor.map_array(run_cell, *zip(*args))
+    columns = list(zip(*args))
+    jobs = executor.map_array(run_cell, *columns, [None] * len(args), [plan.claim_ttl_s] * len(args))
     log.info("submitted %d cells as job array %s (logs in %s)", len(jobs), jobs[0].job_id if jobs else "-", folder)
     return [job.result() for job in tqdm(jobs, desc=f"grid {plan.grid.name} (submitit)", unit="cell")]
 

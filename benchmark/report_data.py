@@ -28,7 +28,6 @@ from mlflow.tracking import MlflowClient
 from benchmark.schema import (
     FIT_METRICS,
     PREDICTIONS_ARTIFACT,
-    ROLE_REFERENCE,
     ROLE_RESULT,
     RUN_TAGS,
     SIZE_PARAMS,

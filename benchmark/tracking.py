@@ -25,15 +25,9 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from benchmark.schema import (
-    FAILURE_TAG,
-    PARENT_TAG,
-    PREDICTIONS_ARTIFACT,
-    ROLE_RESULT,
-    ROLE_TRIAL,
-    TRACEBACK_ARTIFACT,
-    TRIAL_TAG,
-)
+from benchmark.claims import KILLED, Claim
+from benchmark.schema import FAILURE_TAG, PREDICTIONS_ARTIFACT, ROLE_RESULT, ROLE_TRIAL, TRACEBACK_ARTIFACT, TRIAL_TAG
+from benchmark.store import ensure_experiment
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +60,11 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def get_experiment_id(client: MlflowClient, uri: str, grid: str, create: bool = True) -> str | None:
-    """Id of the experiment named after the grid, created on first use when ``create``."""
-    experiment = client.get_experiment_by_name(grid)
-    if experiment is not None:
-        return experiment.experiment_id
+    """Id of the experiment named after the grid, created on first use when ``create`` (race-safe)."""
     if not create:
-        return None
-    return client.create_experiment(grid, artifact_location=_artifact_location(uri, grid))
+        experiment = client.get_experiment_by_name(grid)
+        return None if experiment is None else experiment.experiment_id
+    return ensure_experiment(client, grid, artifact_location=_artifact_location(uri, grid))
 
 
 def work_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
@@ -82,39 +74,14 @@ def work_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
     return (role, tags.get("cell_key", ""), tags.get("head", ""), tags.get(TRIAL_TAG, "") if role == ROLE_TRIAL else "")
 
 
-def prepare_resume(client: MlflowClient, experiment_id: str,
-                   mark_crashed: bool = True) -> dict[tuple[str, str, str, str], str]:
-    """Mark runs left RUNNING by a killed process as FAILED; return the FINISHED runs' config hashes.
+def finished_config_hashes(client: MlflowClient, experiment_id: str) -> dict[tuple[str, str, str, str], str]:
+    """The FINISHED runs' config hashes, ``{work_key: config_hash}`` (:func:`work_key`).
 
-    Returns ``{work_key: config_hash}`` (:func:`work_key`). Call once per grid invocation, before any
-    worker starts: a RUNNING run at that moment belongs to a process that no longer exists (two
-    ``dor-bench run`` on one grid at once are not supported). ``mark_crashed=False`` only reads.
+    Runs left RUNNING are not touched here: a live one belongs to another process working on the grid
+    right now, a dead one is taken over by :mod:`benchmark.claims` once its heartbeat has expired.
     """
-    finished: dict[tuple[str, str, str, str], str] = {}
-    for run in _all_runs(client, experiment_id):
-        key = work_key(run.data.tags)
-        if run.info.status == "FINISHED":
-            finished[key] = run.data.tags.get("config_hash", "")
-        elif run.info.status == "RUNNING" and mark_crashed:
-            log.warning("run %s (%s) was left RUNNING by a killed process: marked FAILED, redoing it",
-                        run.info.run_id, key)
-            client.set_terminated(run.info.run_id, status="FAILED")
-    return finished
-
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def finished_run(client: MlflowClient, experiment_id: str, key: tuple[str, str, str, str]):
-    """The store's FINISHED run of a unit of work (:func:`work_key`), or None."""
-    role, cell_key, head, trial = key
-    query = (f"tags.cell_key = {_quoted(cell_key)} and tags.head = {_quoted(head)} "
-             f"and attributes.status = 'FINISHED'")
-    if trial:
-        query += f" and tags.{TRIAL_TAG} = {_quoted(trial)}"
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=100)
-    return next((run for run in runs if work_key(run.data.tags) == key), None)
+    return {work_key(run.data.tags): run.data.tags.get("config_hash", "")
+            for run in _all_runs(client, experiment_id) if run.info.status == "FINISHED"}
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -129,40 +96,41 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list:
 
 @dataclass
 class RunRecorder:
-    """Writes one run: opened with its tags and params, closed with metrics and artifacts.
+    """Writes one run that a :class:`benchmark.claims.Claim` holds: params on entry, metrics and artifacts
+    inside the block, the end status on exit.
 
-    ``parent_run_id`` makes it a child run (tuning trials under their result run). An exception inside
-    the ``with`` block ends the run FAILED with the message as the ``failure`` tag and the traceback as
-    an artifact, then propagates.
+    An exception inside the ``with`` block ends the run FAILED with the message as the ``failure`` tag and
+    the traceback as an artifact, then propagates; a ``KeyboardInterrupt`` ends it KILLED. A run whose
+    claim was expired meanwhile by another process ends FAILED (its result is void; the item is redone).
     """
 
-    client: MlflowClient
-    experiment_id: str
+    claim: Claim
     tags: dict[str, str]
     params: dict[str, object]
-    parent_run_id: str | None = None
-    run_id: str = field(init=False, default="")
     failed: bool = field(init=False, default=False)
 
+    @property
+    def client(self) -> MlflowClient:
+        """The store's client."""
+        return self.claim.client
+
+    @property
+    def run_id(self) -> str:
+        """The claimed run."""
+        return self.claim.run_id
+
     def __enter__(self) -> "RunRecorder":
-        tags = dict(self.tags)
-        if self.parent_run_id:
-            tags[PARENT_TAG] = self.parent_run_id
-        name = "|".join(filter(None, (tags["head"], tags.get(TRIAL_TAG), tags["cell_key"])))
-        self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         self.log_params(self.params)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if exc_type is not None and issubclass(exc_type, Exception):
             self.fail(f"{exc_type.__name__}: {exc}")
             self.log_text("".join(traceback.format_exception(exc_type, exc, tb)), TRACEBACK_ARTIFACT)
-        current = self.client.get_run(self.run_id).info.status
-        if current != "RUNNING":
-            log.warning("run %s was marked %s by another dor-bench process while it trained; left as is",
-                        self.run_id, current)
+        elif exc_type is not None:
+            self.claim.finish(KILLED)
             return
-        self.client.set_terminated(self.run_id, status="FAILED" if self.failed else "FINISHED")
+        self.claim.finish("FAILED" if self.failed else "FINISHED")
 
     def log_params(self, params: dict[str, object]) -> None:
         """Log params (values longer than MLflow's limit are cut), 100 per call."""
@@ -210,12 +178,3 @@ class RunRecorder:
             path = Path(tmp) / name
             path.write_bytes(buffer.getvalue())
             self.client.log_artifact(self.run_id, str(path))
-
-
-def status_counts(client: MlflowClient, experiment_id: str) -> dict[str, int]:
-    """Number of runs per status in an experiment (used by tests and summaries)."""
-    counts: dict[str, int] = {}
-    for run in _all_runs(client, experiment_id):
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
-    return counts
-

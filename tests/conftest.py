@@ -1,6 +1,14 @@
-"""Shared fixtures: offline MLflow settings and a tiny real dataset built by the suite itself."""
+"""Shared fixtures: offline MLflow settings, a tiny real dataset built by the suite itself, a local MLflow server."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -48,3 +56,59 @@ def grid_file(tmp_path, tiny_dataset, monkeypatch):
 def tracking_uri(tmp_path):
     """A fresh SQLite MLflow store."""
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+class MlflowServer:
+    """A local ``mlflow server`` (SQLite backend) started in the background; :meth:`url` waits until it serves."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log_path = folder / "server.log"
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                   "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port",
+                   str(self.port), "--workers", "2"]
+        with self.log_path.open("w") as log_file:
+            self.process = subprocess.Popen(command, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
+                                            start_new_session=True,
+                                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        self._ready = False
+
+    def url(self, timeout_s: float = 180.0) -> str:
+        """The server's URL once ``/health`` answers; skips the test (with the log) when it cannot start."""
+        address = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout_s
+        while not self._ready and time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.skip(f"mlflow server exited with {self.process.returncode} before serving: "
+                            f"{self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{address}/health", timeout=2) as response:
+                    self._ready = response.status == 200
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.25)
+        if not self._ready:
+            pytest.skip(f"mlflow server did not answer {address}/health within {timeout_s:.0f} s: "
+                        f"{self.log_path.read_text()[-2000:]}")
+        return address
+
+    def stop(self) -> None:
+        """Stop the server's process group (the CLI and its uvicorn workers)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One local MLflow server for the session, started on first use and stopped at the end."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,17 +9,12 @@ import multiprocessing.pool
 import os
 import select
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import filelock
@@ -70,82 +65,25 @@ def experiment(store, request) -> str:
     return ensure_experiment(store[1], request.node.name)
 
 
-@dataclass
-class _Background:
-    """Racer processes and an MLflow server, started together when the module starts so that their slow
-    start-up (imports, the server's migration) overlaps the in-process tests."""
-
-    pool: multiprocessing.pool.Pool
-    warm: multiprocessing.pool.AsyncResult
-    server: subprocess.Popen
-    url: str
-    log_path: Path
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _background(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log_path = folder / "server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2"]
-    with log_path.open("w") as log_file, multiprocessing.get_context("spawn").Pool(RACERS) as pool:
-        server = subprocess.Popen(command, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-        try:
-            yield _Background(pool, pool.map_async(claim_worker.warm_up, range(RACERS)), server,
-                              f"http://127.0.0.1:{port}", log_path)
-        finally:
-            _stop(server)
+def _racers(mlflow_server):
+    """Spawned workers with MLflow imported, warming up (and the server starting) while other tests run."""
+    with multiprocessing.get_context("spawn").Pool(RACERS) as pool:
+        yield pool, pool.map_async(claim_worker.warm_up, range(RACERS))
 
 
 @pytest.fixture
-def racers(_background):
-    """Spawn workers with MLflow imported, shared by the race tests."""
-    _background.warm.get(timeout=300)
-    return _background.pool
+def racers(_racers):
+    """The warmed-up worker pool shared by the race tests."""
+    pool, warm = _racers
+    warm.get(timeout=300)
+    return pool
 
 
 @pytest.fixture
-def server(_background) -> str:
-    """A local ``mlflow server`` (two workers, SQLite backend); skipped only if it cannot start."""
-    _wait_ready(_background.server, _background.url, timeout_s=180.0, log_path=_background.log_path)
-    return _background.url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.skip(f"mlflow server exited with {proc.returncode} before serving: "
-                        f"{log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    pytest.skip(f"mlflow server did not answer {url}/health within {timeout_s:.0f} s: "
-                f"{log_path.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server's process group (the CLI and its uvicorn workers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+def server(mlflow_server) -> str:
+    """The session's local ``mlflow server`` (two workers, SQLite backend); skipped only if it cannot start."""
+    return mlflow_server.url()
 
 
 # ------------------------------------------------------------------------------------------------ helpers

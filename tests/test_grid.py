@@ -68,9 +68,10 @@ def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
     assert len(_runs(tracking_uri)[1]) == 8
     path = grid_file()  # the factory rewrites one file: back to the original settings
 
-    stuck = results[0]
+    stuck = results[0]  # as if its process had died mid-run: RUNNING, its heartbeat long past a 1 s ttl
     client.update_run(stuck.info.run_id, status="RUNNING")
-    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    time.sleep(1.5)
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--claim-ttl", "1"]) == 0
     _, again = _runs(tracking_uri)
     statuses = {r.info.run_id: r.info.status for r in again}
     assert statuses[stuck.info.run_id] == "FAILED" and len(again) == 9
@@ -112,7 +113,8 @@ def test_resume_mid_tuning_reuses_finished_trials(grid_file, tracking_uri):
     lost, kept = sorted(_role(runs, "trial"), key=lambda t: t.data.tags["trial"])
     client.update_run(result.info.run_id, status="RUNNING")  # killed after one trial: its result never ended
     client.delete_run(lost.info.run_id)
-    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
+    time.sleep(1.5)
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--claim-ttl", "1"]) == 0
     _, runs = _runs(tracking_uri)
     assert (_finished_per_key(runs, "trial") == 1).all() and len(_finished_per_key(runs, "trial")) == 2
     assert (_finished_per_key(runs) == 1).all() and len(_finished_per_key(runs)) == 1
@@ -232,7 +234,7 @@ def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
     _, partial = _runs(tracking_uri)
     assert sum(r.info.status == "FINISHED" for r in partial) < 16
     assert any(r.info.status == "RUNNING" for r in partial)  # the kill left a run to recover
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command + ["--claim-ttl", "5"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     _, runs = _runs(tracking_uri)
     counts = _finished_per_key(runs)
