@@ -36,6 +36,7 @@ from benchmark.provenance import git_sha
 from benchmark.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
 from benchmark.schema import (
     CONFIG_ARTIFACT,
+    DIVERGED,
     HEAD_INIT_PARAM,
     PARENT_TAG,
     PROBE_HEAD,
@@ -202,13 +203,14 @@ class CellRunner:
     def _score_test(self, run: RunRecorder, pred_u: np.ndarray) -> dict[str, float] | None:
         """Test metrics and predictions of a run; a diverged model (non-finite predictions) fails the run."""
         if not np.isfinite(pred_u).all():
-            run.fail(f"{int((~np.isfinite(pred_u)).sum())} non-finite test predictions (diverged model)")
+            run.fail(f"{DIVERGED} {int((~np.isfinite(pred_u)).sum())} non-finite test predictions")
             return None
         test = self.data.test_idx
         mos, pred = self.data.mos[test], self.data.label_map.to_mos(pred_u)
         metrics = compute_metrics(mos, pred, self.data.label_map.error_range)
         run.log_metrics({metric_key(k): v for k, v in metrics.items()})
-        run.log_predictions(pd.DataFrame({"image": self.data.rows.column("image")[test], "mos": mos, "pred": pred}))
+        run.log_predictions(pd.DataFrame({"image": self.data.rows.column("image")[test], "mos": mos, "pred": pred,
+                                          "ref": self.data.rows.column("ref")[test]}))
         run.log_text(self.grid.to_yaml(), CONFIG_ARTIFACT)
         return metrics
 

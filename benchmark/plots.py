@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
@@ -97,13 +98,14 @@ def _save(fig: Figure, path: Path, left: float = 0.8, right: float = 0.3, bottom
 
 
 def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
-    """Mean per-split difference (head A - head B) with its corrected-t 95 % CI, one line per cell and pair.
+    """Mean per-split difference (head A - head B) with its corrected-t 95 % CI, one line per cell and pair,
+    over the grey band of practical equivalence (± ROPE) with each comparison's Bayesian verdict.
 
     Parameters
     ----------
     rows : pandas.DataFrame
         ``stats.csv`` rows of one metric (columns pair_key, head_a, head_b, mean_delta, ci_low,
-        ci_high, significant, n_splits).
+        ci_high, significant, n_splits, rope, verdict, mde80).
     metric : str
         Metric name, for the labels.
     path : Path
@@ -114,6 +116,7 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     cells, shared = _common_parts(rows["pair_key"].tolist())
     same_j = rows["n_splits"].nunique() == 1
     labels = [f"{cell}: {r.head_a} − {r.head_b}" + ("" if same_j else f" (J={r.n_splits})")
+              + f" [{r.verdict or 'no test'}{', descriptive' if r.descriptive else ''}; MDE80 {r.mde80:.3f}]"
               for cell, r in zip(cells, rows.itertuples(), strict=True)]
     common = [shared] if shared else []
     if same_j and n:
@@ -122,6 +125,8 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     fig = Figure(figsize=(6 + label_width, max(2.8, 0.3 * n + 1.6)))
     ax = fig.add_subplot()
     y = np.arange(n)[::-1]
+    rope = float(rows["rope"].max())
+    ax.axvspan(-rope, rope, color="#d5d8dc", alpha=0.6, lw=0)
     significant = rows["significant"].astype(bool).to_numpy()
     for chosen, marker, color, face in ((significant, "D", SIGNIFICANT, SIGNIFICANT),
                                         (~significant, "o", NOT_SIGNIFICANT, "white")):
@@ -135,14 +140,16 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     ax.set_xlabel(f"Δ {name} (head A − head B), mean over splits")
     ax.set_ylim(-0.7, n - 0.3)
     scope = f" ({', '.join(common)})" if common else ""
-    _title(ax, f"Δ test {name} per cell and head pair{scope}: mean over splits with\nthe 95 % CI of the "
-               "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid", fontsize=10)
+    _title(ax, f"Δ test {name} per cell and head pair{scope}: mean over splits with the 95 % CI of the\n"
+               "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid; [Bayesian "
+               "verdict; 80 %-power MDE]", fontsize=10)
     ax.legend(handles=[
         Line2D([], [], marker="D", color=SIGNIFICANT, ls="", label="significant (Holm p < 0.05)"),
-        Line2D([], [], marker="o", color=NOT_SIGNIFICANT, mfc="white", ls="", label="not significant")],
+        Line2D([], [], marker="o", color=NOT_SIGNIFICANT, mfc="white", ls="", label="not significant"),
+        Patch(color="#d5d8dc", label=f"ROPE ± {rope:g} (practically equivalent)")],
         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path, left=label_width, right=1.9, top=0.75, bottom=0.6)
+    _save(fig, path, left=label_width, right=2.6, top=0.75, bottom=0.6)
 
 
 def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path) -> None:
@@ -194,9 +201,9 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
     _save(fig, path, bottom=0.6, top=0.9, hspace=0.6)
 
 
-def scatter_median_split(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: dict[str, tuple],
-                         path: Path) -> None:
-    """Predicted score vs MOS on the median split's test images, one panel per head.
+def scatter(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: dict[str, tuple],
+            path: Path) -> None:
+    """Predicted score vs MOS on one split's test images, one panel per head.
 
     Parameters
     ----------
@@ -225,7 +232,8 @@ def scatter_median_split(panels: dict[str, pd.DataFrame], pair_key: str, split: 
     axes[0].set_xlim(low, high)
     axes[0].set_ylim(low, high)
     _few_ticks(axes[0])
-    fig.suptitle(f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (median split)", fontsize=11)
+    fig.suptitle(f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (the first split every head "
+                 "ran; chosen without looking at scores)", fontsize=11)
     _save(fig, path, top=0.8, wspace=0.2)
 
 
@@ -265,7 +273,7 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
         _few_ticks(ax, n_y=None, integer_x=True)
     axes[0][0].legend(fontsize=8)
     shown = f" — first {len(cells)} of {n_cells} cells" if len(cells) < n_cells else ""
-    fig.suptitle(f"Learning curves at the median split (lowest seed){shown}")
+    fig.suptitle(f"Learning curves of the first split every head ran (lowest seed){shown}")
     _save(fig, path, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
 
 
@@ -347,11 +355,11 @@ def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, floa
         y = -0.1 - 0.07 * g
         ax.hlines(y, values[i] - 0.03, values[j] + 0.03, color="#34495e", lw=4)
     stat, p = friedman
-    _title(ax, f"Average rank of test SRCC over {n_blocks} blocks (cell × split), 1 = best\n"
+    _title(ax, f"Average rank of test SRCC over {n_blocks} independent blocks (backbone × dataset, splits "
+               "averaged), 1 = best\n"
                  f"Friedman χ² = {stat:.1f}, p = {p:.2g}; bars join heads within the Nemenyi CD (α = 0.05)",
                  fontsize=10)
     _save(fig, path, left=0.1, right=0.1, bottom=0.1, top=0.7)
 
 
-__all__ = ["critical_difference", "forest", "head_colors", "k_ablation", "learning_curves",
-           "scatter_median_split", "slope"]
+__all__ = ["critical_difference", "forest", "head_colors", "k_ablation", "learning_curves", "scatter", "slope"]

@@ -3,32 +3,17 @@
 :func:`build_report` reads the runs of a grid (:mod:`benchmark.report_data`), pairs the heads of each
 matched cell split by split (seeds averaged within a split first), runs the tests of
 :mod:`benchmark.stats`, and writes CSV files, paper-style tables (:mod:`benchmark.tables`), plots
-(:mod:`benchmark.plots`) and ``provenance.json`` into ``results/<grid>/``. Only FINISHED runs count;
+(:mod:`benchmark.plots`) and ``provenance.json`` into ``results/<grid>/``. FINISHED result runs count,
+and so do runs that failed by their head's own doing (as SRCC = 0, :func:`benchmark.report_data.usable_runs`);
 every expected (cell, head) run without one is listed in ``missing.csv`` and reported as a warning.
 
 Files: ``runs.csv`` (FINISHED runs used), ``pairs.csv`` (per-split paired values), ``stats.csv``
-(below), ``across_datasets.csv`` (Wilcoxon over datasets of the per-dataset mean deltas, with the
-small-N caveat), ``missing.csv``, ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``,
-PNG plots and ``provenance.json``.
+(per cell and head pair: tests, Bayesian verdicts, power), ``across_datasets.csv`` (Wilcoxon over
+datasets of the per-dataset mean deltas, with the small-N caveat), ``missing.csv``, ``health.csv``
+(heads vs the linear probe), ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``, PNG
+plots and ``provenance.json``.
 
-``stats.csv`` has one row per (cell, head pair, metric), the difference taken as head A − head B:
-
-* ``pair_key, backbone, dataset, test_dataset, regime`` — the cell; ``head_a, head_b, metric``;
-* ``n_splits`` — splits J where both heads FINISHED; ``n_train, n_test`` — set sizes of a split;
-* ``mean_a, mean_b`` — mean over splits of each head's test metric; ``mean_delta, median_delta,
-  std_delta`` — of the per-split differences d_j;
-* ``ci_low, ci_high`` — 95 % CI of the mean difference matching the corrected test
-  (:func:`benchmark.stats.corrected_resampled_ci`);
-* ``t_corrected, p_corrected`` — corrected resampled t-test (Nadeau & Bengio 2003), unadjusted; the
-  only per-split test whose type-I error is near 5 % (0.040 in ``results/calibration``);
-* ``p_naive`` (plain paired t-test) and ``p_wilcoxon`` (Wilcoxon signed-rank on d_j) — DESCRIPTIVE
-  ONLY, for comparison with published practice: both ignore that the training sets of the splits
-  overlap and are anti-conservative (type-I error 0.254 and 0.246 at α = .05 over 1000 simulated null
-  grids, ``results/calibration``); never read them as evidence of a difference;
-* ``p_holm`` — ``p_corrected`` Holm-adjusted over all cells and head pairs of the grid (per metric);
-  ``significant`` — ``p_holm < 0.05``, the only significance mark used in the tables and plots;
-* ``boot_split, boot_ci_low, boot_ci_high`` — SRCC rows only: paired bootstrap 95 % BCa CI of ΔSRCC on
-  the test predictions of one split, the median split of the reference head.
+``stats.csv`` is described in :mod:`benchmark.comparisons`; ``health.csv`` in :mod:`benchmark.health`.
 """
 
 from __future__ import annotations
@@ -40,23 +25,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark import plots, stats, tables
+from benchmark.comparisons import (
+    across_datasets,
+    add_bootstrap,
+    cell_stats,
+    comparisons,
+    paired_deltas,
+    rank_blocks,
+)
 from benchmark.health import health_check, health_warnings
 from benchmark.provenance import write_provenance
 from benchmark.report_data import (
-    CELL_COLUMNS,
     ReportError,
     find_missing,
     load_learning_curves,
     load_predictions,
     load_runs,
-    median_splits,
     select_experiment,
-    split_values,
+    shown_splits,
     usable_runs,
     warn,
 )
@@ -65,12 +55,6 @@ from benchmark.tracking import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
-STATS_COLUMNS = [*CELL_COLUMNS, "head_a", "head_b", "metric", "n_splits", "n_train", "n_test", "mean_a", "mean_b",
-                 "mean_delta", "median_delta", "std_delta", "ci_low", "ci_high", "t_corrected", "p_corrected",
-                 "p_naive", "p_wilcoxon", "p_holm", "significant", "boot_split", "boot_ci_low", "boot_ci_high"]
-BOOT_COLUMNS = ["boot_split", "boot_ci_low", "boot_ci_high"]
-DOR, DOR_SEED = "dor", "dor-seed"
-ALPHA = 0.05
 
 
 @dataclass
@@ -91,138 +75,6 @@ class ReportResult:
     n_stats_rows: int = 0
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
-
-
-def comparisons(heads: Sequence[str], reference: str) -> list[tuple[str, str]]:
-    """Head pairs (A, B) to test: every head vs the reference, plus ``dor`` vs ``dor-seed``.
-
-    Examples
-    --------
-    >>> comparisons(["mse", "dor", "dor-seed"], "mse")
-    [('dor', 'mse'), ('dor-seed', 'mse'), ('dor', 'dor-seed')]
-    """
-    pairs = [(h, reference) for h in heads if h != reference] if reference in heads else []
-    if DOR in heads and DOR_SEED in heads and reference not in (DOR, DOR_SEED):
-        pairs.append((DOR, DOR_SEED))
-    return pairs
-
-
-def paired_deltas(finished: pd.DataFrame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per-split paired values: seeds where both heads FINISHED, averaged within the split; delta = A - B."""
-    cells = finished.drop_duplicates("pair_key")[CELL_COLUMNS]
-    frames = []
-    for metric in metrics:
-        wide = split_values(finished, metric)
-        for head_a, head_b in pairs:
-            both = wide[[head_a, head_b]].dropna()
-            per_split = both.groupby(["pair_key", "split"]).agg(
-                n_seeds=(head_a, "size"), value_a=(head_a, "mean"), value_b=(head_b, "mean")).reset_index()
-            frames.append(per_split.assign(head_a=head_a, head_b=head_b, metric=metric,
-                                           delta=per_split["value_a"] - per_split["value_b"]))
-    columns = [*CELL_COLUMNS, "split", "head_a", "head_b", "metric", "n_seeds", "value_a", "value_b", "delta"]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True).merge(cells, on="pair_key")[columns]
-
-
-def cell_stats(pairs: pd.DataFrame, finished: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
-    """One row per (cell, head pair, metric): means, CI, corrected/naive t-tests, Wilcoxon, Holm.
-
-    The columns are those of ``stats.csv`` (module docstring) but the bootstrap ones.
-    """
-    sizes = finished.groupby("pair_key")[["n_train", "n_test"]].mean().to_dict("index")
-    cells = finished.drop_duplicates("pair_key").set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
-    rows = []
-    for (pair_key, head_a, head_b, metric), group in pairs.groupby(["pair_key", "head_a", "head_b", "metric"],
-                                                                    sort=False):
-        d = group["delta"].to_numpy(dtype=float)
-        n_train, n_test = sizes[pair_key]["n_train"], sizes[pair_key]["n_test"]
-        row = {"pair_key": pair_key, **cells[pair_key], "head_a": head_a, "head_b": head_b, "metric": metric,
-               "n_splits": d.size, "n_train": n_train, "n_test": n_test, "mean_a": group["value_a"].mean(),
-               "mean_b": group["value_b"].mean(), "mean_delta": d.mean(), "median_delta": np.median(d),
-               "std_delta": d.std(ddof=1) if d.size > 1 else np.nan}
-        row.update(dict.fromkeys(["ci_low", "ci_high", "t_corrected", "p_corrected", "p_naive"], np.nan))
-        if d.size >= 2 and n_train > 0 and n_test > 0:
-            row["t_corrected"], row["p_corrected"] = stats.corrected_resampled_ttest(d, n_train, n_test)
-            row["ci_low"], row["ci_high"] = stats.corrected_resampled_ci(d, n_train, n_test, 1 - ALPHA)
-            row["p_naive"] = stats.naive_paired_ttest(d)[1]
-        elif metric == "srcc":
-            warn(warnings, f"{pair_key} {head_a} vs {head_b}: {d.size} complete split(s) or unknown "
-                           "n_train/n_test params; no t-test")
-        row["p_wilcoxon"] = stats.wilcoxon_p(d)
-        rows.append(row)
-    out = pd.DataFrame(rows, columns=STATS_COLUMNS[:-len(BOOT_COLUMNS) - 2])
-    if out.empty:
-        return pd.DataFrame(columns=STATS_COLUMNS)
-    out["p_holm"] = out.groupby("metric")["p_corrected"].transform(lambda p: stats.holm(p.to_numpy()))
-    out["significant"] = out["p_holm"] < ALPHA
-    return out
-
-
-def _aligned_predictions(panels: dict[str, pd.DataFrame],
-                         heads: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """MOS and each head's predictions on the images every head scored (merged on ``image``).
-
-    Raises
-    ------
-    ReportError
-        When fewer than 3 images are shared or a shared image has a different MOS in two heads' files.
-    """
-    merged = panels[heads[0]][["image", "mos"]]
-    for head in heads:
-        merged = merged.merge(panels[head][["image", "mos", "pred"]].rename(
-            columns={"mos": f"mos_{head}", "pred": head}), on="image")
-    if len(merged) < 3 or any(not np.allclose(merged["mos"], merged[f"mos_{h}"]) for h in heads):
-        raise ReportError("the heads' test predictions at the median split do not share the same images and MOS")
-    return merged["mos"].to_numpy(), {h: merged[h].to_numpy() for h in heads}
-
-
-def add_bootstrap(stats_df: pd.DataFrame, predictions: dict[tuple[str, str], pd.DataFrame], medians: pd.Series,
-                  warnings: list[str]) -> None:
-    """Paired bootstrap CIs of ΔSRCC on each cell's median split (srcc rows of ``stats_df``, in place).
-
-    All head pairs of a cell share one set of resamples (:func:`benchmark.stats.paired_bootstrap_srcc_cis`);
-    a pair whose predictions are missing or constant gets no interval and a warning.
-    """
-    stats_df[BOOT_COLUMNS] = np.nan
-    srcc = stats_df[stats_df["metric"] == "srcc"]
-    for pair_key, rows in srcc.groupby("pair_key", sort=False):
-        panels = {head: frame for (key, head), frame in predictions.items() if key == pair_key}
-        wanted = list(zip(rows["head_a"], rows["head_b"], strict=True))
-        pairs = [(a, b) for a, b in wanted if a in panels and b in panels]
-        intervals: dict[tuple[str, str], tuple[float, float]] = {}
-        if pairs:
-            try:
-                mos, heads = _aligned_predictions(panels, list(dict.fromkeys(h for pair in pairs for h in pair)))
-                intervals = stats.paired_bootstrap_srcc_cis(mos, heads, pairs, confidence=1 - ALPHA)
-            except (ReportError, stats.StatsInputError) as err:
-                warn(warnings, f"{pair_key}: {err}; no bootstrap CI")
-                continue
-        intervals = {pair: ci for pair, ci in intervals.items() if not np.isnan(ci).any()}
-        lacking = [f"{a} vs {b}" for a, b in wanted if (a, b) not in intervals]
-        if lacking:
-            warn(warnings, f"{pair_key}: no bootstrap CI for {', '.join(lacking)} (predictions at the median "
-                           "split missing or constant)")
-        for i, pair in zip(rows.index, wanted, strict=True):
-            if pair in intervals:
-                stats_df.loc[i, BOOT_COLUMNS] = [medians[pair_key], *intervals[pair]]
-
-
-def across_datasets(stats_df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
-    """Wilcoxon over datasets of the per-dataset mean deltas, per (backbone, regime, head pair, metric)."""
-    rows = []
-    keys = ["backbone", "regime", "head_a", "head_b", "metric"]
-    for key, group in stats_df.dropna(subset=["mean_delta"]).groupby(keys, sort=False):
-        deltas = group["mean_delta"].to_numpy()
-        p, caveat = stats.across_dataset_wilcoxon(deltas)
-        rows.append({**dict(zip(keys, key, strict=True)), "n_datasets": deltas.size,
-                     "datasets": ";".join(group["dataset"] + "->" + group["test_dataset"]),
-                     "mean_delta": deltas.mean(), "n_positive": int((deltas > 0).sum()), "p_wilcoxon": p,
-                     "caveat": caveat or ""})
-        if caveat:
-            warn(warnings, f"across datasets: {caveat}")
-    return pd.DataFrame(rows, columns=[*keys, "n_datasets", "datasets", "mean_delta", "n_positive",
-                                       "p_wilcoxon", "caveat"])
 
 
 def build_report(grid: str | None = None, tracking_uri: str | None = None, out_dir: Path | None = None,
@@ -285,10 +137,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     if len(missing):
         warn(warnings, f"{len(missing)} expected (cell, head) run(s) are missing or not FINISHED (see missing.csv); "
                        "statistics use only splits where both heads of a pair FINISHED")
-    nan_metrics = int(finished[[metric_key(m) for m in metrics]].isna().to_numpy().sum())
-    if nan_metrics:
-        warn(warnings, f"{nan_metrics} test metric value(s) of FINISHED runs are NaN (collapsed models?); "
-                       "those splits are left out of the pairs that need them")
+    rope = _rope(finished, warnings)
 
     unknown_heads = sorted({h for pair in pairs or () for h in pair} - set(heads))
     if unknown_heads:
@@ -298,10 +147,10 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     if not pairs:
         warn(warnings, f"no head pairs to compare (heads: {', '.join(heads)}); no statistics, forest or slope plot")
     deltas = paired_deltas(finished, pairs, metrics)
-    stats_df = cell_stats(deltas, finished, warnings)
-    medians = median_splits(finished, reference if reference in heads else heads[0])
-    predictions = load_predictions(uri, finished, medians, warnings)
-    add_bootstrap(stats_df, predictions, medians, warnings)
+    stats_df = cell_stats(deltas, finished, warnings, rope)
+    splits = shown_splits(finished)
+    predictions = load_predictions(uri, finished, splits, warnings)
+    add_bootstrap(stats_df, predictions, splits, warnings)
     across = across_datasets(stats_df, warnings)
     health = health_check(finished, probes)
     for message in health_warnings(health):
@@ -310,9 +159,9 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
 
     files = result.files
     files.update(tables.write_tables(out, finished, stats_df, reference, metrics, probes, health))
-    files.update(_write_plots(out, client, finished, deltas, stats_df, predictions, medians, reference, warnings))
+    files.update(_write_plots(out, client, finished, deltas, stats_df, predictions, splits, reference, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
-    run_columns = ["run_id", "status", *RUN_TAGS, "n_train", "n_val", "n_test", "num_bins", "epochs",
+    run_columns = ["run_id", "status", *RUN_TAGS, "failed", "n_train", "n_val", "n_test", "num_bins", "epochs",
                    *[metric_key(m) for m in TEST_METRICS], *FIT_METRICS]
     for name, frame in (("runs", pd.concat([finished, probes])[run_columns]), ("pairs", deltas), ("stats", stats_df),
                         ("across_datasets", across), ("missing", missing), ("health", health)):
@@ -324,15 +173,23 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
         out, command if command is not None else sys.argv, grid=grid, tracking_uri_kind=uri_kind(uri),
-        reference=reference, metrics=list(metrics), n_runs_finished=result.n_runs,
+        reference=reference, metrics=list(metrics), rope=rope, n_runs_finished=result.n_runs,
         n_runs_unfinished=result.n_unfinished, n_missing=result.n_missing, n_pairs=result.n_pairs,
         n_stats_rows=result.n_stats_rows, warnings=warnings, duration_s=round(result.duration_s, 3))
     log.info("report of grid %r written to %s in %.1f s", grid, out, result.duration_s)
     return result
 
 
+def _rope(finished: pd.DataFrame, warnings: list[str]) -> float:
+    """The grid's ``rope`` param (the default when the runs predate it)."""
+    values = finished["rope"].dropna().unique()
+    if len(values) > 1:
+        warn(warnings, f"runs disagree on rope ({sorted(values)}); the largest is used")
+    return float(max(values)) if len(values) else stats.DEFAULT_ROPE
+
+
 def _write_plots(out: Path, client: MlflowClient, finished: pd.DataFrame, deltas: pd.DataFrame,
-                 stats_df: pd.DataFrame, predictions: dict, medians: pd.Series, reference: str,
+                 stats_df: pd.DataFrame, predictions: dict, splits: pd.Series, reference: str,
                  warnings: list[str]) -> dict[str, Path]:
     """Every plot whose data exists; returns {file name: path}."""
     written: dict[str, Path] = {}
@@ -348,25 +205,22 @@ def _write_plots(out: Path, client: MlflowClient, finished: pd.DataFrame, deltas
         ref_pairs = deltas[(deltas["metric"] == "srcc") & (deltas["head_b"] == reference)]
         if not ref_pairs.empty:
             save("slope_srcc.png", plots.slope, ref_pairs, "srcc", colors)
-    first = next(iter(medians.index), None)
+    first = next(iter(splits.index), None)
     panels = {head: predictions[(first, head)] for head in heads if (first, head) in predictions}
     if panels:
-        save("scatter_median_split.png", plots.scatter_median_split, panels, first, int(medians[first]), colors)
-    curves = load_learning_curves(client, finished, medians)
+        save("scatter.png", plots.scatter, panels, first, int(splits[first]), colors)
+    curves = load_learning_curves(client, finished, splits)
     if not curves.empty:
-        save("learning_curves.png", plots.learning_curves, curves, colors, len(medians))
+        save("learning_curves.png", plots.learning_curves, curves, colors, len(splits))
     k_table = k_ablation_table(finished)
     if not k_table.empty:
         save("k_ablation.png", plots.k_ablation, k_table)
-    if len(heads) >= 3:
-        scores = split_values(finished, "srcc").groupby(["pair_key", "split"]).mean().dropna()
-        if len(scores) >= 2:
-            ranks = stats.average_ranks(scores)
-            cd = stats.nemenyi_critical_difference(scores.shape[1], len(scores))
-            save("critical_difference.png", plots.critical_difference, ranks, cd, stats.friedman_test(scores),
-                 len(scores))
-        else:
-            warn(warnings, "fewer than 2 (cell, split) blocks where every head FINISHED; no critical-difference plot")
+    scores = rank_blocks(finished, warnings)
+    if scores is not None:
+        ranks = stats.average_ranks(scores)
+        cd = stats.nemenyi_critical_difference(scores.shape[1], len(scores))
+        save("critical_difference.png", plots.critical_difference, ranks, cd, stats.friedman_test(scores),
+             len(scores))
     return written
 
 
@@ -392,5 +246,4 @@ def k_ablation_table(finished: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"size": "n_splits"}).reset_index()
 
 
-__all__ = ["ReportError", "ReportResult", "add_bootstrap", "build_report", "cell_stats", "comparisons",
-           "k_ablation_table", "paired_deltas"]
+__all__ = ["ReportError", "ReportResult", "build_report", "k_ablation_table"]

@@ -3,9 +3,9 @@
 * :func:`select_experiment` — the grid (experiment) to report on;
 * :func:`load_runs` — every run as one tidy row, from one ``mlflow.search_runs`` call;
 * :func:`usable_runs`, :func:`find_missing` — FINISHED runs used, expected runs without one;
-* :func:`median_splits`, :func:`median_runs`, :func:`load_predictions`,
-  :func:`load_learning_curves` — the artifacts and metric histories read for a few runs only (the
-  median split of each comparison group).
+* :func:`shown_splits`, :func:`split_runs`, :func:`load_predictions`, :func:`load_learning_curves` — the
+  artifacts and metric histories read for a few runs only (one split per comparison group, chosen
+  without looking at any test score).
 
 Problems that leave part of the report out are appended to the caller's ``warnings`` list (and
 logged) by :func:`warn`; problems that leave nothing to report raise :class:`ReportError`.
@@ -26,6 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.schema import (
+    DIVERGED,
+    FAILURE_TAG,
     FIT_METRICS,
     PREDICTIONS_ARTIFACT,
     ROLE_RESULT,
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 KEY_TAGS = ("pair_key", "head", "split", "seed", "backbone", "dataset", "test_dataset", "regime")
 """Tags without which a run cannot be placed in the grid."""
-KEY_PARAMS = (*SIZE_PARAMS, "head.num_bins", "epochs")
+KEY_PARAMS = (*SIZE_PARAMS, "head.num_bins", "epochs", "rope")
 CELL_COLUMNS = ["pair_key", "backbone", "dataset", "test_dataset", "regime"]
 RUN_KEYS = ["pair_key", "split", "seed", "head"]
 """One FINISHED run per combination is used."""
@@ -118,7 +120,7 @@ def load_runs(uri: str, experiment_id: str) -> pd.DataFrame:
     def column(name: str) -> pd.Series:
         return raw[name] if name in raw else pd.Series(np.nan, index=raw.index)
 
-    for tag in RUN_TAGS:
+    for tag in (*RUN_TAGS, FAILURE_TAG):
         out[tag] = column(f"tags.{tag}")
     out["role"] = out["role"].fillna(ROLE_RESULT)  # stores written before roles existed hold results only
     for param in KEY_PARAMS:
@@ -128,12 +130,20 @@ def load_runs(uri: str, experiment_id: str) -> pd.DataFrame:
     return out
 
 
+CORRELATIONS = tuple(metric_key(m) for m in ("srcc", "krcc", "plcc", "plcc_raw"))
+"""What a failed run scores: no better than chance (0) on every correlation."""
+
+
 def usable_runs(runs: pd.DataFrame, warnings: list[str],
                 role: str = ROLE_RESULT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the runs of one role into (all placeable runs, FINISHED runs with one run per cell and head).
+    """Split the runs of one role into (all placeable runs, one usable run per cell and head).
 
     ``role="result"`` (default) gives what the statistics and tables use; ``role="reference"`` the
-    linear-probe runs; tuning trials are never used.
+    linear-probe runs; tuning trials are never used. Usable: the latest FINISHED run of a (cell, head);
+    where there is none, a run that failed by the head's own doing — a diverged model (FAILED, failure
+    tag ``diverged:``) or constant predictions (FINISHED, correlations undefined) — counts as a
+    ``failed`` run that scored 0 on every correlation, so an unstable head cannot look better by losing
+    its bad splits. Other FAILED runs (exceptions, which may be the machine's) are missing, not failures.
     """
     runs = runs[runs["role"] == role]
     placeable = runs.dropna(subset=list(KEY_TAGS))
@@ -141,16 +151,26 @@ def usable_runs(runs: pd.DataFrame, warnings: list[str],
         warn(warnings, f"{len(runs) - len(placeable)} run(s) lack one of the tags {', '.join(KEY_TAGS)} "
                        "and were ignored (not written by the harness?)")
     placeable = placeable.astype({"split": int, "seed": int})
-    finished = placeable[placeable["status"] == "FINISHED"].sort_values("start_time")
-    duplicated = finished.duplicated(RUN_KEYS, keep="last")
+    diverged = (placeable["status"] == "FAILED") & placeable[FAILURE_TAG].astype("string").fillna("").str.startswith(DIVERGED)
+    candidates = placeable[(placeable["status"] == "FINISHED") | diverged].assign(
+        failed=lambda t: (t["status"] != "FINISHED") | t[metric_key("srcc")].isna())
+    candidates = candidates.sort_values(["failed", "start_time"], ascending=[False, True])
+    duplicated = candidates[candidates["status"] == "FINISHED"].duplicated(RUN_KEYS, keep="last")
     if duplicated.any():
         warn(warnings, f"{int(duplicated.sum())} FINISHED {role} run(s) repeat a (cell, head); the latest of each "
                        "is used")
-    return placeable, finished[~duplicated]
+    usable = candidates.drop_duplicates(RUN_KEYS, keep="last").copy()
+    usable.loc[usable["failed"], list(CORRELATIONS)] = 0.0
+    failed = usable[usable["failed"]]
+    if len(failed):
+        counts = ", ".join(f"{head} {n}" for head, n in failed["head"].value_counts().items())
+        warn(warnings, f"{len(failed)} {role} run(s) failed by their head (diverged or constant predictions: "
+                       f"{counts}); they count as SRCC = PLCC = 0 in the comparisons, and the tables show the count")
+    return placeable, usable.sort_values("start_time")
 
 
 def find_missing(placeable: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
-    """Expected (cell, head) runs without a FINISHED run.
+    """Expected (cell, head) runs without a usable run (:func:`usable_runs`; failed-by-the-head runs are used).
 
     The grid is taken as the product of the pair keys, splits, seeds and heads seen in any run; a
     run that is FAILED/RUNNING/KILLED is reported with its status, one that never started as ``absent``.
@@ -176,34 +196,34 @@ def split_values(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
     return finished.set_index(RUN_KEYS)[metric_key(metric)].unstack("head")
 
 
-def median_splits(finished: pd.DataFrame, anchor: str) -> pd.Series:
-    """Per pair_key, the split whose ``anchor``-head SRCC is the (lower) median over the splits where
-    every head FINISHED (all splits where the anchor FINISHED when none is complete)."""
-    values = split_values(finished, "srcc").groupby(["pair_key", "split"]).mean()
+def shown_splits(finished: pd.DataFrame) -> pd.Series:
+    """Per pair_key, the split whose predictions the bootstrap CI and the scatter plot use: the lowest split
+    where every head has a usable run (else the lowest split). A fixed rule, so the choice never depends
+    on any head's test score."""
+    complete = finished.groupby(["pair_key", "split"])["head"].nunique()
+    heads = finished.groupby("pair_key")["head"].nunique()
     chosen = {}
-    for pair_key, group in values.groupby(level="pair_key"):
-        complete = group.dropna()
-        candidates = (complete if len(complete) else group.dropna(subset=[anchor]))[anchor].sort_values(kind="stable")
-        if len(candidates):
-            chosen[pair_key] = int(candidates.index[(len(candidates) - 1) // 2][1])
+    for pair_key, group in complete.groupby(level="pair_key"):
+        full = group[group == heads[pair_key]]
+        chosen[pair_key] = int((full if len(full) else group).index.get_level_values("split").min())
     return pd.Series(chosen, name="split", dtype=int)
 
 
-def median_runs(finished: pd.DataFrame, medians: pd.Series) -> pd.DataFrame:
-    """Each head's lowest-seed FINISHED run at each pair_key's median split (``medians``: pair_key -> split)."""
-    runs = finished.merge(medians.rename("split").rename_axis("pair_key").reset_index(), on=["pair_key", "split"])
+def split_runs(finished: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
+    """Each head's lowest-seed usable run at each pair_key's chosen split (``splits``: pair_key -> split)."""
+    runs = finished.merge(splits.rename("split").rename_axis("pair_key").reset_index(), on=["pair_key", "split"])
     return runs.sort_values("seed", kind="stable").drop_duplicates(["pair_key", "head"])
 
 
-def load_predictions(uri: str, finished: pd.DataFrame, medians: pd.Series,
+def load_predictions(uri: str, finished: pd.DataFrame, splits: pd.Series,
                      warnings: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
-    """``predictions.csv`` (image, mos, pred) of the runs of :func:`median_runs`, keyed by (pair_key, head).
+    """``predictions.csv`` (image, mos, pred[, ref]) of the runs of :func:`split_runs`, keyed by (pair_key, head).
 
     A run whose file cannot be read or lacks a column is left out, with a warning.
     """
     out = {}
     with _tracking_uri(uri):
-        for run in median_runs(finished, medians).itertuples():
+        for run in split_runs(finished[~finished["failed"]], splits).itertuples():
             try:
                 text = mlflow.artifacts.load_text(f"{run.artifact_uri}/{PREDICTIONS_ARTIFACT}")
                 frame = pd.read_csv(io.StringIO(text))
@@ -219,10 +239,10 @@ def load_predictions(uri: str, finished: pd.DataFrame, medians: pd.Series,
     return out
 
 
-def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, medians: pd.Series) -> pd.DataFrame:
-    """val_srcc and train_loss histories of the lowest-seed runs at the median split of the first
+def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
+    """val_srcc and train_loss histories of the lowest-seed runs at the chosen split of the first
     ``MAX_CURVE_CELLS`` pair keys (columns pair_key, head, metric, step, value)."""
-    runs = median_runs(finished, medians.iloc[:MAX_CURVE_CELLS])
+    runs = split_runs(finished, splits.iloc[:MAX_CURVE_CELLS])
     rows = [(run.pair_key, run.head, key, m.step, m.value)
             for run in runs.itertuples() for key in ("val_srcc", "train_loss")
             for m in client.get_metric_history(run.run_id, key)]
@@ -230,4 +250,4 @@ def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, medians: 
 
 
 __all__ = ["CELL_COLUMNS", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
-           "median_runs", "median_splits", "select_experiment", "split_values", "usable_runs", "warn"]
+           "select_experiment", "shown_splits", "split_runs", "split_values", "usable_runs", "warn"]

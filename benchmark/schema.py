@@ -35,6 +35,9 @@ TRIAL_TAG = "trial"
 PARENT_TAG = "mlflow.parentRunId"
 FAILURE_TAG = "failure"
 """Why a run ended FAILED (the exception or the divergence), set on the run itself."""
+DIVERGED = "diverged:"
+"""Start of the ``failure`` tag of a run whose model diverged (non-finite test predictions): a failure of
+the head itself, which the report counts against it (an exception may be the machine's and is retried)."""
 
 TEST_METRICS = METRIC_NAMES
 """Logged as ``test_<name>`` on result and reference runs (never on trials)."""
@@ -47,7 +50,8 @@ HEAD_INIT_PARAM = "head.init"
 """``prior`` (the head's ``init_prior`` on the training targets) or ``default`` (PyTorch's init)."""
 
 PREDICTIONS_ARTIFACT = "predictions.csv"
-"""Test predictions: columns ``image, mos, pred`` (``pred`` on the MOS scale, unclamped)."""
+"""Test predictions: columns ``image, mos, pred, ref`` (``pred`` on the MOS scale, unclamped; ``ref`` the
+image's content group, which the report's bootstrap resamples)."""
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "traceback.txt"
 WEIGHTS_ARTIFACTS = {"frozen": "head.pt", "finetune": "model.pt"}
@@ -64,7 +68,7 @@ def metric_key(name: str) -> str:
     return f"test_{name}"
 
 
-__all__ = ["CONFIG_ARTIFACT", "CURVES", "FAILURE_TAG", "FIT_METRICS", "HEAD_INIT_PARAM", "KEY_TAGS",
+__all__ = ["CONFIG_ARTIFACT", "CURVES", "DIVERGED", "FAILURE_TAG", "FIT_METRICS", "HEAD_INIT_PARAM", "KEY_TAGS",
            "PARENT_TAG", "PREDICTIONS_ARTIFACT", "PROBE_HEAD", "ROLES", "ROLE_REFERENCE", "ROLE_RESULT",
            "ROLE_TRIAL", "RUN_TAGS", "SIZE_PARAMS", "TEST_METRICS", "TRACEBACK_ARTIFACT", "TRIAL_TAG",
            "WEIGHTS_ARTIFACTS", "metric_key"]

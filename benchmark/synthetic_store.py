@@ -50,6 +50,8 @@ SPLIT_DIFFICULTY = 0.02
 SHARED_ERROR = 0.8
 """Fraction of the prediction-error variance shared by the heads of a cell."""
 EPOCHS = 20
+IMAGES_PER_REF = 10
+"""Images of the pool per pseudo-reference (the ``ref`` column of predictions.csv, for the grouped bootstrap)."""
 _K_SUFFIX = re.compile(r"^(?P<type>.+)-k(?P<k>\d+)$")
 
 
@@ -106,7 +108,8 @@ def _test_set(seed: int, dataset: str, test_dataset: str, split: int, n_test: in
     pool_rng = _rng(seed, "pool", test_dataset)
     mos = np.clip(pool_rng.normal(3.0, 0.8, pool_size), *MOS_RANGE)
     pick = _rng(seed, "split", dataset, test_dataset, split).choice(pool_size, n_test, replace=False)
-    return pd.DataFrame({"image": [f"{test_dataset}/img{i:05d}.png" for i in pick], "mos": mos[pick]})
+    return pd.DataFrame({"image": [f"{test_dataset}/img{i:05d}.png" for i in pick], "mos": mos[pick],
+                         "ref": [f"{test_dataset}/ref{i // IMAGES_PER_REF:04d}" for i in pick]})
 
 
 def _curves(rng: np.random.Generator, final_srcc: float, head_type: str) -> dict[str, list[float]]:
@@ -235,7 +238,8 @@ def _write_run(client: MlflowClient, experiment_id: str, grid: str, cell: Cell, 
         run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())],
         metrics=[Metric(k, float(v), now, 0) for k, v in finals.items()]
         + [Metric(name, float(v), now, step) for name, values in curves.items() for step, v in enumerate(values)])
-    client.log_text(run_id, test_set.assign(pred=pred).to_csv(index=False), PREDICTIONS_ARTIFACT)
+    client.log_text(run_id, test_set.assign(pred=pred)[["image", "mos", "pred", "ref"]].to_csv(index=False),
+                    PREDICTIONS_ARTIFACT)
     client.log_text(run_id, yaml.safe_dump({"grid": grid, "cell": cell.key, "head": label, "params": params}),
                     CONFIG_ARTIFACT)
     client.set_terminated(run_id, status="FINISHED")

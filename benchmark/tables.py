@@ -84,6 +84,8 @@ def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, ref
     keys = pd.MultiIndex.from_frame(table[["pair_key", "head"]])
     vs_ref = stats_df[(stats_df["metric"] == metric) & (stats_df["head_b"] == reference)] if not stats_df.empty \
         else stats_df
+    if "descriptive" in vs_ref:  # cross-dataset comparisons are descriptive: never marked
+        vs_ref = vs_ref[~vs_ref["descriptive"].astype(bool)]
     for column, source in (("significant", "significant"), ("equivalent", "verdict")):
         if source in vs_ref:
             marks = vs_ref.set_index(["pair_key", "head_a"])[source]
@@ -91,6 +93,8 @@ def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, ref
             table[column] = marks.reindex(keys, fill_value=False).to_numpy(dtype=bool)
         else:
             table[column] = False
+    failed = finished[finished["failed"]] if "failed" in finished else finished.iloc[:0]
+    table["failures"] = failed.groupby(["pair_key", "head"]).size().reindex(keys, fill_value=0).to_numpy()
     table["flagged"] = False
     if health is not None and not health.empty:
         table["flagged"] = health.set_index(["pair_key", "head"])["flagged"].reindex(keys, fill_value=False) \
@@ -103,7 +107,8 @@ def _cell(row: dict, bold: tuple[str, str], pm: str, marks: dict[str, str]) -> s
     if row["best"]:
         value = f"{bold[0]}{value}{bold[1]}"
     std = "–" if np.isnan(row["std"]) else f"{row['std']:.3f}"
-    return f"{value} ({pm} {std})" + "".join(mark for name, mark in marks.items() if row[name])
+    failures = f" [{row['failures']} failed]" if row.get("failures") else ""
+    return f"{value} ({pm} {std})" + "".join(mark for name, mark in marks.items() if row[name]) + failures
 
 
 def _layout(table: pd.DataFrame, bold: tuple[str, str], pm: str, marks: dict[str, str],
@@ -142,6 +147,8 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
                      "P(|Δ| within the ROPE) ≥ 0.95)")
     if table["flagged"].any():
         text += f"; {FLAGGED}: below the linear probe (health check): under-trained, read its comparisons with care"
+    if table["failures"].any():
+        text += "; [n failed]: runs that diverged or predicted a constant, counted as SRCC = PLCC = 0"
     return text + "."
 
 
@@ -167,8 +174,9 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
 
 
 def dor_variants_summary(finished: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: median SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and the corrected-test
-    p of dor vs dor-seed and dor vs mse (SRCC); empty unless dor and one of the others are present."""
+    """Per cell: mean SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and, for dor vs dor-seed
+    and dor vs mse (SRCC), the corrected-test p, the Bayesian verdict and the 80 %-power MDE; empty unless
+    dor and one of the others are present."""
     heads = [h for h in DOR_VARIANTS if h in set(finished["head"])]
     if "dor" not in heads or len(heads) < 2:
         return pd.DataFrame()
@@ -176,34 +184,39 @@ def dor_variants_summary(finished: pd.DataFrame, stats_df: pd.DataFrame) -> pd.D
     parts = []
     for metric in ("srcc", "plcc", "rmse"):
         summary = head_split_summary(runs, metric)
-        wide = summary.pivot(index=["backbone", "regime", "pair_key", "column"], columns="head", values="median")
+        wide = summary.pivot(index=["backbone", "regime", "pair_key", "column"], columns="head", values="mean")
         parts.append(wide.reindex(columns=heads).rename(columns=lambda h, m=metric: f"{m}_{h}"))
     table = pd.concat(parts, axis=1).reset_index()
     srcc = stats_df[stats_df["metric"] == "srcc"] if not stats_df.empty else stats_df
     for other in ("dor-seed", "mse"):
-        name = f"p_dor_vs_{other.replace('-', '_')}"
         if other in heads and not srcc.empty:
-            p = srcc[(srcc["head_a"] == "dor") & (srcc["head_b"] == other)].set_index("pair_key")["p_corrected"]
-            table[name] = p.reindex(table["pair_key"]).to_numpy()
+            rows = srcc[(srcc["head_a"] == "dor") & (srcc["head_b"] == other)].set_index("pair_key")
+            for statistic in ("p_corrected", "verdict", "mde80") if len(rows) else ():
+                name = f"{statistic.removesuffix('_corrected')}_dor_vs_{other.replace('-', '_')}"
+                table[name] = rows[statistic].reindex(table["pair_key"]).to_numpy()
     return table.rename(columns={"column": "dataset"})
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
     """Markdown rendering of :func:`dor_variants_summary`."""
     value_columns = [c for c in summary.columns if c.split("_")[0] in ("srcc", "plcc", "rmse")]
-    p_columns = [c for c in summary.columns if c.startswith("p_")]
+    test_columns = [c for c in summary.columns if c.split("_")[0] in ("p", "verdict", "mde80")]
     header = ["Backbone", "Regime", "Dataset",
               *(f"{METRIC_LABELS[c.split('_', 1)[0]]} {c.split('_', 1)[1]}" for c in value_columns),
-              *(c.removeprefix("p_").replace("_vs_", " vs ").replace("dor_seed", "dor-seed") + " p"
-                for c in p_columns)]
+              *(c.split("_", 1)[1].replace("_vs_", " vs ").replace("dor_seed", "dor-seed") + " "
+                + c.split("_", 1)[0] for c in test_columns)]
     lines = ["## DOR as published (dor-seed) vs corrected (dor) vs MSE", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for values in summary.to_dict("records"):
+        tests = [(values[c] if isinstance(values[c], str) else "–") if c.startswith("verdict")
+                 else f"{values[c]:.2g}" if c.startswith("p_") else f"{values[c]:.3f}" for c in test_columns]
         cells = [values["backbone"], values["regime"], values["dataset"],
-                 *(f"{values[c]:.3f}" for c in value_columns), *(f"{values[c]:.2g}" for c in p_columns)]
+                 *(f"{values[c]:.3f}" for c in value_columns), *tests]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Medians over splits (seeds averaged within a split); p: two-sided corrected resampled t-test on "
-            "per-split SRCC differences, unadjusted (see stats.csv for Holm-adjusted values); "
+    note = ("Means over splits (seeds averaged within a split); p: two-sided corrected resampled t-test on "
+            "per-split SRCC differences, unadjusted (see stats.csv for Holm-adjusted values); verdict: correlated "
+            "Bayesian t-test with the grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else "
+            "undecided); mde80: the smallest true ΔSRCC this grid detects with 80 % power; "
             f"{UNUSED_TESTS_NOTE} (stats.csv lists them as p_naive and p_wilcoxon, for comparison with published "
             "practice only).")
     lines += ["", note]
