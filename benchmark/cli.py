@@ -14,8 +14,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
-    from benchmark.grid import estimate_seconds, execute, plan_grid
-    from benchmark.validate import GridValidationError, validate_grid
+    from benchmark.run.grid import estimate_seconds, execute, plan_grid
+    from benchmark.run.validate import GridValidationError, validate_grid
 
     grid = load_grid(args.config)
     problems = None
@@ -83,7 +83,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from benchmark.report import build_report
+    from benchmark.analysis.report import build_report
 
     result = build_report(args.grid, args.tracking_uri, args.out, reference=args.reference, pairs=args.pair)
     for warning in result.warnings:

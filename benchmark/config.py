@@ -17,7 +17,7 @@ import yaml
 from benchmark.data.errors import ImagePolicyError
 from benchmark.data.policy import ImagePolicy, default_policy, parse_image_policy
 from benchmark.schema import PROBE_HEAD
-from benchmark.seeding import CellSeeds
+from benchmark.run.seeding import CellSeeds
 
 REGIMES = ("frozen", "finetune")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -110,7 +110,7 @@ class Cell:
 
     @property
     def seeds(self) -> CellSeeds:
-        """The cell's random streams (:mod:`benchmark.seeding`)."""
+        """The cell's random streams (:mod:`benchmark.run.seeding`)."""
         return CellSeeds(self.key, self.backbone, self.seed)
 
 

@@ -20,15 +20,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from benchmark.cell import seeded_backbone
-from benchmark.cell_data import LabelMap
+from benchmark.run.cell import seeded_backbone
+from benchmark.run.cell_data import LabelMap
 from benchmark.data import DataError, DatasetInfo, ImagePolicy, load_at_policy, mean_over_patches, test_patch_positions
-from benchmark.features import Preprocessing
+from benchmark.run.features import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, weights_fingerprint
-from benchmark.regimes import frozen_model, frozen_trunk
+from benchmark.run.regimes import frozen_model, frozen_trunk
 from benchmark.schema import WEIGHTS_ARTIFACTS
-from benchmark.tracking import resolve_tracking_uri
+from benchmark.run.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The run schema: every tag, param, metric and artifact name a grid's MLflow runs carry.
 
-Written by the harness (:mod:`benchmark.cell`, :mod:`benchmark.tracking`), read back by the report
-(:mod:`benchmark.report_data`) and imitated by :mod:`benchmark.synthetic_store`; all three take the names
+Written by the harness (:mod:`benchmark.run.cell`, :mod:`benchmark.run.tracking`), read back by the report
+(:mod:`benchmark.analysis.report_data`) and imitated by :mod:`benchmark.analysis.synthetic_store`; all three take the names
 from here, so they cannot drift apart.
 
 Runs have a ``role``:

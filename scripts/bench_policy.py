@@ -45,8 +45,8 @@ from PIL import Image
 from benchmark.config import parse_grid
 from benchmark.data.distortions import Distortion, gaussian_blur, gaussian_noise, jpeg
 from benchmark.data.photos import PHOTO_NAMES, load_photo
-from benchmark.grid import execute, plan_grid
-from benchmark.report_data import load_runs, usable_runs
+from benchmark.run.grid import execute, plan_grid
+from benchmark.analysis.report_data import load_runs, usable_runs
 
 FRAME = (1024, 768)
 REGION = (512, 384)

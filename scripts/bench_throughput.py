@@ -1,6 +1,6 @@
 """Throughput of the suite's fine-tune loop on cached data vs a bare timm training step, in one run.
 
-The suite's loop (``benchmark.training.fit`` with the decoded-image cache, seeded crops/flips on the
+The suite's loop (``benchmark.run.training.fit`` with the decoded-image cache, seeded crops/flips on the
 device, the DOR head, AMP bf16 + channels-last on CUDA) is timed over one epoch of ``steps`` batches;
 the bare loop trains the same backbone with a linear MSE head on synthetic tensors already on the
 device. Both use the same batch size, resolution and optimiser. Prints images/s and the ratio.
@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from benchmark.data import load_labels
-from benchmark.features import Preprocessing
+from benchmark.run.features import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, create_backbone
-from benchmark.regimes import ImageSource, RowTable
+from benchmark.run.regimes import ImageSource, RowTable
 from benchmark.config import TrainSettings
-from benchmark.training import fit
+from benchmark.run.training import fit
 
 
 def _sync(device: str) -> None:

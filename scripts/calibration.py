@@ -2,7 +2,7 @@
 
 Each simulated *cell* mimics the benchmark's protocol: one dataset, ``J`` random train/val/test
 splits (whole reference groups on one side), and ridge-regression "heads" trained on every split;
-per-split test SRCC differences go through the suite's own functions (``benchmark.stats``). Studies:
+per-split test SRCC differences go through the suite's own functions (``benchmark.analysis.stats``). Studies:
 
 ``null``
     Two heads of exactly equal expected quality, 500 independent rows, 80/20 splits: type-I error
@@ -23,7 +23,7 @@ per-split test SRCC differences go through the suite's own functions (``benchmar
 ``cross_dataset``
     Train on subsets of dataset X, test on the whole of a fixed dataset Y in every split, heads
     equal: type-I error of the tests one could apply (see
-    ``benchmark.stats.frequentist.cross_dataset_caveat``).
+    ``benchmark.analysis.stats.frequentist.cross_dataset_caveat``).
 ``bootstrap_coverage``
     Coverage of the paired bootstrap CI of ΔSRCC on one test set of 7 references x 50 images whose
     heads misjudge some references: image bootstrap vs reference bootstrap (percentile, BCa).
@@ -70,7 +70,7 @@ from scipy import optimize, stats
 from tqdm import tqdm
 
 from benchmark.provenance import write_provenance
-from benchmark.stats import (
+from benchmark.analysis.stats import (
     DEFAULT_ROPE,
     VERDICTS,
     bayesian_correlated_ttest,
@@ -84,7 +84,7 @@ from benchmark.stats import (
     verdict,
     wilcoxon_p,
 )
-from benchmark.stats.bootstrap import _pearson_rows, _weighted_centred_ranks
+from benchmark.analysis.stats.bootstrap import _pearson_rows, _weighted_centred_ranks
 
 NULL_TESTS = {
     "corrected_t": "corrected resampled t-test",

@@ -6,8 +6,8 @@ checks the tests on that protocol. Each null grid is the default grid's recipe o
 offline ImageNet weights, ``bundled``, prior init): two heads of the same type and hyper-parameters that
 differ only in their head seed (``dor`` and ``dor-twin: {type: dor}``), J splits with fresh split seeds
 (grid g uses splits g·J … g·J + J − 1, so every grid has its own train/test partitions), S seeds per split.
-Every cell runs through :class:`benchmark.cell.CellRunner` into one SQLite store, and each grid is tested
-with the report's own :func:`benchmark.comparisons.paired_deltas` and :func:`benchmark.comparisons.cell_stats`.
+Every cell runs through :class:`benchmark.run.cell.CellRunner` into one SQLite store, and each grid is tested
+with the report's own :func:`benchmark.analysis.comparisons.paired_deltas` and :func:`benchmark.analysis.comparisons.cell_stats`.
 
 Under this null, a calibrated test rejects in a fraction α of the grids, and the Bayesian test calls "a
 better" or "b better" in at most 5 % of them. Known effects are then added to the measured per-split
@@ -39,13 +39,13 @@ import pandas as pd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmark.comparisons import cell_stats, paired_deltas  # noqa: E402  (after the telemetry switch)
+from benchmark.analysis.comparisons import cell_stats, paired_deltas  # noqa: E402  (after the telemetry switch)
 from benchmark.config import load_grid, parse_grid  # noqa: E402
-from benchmark.grid import execute, plan_grid  # noqa: E402
+from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.report_data import load_runs, usable_runs  # noqa: E402
+from benchmark.analysis.report_data import load_runs, usable_runs  # noqa: E402
 from benchmark.schema import PROBE_HEAD  # noqa: E402
-from benchmark.stats import bayesian_correlated_ttest, corrected_resampled_ttest, verdict, wilcoxon_p  # noqa: E402
+from benchmark.analysis.stats import bayesian_correlated_ttest, corrected_resampled_ttest, verdict, wilcoxon_p  # noqa: E402
 
 HEADS = ("dor", "dor-twin")
 ALPHA = 0.05

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.config import load_grid
-from benchmark.grid import execute, plan_grid
+from benchmark.run.grid import execute, plan_grid
 from benchmark.schema import PARENT_TAG, RUN_TAGS, TEST_METRICS, TRACEBACK_ARTIFACT
 
 

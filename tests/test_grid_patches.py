@@ -19,13 +19,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-import benchmark.regimes as regimes
-from benchmark.cell import seeded_backbone
-from benchmark.cell_data import load_cell_data
+import benchmark.run.regimes as regimes
+from benchmark.run.cell import seeded_backbone
+from benchmark.run.cell_data import load_cell_data
 from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.data import cache_root, load_custom_labels
-from benchmark.features import Preprocessing
+from benchmark.run.features import Preprocessing
 from benchmark.models import backbone_data_config
 from benchmark.schema import PREDICTIONS_ARTIFACT
 

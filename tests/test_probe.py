@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from benchmark.probe import fit_probe, ridge_path
+from benchmark.run.probe import fit_probe, ridge_path
 
 
 @pytest.mark.parametrize("n_train, n_features", [(40, 120), (200, 30)])  # Gram and covariance branches

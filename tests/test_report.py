@@ -11,10 +11,10 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.comparisons import add_bootstrap
-from benchmark.report import ReportError, build_report, k_ablation_table
-from benchmark.stats import paired_bootstrap_srcc_ci
-from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
+from benchmark.analysis.comparisons import add_bootstrap
+from benchmark.analysis.report import ReportError, build_report, k_ablation_table
+from benchmark.analysis.stats import paired_bootstrap_srcc_ci
+from benchmark.analysis.synthetic_store import SyntheticStoreError, write_synthetic_grid
 from benchmark.schema import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
 
 GRID = "synthetic"
@@ -395,8 +395,8 @@ def test_critical_difference_ranks_independent_blocks_only(tmp_path):
     assert not any("critical-difference" in w for w in result.warnings)
     fewer = build_report("five", uri, tmp_path / "fewer", pairs=[("dor", "mse")])
     assert "critical_difference.png" in fewer.files  # ranks all heads whatever pairs are tested
-    from benchmark.comparisons import rank_blocks
-    from benchmark.report_data import load_runs, usable_runs
+    from benchmark.analysis.comparisons import rank_blocks
+    from benchmark.analysis.report_data import load_runs, usable_runs
 
     client = MlflowClient(uri)
     finished = usable_runs(load_runs(uri, client.get_experiment_by_name("five").experiment_id), [])[1]

@@ -1,4 +1,4 @@
-"""Tests of benchmark.stats (hand-computed values) and benchmark.provenance (file fields)."""
+"""Tests of benchmark.analysis.stats (hand-computed values) and benchmark.provenance (file fields)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from benchmark import provenance
-from benchmark.stats import (
+from benchmark.analysis.stats import (
     StatsInputError,
     VarianceComponents,
     across_dataset_wilcoxon,

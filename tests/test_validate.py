@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.validate import weights_problem
+from benchmark.run.validate import weights_problem
 
 
 def _run(path, tracking_uri, *extra):

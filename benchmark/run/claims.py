@@ -76,7 +76,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from benchmark.store import StoreError
+from benchmark.run.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class ClaimBook:
 
     Parameters
     ----------
-    client : any tracking client (a SQLite store opened with :func:`benchmark.store.open_client`, or a server).
+    client : any tracking client (a SQLite store opened with :func:`benchmark.run.store.open_client`, or a server).
     experiment_id : the experiment that holds the items' runs.
     owner : written to ``claim.owner``; default ``host:pid:random``.
     heartbeat_s : period of a held claim's heartbeat.

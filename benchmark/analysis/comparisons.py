@@ -1,8 +1,8 @@
 """Paired comparisons of heads: per-split differences and the statistics of ``stats.csv``.
 
 For a cell (backbone, dataset, test dataset, regime) and a head pair (A, B), the per-split differences
-``d_j = metric_A − metric_B`` (seeds averaged within a split first) feed :mod:`benchmark.stats`. A run
-that failed by its head's own doing scored 0 on every correlation (:func:`benchmark.report_data.usable_runs`)
+``d_j = metric_A − metric_B`` (seeds averaged within a split first) feed :mod:`benchmark.analysis.stats`. A run
+that failed by its head's own doing scored 0 on every correlation (:func:`benchmark.analysis.report_data.usable_runs`)
 and is counted in ``failures_a`` / ``failures_b``.
 
 ``stats.csv`` has one row per (cell, head pair, metric):
@@ -13,7 +13,7 @@ and is counted in ``failures_a`` / ``failures_b``.
 * ``mean_a, mean_b`` — mean over splits of each head's metric; ``mean_delta, median_delta, std_delta`` —
   of the d_j;
 * ``ci_low, ci_high`` — 95 % CI of the mean difference matching the corrected test
-  (:func:`benchmark.stats.corrected_resampled_ci`);
+  (:func:`benchmark.analysis.stats.corrected_resampled_ci`);
 * ``t_corrected, p_corrected`` — corrected resampled t-test (Nadeau & Bengio 2003), unadjusted;
 * ``p_naive`` and ``p_wilcoxon`` — DESCRIPTIVE ONLY, for comparison with published practice: both ignore
   that the splits' training sets overlap and are anti-conservative (``results/calibration``);
@@ -41,8 +41,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from benchmark import stats
-from benchmark.report_data import CELL_COLUMNS, RUN_KEYS, ReportError, split_values, warn
+from benchmark.analysis import stats
+from benchmark.analysis.report_data import CELL_COLUMNS, RUN_KEYS, ReportError, split_values, warn
 from benchmark.schema import metric_key
 
 ALPHA = 0.05
@@ -186,7 +186,7 @@ def add_bootstrap(stats_df: pd.DataFrame, predictions: dict[tuple[str, str], pd.
                   warnings: list[str]) -> None:
     """Paired bootstrap CIs of ΔSRCC on each cell's chosen split (srcc rows of ``stats_df``, in place).
 
-    All head pairs of a cell share one set of resamples (:func:`benchmark.stats.paired_bootstrap_srcc_cis`),
+    All head pairs of a cell share one set of resamples (:func:`benchmark.analysis.stats.paired_bootstrap_srcc_cis`),
     of whole references when the predictions name them (test images cluster by reference), else of
     images; a pair whose predictions are missing or constant gets no interval and a warning.
     """

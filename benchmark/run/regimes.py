@@ -1,4 +1,4 @@
-"""Model inputs of the two regimes, as batch sources for :func:`benchmark.training.fit`.
+"""Model inputs of the two regimes, as batch sources for :func:`benchmark.run.training.fit`.
 
 ``frozen``: standardised cached backbone features (one vector per image). ``finetune``: images stored
 once at their dataset's policy resolution; each training image gives ``train_patches`` random patches
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from benchmark.data import ImagePolicy, batch_test_positions, extract_patches, train_patch_positions
-from benchmark.features import Preprocessing
+from benchmark.run.features import Preprocessing
 
 
 def frozen_trunk(num_features: int, hidden: int, dropout: float) -> nn.Sequential:

@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.stats._inputs import StatsInputError, check_open_unit, check_set_sizes, finite_vector
+from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, check_set_sizes, finite_vector
 
 MIN_DATASETS_FOR_SIGNIFICANCE = 6
 """Smallest number of non-zero paired differences for which the exact two-sided Wilcoxon signed-rank

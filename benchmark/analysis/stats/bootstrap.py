@@ -16,7 +16,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from benchmark.stats._inputs import StatsInputError, finite_vector
+from benchmark.analysis.stats._inputs import StatsInputError, finite_vector
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Synthetic MLflow grids in the harness's exact run schema, for testing and timing the report layer.
 
 :func:`write_synthetic_grid` writes one FINISHED run per (cell, head) with the tags, params, metrics
-and artifacts that :class:`benchmark.tracking.RunRecorder` gives the runs of a real grid.
+and artifacts that :class:`benchmark.run.tracking.RunRecorder` gives the runs of a real grid.
 Nothing is trained: every run's test predictions are drawn so that their SRCC against the MOS hits a
 chosen target, which makes the true difference between two heads known in advance:
 
@@ -38,7 +38,7 @@ from benchmark.heads import UnknownHeadError, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.provenance import git_sha
 from benchmark.schema import CONFIG_ARTIFACT, PREDICTIONS_ARTIFACT, PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT, metric_key
-from benchmark.tracking import get_experiment_id, resolve_tracking_uri
+from benchmark.run.tracking import get_experiment_id, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def write_synthetic_grid(
     Parameters
     ----------
     tracking_uri : str or None
-        MLflow tracking URI (``None``: :func:`benchmark.tracking.resolve_tracking_uri`'s default).
+        MLflow tracking URI (``None``: :func:`benchmark.run.tracking.resolve_tracking_uri`'s default).
     grid : str
         Grid name, used as the experiment name and the ``grid`` tag.
     backbones : sequence of str

@@ -3,25 +3,25 @@
 Per cell (backbone, dataset) and pair of heads, the inputs are per-split differences ``d_j`` of a
 metric (seeds averaged within a split first), over ``J >= 10`` random train/test splits.
 
-* :mod:`~benchmark.stats.frequentist` — the corrected resampled t-test (Nadeau & Bengio 2003) and its
+* :mod:`~benchmark.analysis.stats.frequentist` — the corrected resampled t-test (Nadeau & Bengio 2003) and its
   interval, the naive t-test and Wilcoxon (descriptive only), the cross-dataset caveat, Holm, the
   across-dataset Wilcoxon;
-* :mod:`~benchmark.stats.bayes` — the correlated Bayesian t-test with a ROPE and its verdict (evidence
+* :mod:`~benchmark.analysis.stats.bayes` — the correlated Bayesian t-test with a ROPE and its verdict (evidence
   for "no difference", which a p-value cannot give);
-* :mod:`~benchmark.stats.power` — power and minimum detectable effect of the corrected test, split and
+* :mod:`~benchmark.analysis.stats.power` — power and minimum detectable effect of the corrected test, split and
   seed variance components, "How many splits do I need?";
-* :mod:`~benchmark.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions,
+* :mod:`~benchmark.analysis.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions,
   resampling images or whole references;
-* :mod:`~benchmark.stats.ranks` — independent (backbone, dataset) blocks; Friedman test, average ranks and
+* :mod:`~benchmark.analysis.stats.ranks` — independent (backbone, dataset) blocks; Friedman test, average ranks and
   Nemenyi critical difference over them.
 
-Every name is importable from ``benchmark.stats`` directly.
+Every name is importable from ``benchmark.analysis.stats`` directly.
 """
 
-from benchmark.stats._inputs import StatsInputError
-from benchmark.stats.bayes import DEFAULT_ROPE, VERDICTS, bayesian_correlated_ttest, verdict
-from benchmark.stats.bootstrap import paired_bootstrap_srcc_ci, paired_bootstrap_srcc_cis, rowwise_srcc
-from benchmark.stats.frequentist import (
+from benchmark.analysis.stats._inputs import StatsInputError
+from benchmark.analysis.stats.bayes import DEFAULT_ROPE, VERDICTS, bayesian_correlated_ttest, verdict
+from benchmark.analysis.stats.bootstrap import paired_bootstrap_srcc_ci, paired_bootstrap_srcc_cis, rowwise_srcc
+from benchmark.analysis.stats.frequentist import (
     MIN_DATASETS_FOR_SIGNIFICANCE,
     across_dataset_wilcoxon,
     corrected_resampled_ci,
@@ -31,7 +31,7 @@ from benchmark.stats.frequentist import (
     naive_paired_ttest,
     wilcoxon_p,
 )
-from benchmark.stats.power import (
+from benchmark.analysis.stats.power import (
     TARGET_POWER,
     VarianceComponents,
     corrected_ttest_power,
@@ -39,7 +39,7 @@ from benchmark.stats.power import (
     mde_vs_splits,
     split_seed_variance,
 )
-from benchmark.stats.ranks import (
+from benchmark.analysis.stats.ranks import (
     MIN_INDEPENDENT_BLOCKS,
     average_ranks,
     friedman_test,

@@ -21,7 +21,7 @@ import timm
 from huggingface_hub import try_to_load_from_cache
 from timm.models import get_pretrained_cfg
 
-from benchmark.cell_data import dataset_labels
+from benchmark.run.cell_data import dataset_labels
 from benchmark.config import BackboneSpec, ConfigError, GridConfig
 from benchmark.data import DataError
 from benchmark.heads import get_head

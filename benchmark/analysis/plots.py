@@ -1,6 +1,6 @@
 """Comparison plots of a grid report (PNG, 120 dpi), one function per plot.
 
-Each function takes tidy DataFrames built by :mod:`benchmark.report` and an output path. Figures are
+Each function takes tidy DataFrames built by :mod:`benchmark.analysis.report` and an output path. Figures are
 built with :class:`matplotlib.figure.Figure` and its Agg canvas, never through ``pyplot``, so plotting
 changes no global backend or state and leaks no open figure.
 """

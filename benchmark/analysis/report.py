@@ -1,10 +1,10 @@
 """Report of a grid: statistics, tables and plots from the MLflow store (no retraining).
 
-:func:`build_report` reads the runs of a grid (:mod:`benchmark.report_data`), pairs the heads of each
+:func:`build_report` reads the runs of a grid (:mod:`benchmark.analysis.report_data`), pairs the heads of each
 matched cell split by split (seeds averaged within a split first), runs the tests of
-:mod:`benchmark.stats`, and writes CSV files, paper-style tables (:mod:`benchmark.tables`), plots
-(:mod:`benchmark.plots`) and ``provenance.json`` into ``results/<grid>/``. FINISHED result runs count,
-and so do runs that failed by their head's own doing (as SRCC = 0, :func:`benchmark.report_data.usable_runs`);
+:mod:`benchmark.analysis.stats`, and writes CSV files, paper-style tables (:mod:`benchmark.analysis.tables`), plots
+(:mod:`benchmark.analysis.plots`) and ``provenance.json`` into ``results/<grid>/``. FINISHED result runs count,
+and so do runs that failed by their head's own doing (as SRCC = 0, :func:`benchmark.analysis.report_data.usable_runs`);
 every expected (cell, head) run without one is listed in ``missing.csv`` and reported as a warning.
 
 Files: ``runs.csv`` (FINISHED runs used), ``pairs.csv`` (per-split paired values), ``stats.csv``
@@ -13,7 +13,7 @@ datasets of the per-dataset mean deltas, with the small-N caveat), ``missing.csv
 (heads vs the linear probe), ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``, PNG
 plots and ``provenance.json``.
 
-``stats.csv`` is described in :mod:`benchmark.comparisons`; ``health.csv`` in :mod:`benchmark.health`.
+``stats.csv`` is described in :mod:`benchmark.analysis.comparisons`; ``health.csv`` in :mod:`benchmark.analysis.health`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from benchmark import plots, stats, tables
-from benchmark.comparisons import (
+from benchmark.analysis import plots, stats, tables
+from benchmark.analysis.comparisons import (
     across_datasets,
     add_bootstrap,
     cell_stats,
@@ -37,9 +37,9 @@ from benchmark.comparisons import (
     paired_deltas,
     rank_blocks,
 )
-from benchmark.health import health_check, health_warnings
+from benchmark.analysis.health import health_check, health_warnings
 from benchmark.provenance import write_provenance
-from benchmark.report_data import (
+from benchmark.analysis.report_data import (
     ReportError,
     find_missing,
     load_learning_curves,
@@ -51,7 +51,7 @@ from benchmark.report_data import (
     warn,
 )
 from benchmark.schema import FIT_METRICS, ROLE_REFERENCE, RUN_TAGS, TEST_METRICS, metric_key
-from benchmark.tracking import resolve_tracking_uri, uri_kind
+from benchmark.run.tracking import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     grid : str or None
         Grid (experiment) name; ``None`` picks the only grid in the store.
     tracking_uri : str or None
-        MLflow tracking URI (default: :func:`benchmark.tracking.resolve_tracking_uri`).
+        MLflow tracking URI (default: :func:`benchmark.run.tracking.resolve_tracking_uri`).
     out_dir : Path or None
         Output folder (default ``results/<grid>``).
     reference : str, default "mse"

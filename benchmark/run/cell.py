@@ -1,10 +1,10 @@
 """One cell of a grid: every head trained as a matched pair, tuned alike, beside a linear-probe reference.
 
-Data flow of a cell: :func:`benchmark.cell_data.load_cell_data` (labels, split, label map, order) →
-regime inputs (cached features or decoded images) → per head, one :func:`benchmark.training.fit` per
-tuning trial (:mod:`benchmark.trials`; trial runs are children of the head's result run) → the trial
+Data flow of a cell: :func:`benchmark.run.cell_data.load_cell_data` (labels, split, label map, order) →
+regime inputs (cached features or decoded images) → per head, one :func:`benchmark.run.training.fit` per
+tuning trial (:mod:`benchmark.run.trials`; trial runs are children of the head's result run) → the trial
 with the best val SRCC is scored once on the test split → the head's ``result`` run. Per cell, the
-ridge probe (:mod:`benchmark.probe`) is recorded as a ``reference`` run.
+ridge probe (:mod:`benchmark.run.probe`) is recorded as a ``reference`` run.
 
 A head that raises ends its run FAILED (message tag, traceback artifact) and the cell goes on with the
 other heads; :attr:`HeadResult.error` tells the caller.
@@ -25,15 +25,15 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.cell_data import CellData, load_cell_data
+from benchmark.run.cell_data import CellData, load_cell_data
 from benchmark.config import Cell, GridConfig, HeadSpec
-from benchmark.features import Preprocessing, cached_features
+from benchmark.run.features import Preprocessing, cached_features
 from benchmark.heads import get_head, head_hparams
 from benchmark.metrics import compute_metrics
 from benchmark.models import IQAModel, create_backbone, weights_fingerprint
-from benchmark.probe import PROBE_ALPHAS, fit_probe
+from benchmark.run.probe import PROBE_ALPHAS, fit_probe
 from benchmark.provenance import git_sha
-from benchmark.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
+from benchmark.run.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
 from benchmark.schema import (
     CONFIG_ARTIFACT,
     DIVERGED,
@@ -47,10 +47,10 @@ from benchmark.schema import (
     WEIGHTS_ARTIFACTS,
     metric_key,
 )
-from benchmark.claims import Claim, ClaimBook, Outcome, State
-from benchmark.tracking import RunRecorder
-from benchmark.training import FitResult, fit, order_hash, predict_u
-from benchmark.trials import Trial, select_trial, trial_list
+from benchmark.run.claims import Claim, ClaimBook, Outcome, State
+from benchmark.run.tracking import RunRecorder
+from benchmark.run.training import FitResult, fit, order_hash, predict_u
+from benchmark.run.trials import Trial, select_trial, trial_list
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class CellRunner:
     def run(self, todo: set[str] | None = None) -> list[HeadResult]:
         """Run the probe and the heads named in ``todo`` (default: all) that no process has done or holds.
 
-        ``probe`` in ``todo`` names the reference run. Every run is claimed first (:mod:`benchmark.claims`),
+        ``probe`` in ``todo`` names the reference run. Every run is claimed first (:mod:`benchmark.run.claims`),
         so concurrent launches of a grid never give one (cell, head) two FINISHED runs; a unit held by
         another live process comes back ``busy``.
         """

@@ -25,9 +25,9 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from benchmark.claims import KILLED, Claim
+from benchmark.run.claims import KILLED, Claim
 from benchmark.schema import FAILURE_TAG, PREDICTIONS_ARTIFACT, ROLE_RESULT, ROLE_TRIAL, TRACEBACK_ARTIFACT, TRIAL_TAG
-from benchmark.store import ensure_experiment
+from benchmark.run.store import ensure_experiment
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def finished_config_hashes(client: MlflowClient, experiment_id: str) -> dict[tup
     """The FINISHED runs' config hashes, ``{work_key: config_hash}`` (:func:`work_key`).
 
     Runs left RUNNING are not touched here: a live one belongs to another process working on the grid
-    right now, a dead one is taken over by :mod:`benchmark.claims` once its heartbeat has expired.
+    right now, a dead one is taken over by :mod:`benchmark.run.claims` once its heartbeat has expired.
     """
     return {work_key(run.data.tags): run.data.tags.get("config_hash", "")
             for run in _all_runs(client, experiment_id) if run.info.status == "FINISHED"}
@@ -96,7 +96,7 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list:
 
 @dataclass
 class RunRecorder:
-    """Writes one run that a :class:`benchmark.claims.Claim` holds: params on entry, metrics and artifacts
+    """Writes one run that a :class:`benchmark.run.claims.Claim` holds: params on entry, metrics and artifacts
     inside the block, the end status on exit.
 
     An exception inside the ``with`` block ends the run FAILED with the message as the ``failure`` tag and

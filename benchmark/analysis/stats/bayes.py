@@ -11,7 +11,7 @@ difference the wrong verdicts "a better" / "b better" came out in at most 0.014 
 500 rows and heads whose per-split differences spread by ~0.03 SRCC (and with 33 references x 50
 images) "equivalent" never came out, at a true difference of 0 or of ROPE/2 — the posterior is
 wider than the ROPE — while with 2000 rows and similar heads (spread ~0.004) it came out in 0.96
-of cells at 0 and 0.37 at ROPE/2. The minimum detectable effect (:mod:`~benchmark.stats.power`)
+of cells at 0 and 0.37 at ROPE/2. The minimum detectable effect (:mod:`~benchmark.analysis.stats.power`)
 says which case a grid is in.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from benchmark.stats._inputs import StatsInputError, check_set_sizes, finite_vector
-from benchmark.stats.frequentist import corrected_se
+from benchmark.analysis.stats._inputs import StatsInputError, check_set_sizes, finite_vector
+from benchmark.analysis.stats.frequentist import corrected_se
 
 DEFAULT_ROPE = 0.01
 """Half-width of the region of practical equivalence, in SRCC units (DESIGN.md)."""
@@ -41,7 +41,7 @@ def bayesian_correlated_ttest(
     random splits (Nadeau & Bengio 2003), ``rho / (1 - rho) = n_test / n_train`` and the posterior of
     the mean difference (under the reference prior) is Student's t with ``J - 1`` degrees of freedom,
     location ``mean(d)`` and scale ``sqrt((1/J + n_test/n_train) * var(d, ddof=1))`` — the scale of
-    :func:`~benchmark.stats.frequentist.corrected_resampled_ttest`, so a 95 % credible interval equals
+    :func:`~benchmark.analysis.stats.frequentist.corrected_resampled_ttest`, so a 95 % credible interval equals
     the corrected 95 % confidence interval.
 
     Parameters

@@ -22,8 +22,8 @@ from benchmark.data import (
     make_split,
     u_to_mos,
 )
-from benchmark.regimes import RowTable
-from benchmark.training import epoch_orders
+from benchmark.run.regimes import RowTable
+from benchmark.run.training import epoch_orders
 
 
 @dataclass(frozen=True)

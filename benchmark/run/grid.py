@@ -1,12 +1,12 @@
 """Running a grid: planning, cache preparation, and the local and Slurm (submitit) executors.
 
 Exactly once: every run (a head's result, a tuning trial, a cell's probe) is claimed before it starts
-(:mod:`benchmark.claims`), so a grid can be killed and rerun at will, and launched several times at
+(:mod:`benchmark.run.claims`), so a grid can be killed and rerun at will, and launched several times at
 once (terminals, a resubmitted Slurm array, ``--workers``), and still ends with one FINISHED run per
 unit: a FINISHED unit is skipped, a unit held by another live process is offered again until that
 process finishes it or its claim expires (a killed process stops heartbeating; after ``claim_ttl_s``
 its unit is taken over), and a head whose tuning was interrupted reuses its FINISHED trial runs.
-SQLite stores are opened under a file lock (:mod:`benchmark.store`); an MLflow server is the faster
+SQLite stores are opened under a file lock (:mod:`benchmark.run.store`); an MLflow server is the faster
 store for many workers or several nodes.
 """
 
@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.cell import CellRunner, HeadResult
-from benchmark.cell_data import dataset_labels
-from benchmark.claims import ClaimBook
+from benchmark.run.cell import CellRunner, HeadResult
+from benchmark.run.cell_data import dataset_labels
+from benchmark.run.claims import ClaimBook
 from benchmark.config import Cell, ConfigError, GridConfig, HeadSpec
 from benchmark.data import dataset_info
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
-from benchmark.store import open_client
-from benchmark.tracking import finished_config_hashes, get_experiment_id, resolve_tracking_uri, uri_kind
-from benchmark.trials import trial_list
-from benchmark.validate import validate_grid
+from benchmark.run.store import open_client
+from benchmark.run.tracking import finished_config_hashes, get_experiment_id, resolve_tracking_uri, uri_kind
+from benchmark.run.trials import trial_list
+from benchmark.run.validate import validate_grid
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool =
               data_root: str | None = None, claim_ttl_s: float = DEFAULT_CLAIM_TTL_S) -> GridPlan:
     """Validate the grid, open the store, end expired claims and list the (cell, head) runs still to do.
 
-    Validation (:func:`benchmark.validate.validate_grid`) comes first, so a grid that cannot run leaves the
+    Validation (:func:`benchmark.run.validate.validate_grid`) comes first, so a grid that cannot run leaves the
     store untouched. A dry run skips it (the CLI reports its problems beside the plan) and only reads
     the store (it creates no experiment and marks nothing).
 

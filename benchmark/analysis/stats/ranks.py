@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmark.stats._inputs import StatsInputError
+from benchmark.analysis.stats._inputs import StatsInputError
 
 MIN_INDEPENDENT_BLOCKS = 5
 """Fewest blocks for a Friedman test / critical-difference diagram. With 3 heads and 4 blocks even a

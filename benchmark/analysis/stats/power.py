@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from benchmark.stats._inputs import StatsInputError, check_open_unit
+from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit
 
 TARGET_POWER = 0.80
 

@@ -1,0 +1,1 @@
+"""Analysing a store: paired comparisons, statistics, the health check, tables, plots and the report."""
