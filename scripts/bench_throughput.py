@@ -1,7 +1,8 @@
 """Throughput of the suite's fine-tune loop on cached data vs a bare timm training step, in one run.
 
-The suite's loop (``benchmark.run.training.fit`` with the decoded-image cache, seeded crops/flips on the
-device, the DOR head, AMP bf16 + channels-last on CUDA) is timed over one epoch of ``steps`` batches;
+The suite's loop (``benchmark.run.training.fit`` reading ``bundled`` from its image store at its policy,
+seeded random patches and flips, the DOR head, AMP bf16 + channels-last on CUDA) is timed over one epoch
+of ``steps`` batches;
 the bare loop trains the same backbone with a linear MSE head on synthetic tensors already on the
 device. Both use the same batch size, resolution and optimiser. Prints images/s and the ratio.
 
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from benchmark.data import load_labels
+from benchmark.data import default_policy, load_labels
 from benchmark.run.features import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, create_backbone
@@ -39,7 +40,7 @@ def suite_throughput(backbone: str, batch: int, steps: int, device: str) -> floa
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     prep = Preprocessing.for_backbone(model.backbone)
-    source = ImageSource(rows, prep, seed=0, device=device)
+    source = ImageSource(rows, [default_policy("bundled")], prep, seed=0, device=device)
     targets = torch.from_numpy(labels["u"].to_numpy(np.float32))
     train_idx = np.arange(batch * steps) % len(labels)  # wraps around on a small dataset
     val_idx = np.arange(len(labels) - batch, len(labels))
@@ -54,7 +55,7 @@ def suite_throughput(backbone: str, batch: int, steps: int, device: str) -> floa
 
 def bare_throughput(backbone: str, batch: int, steps: int, device: str) -> float:
     model = create_backbone(backbone, True)
-    size = Preprocessing.for_backbone(model).crop
+    size = Preprocessing.for_backbone(model).patch
     head = torch.nn.Linear(model.num_features, 1)
     net = torch.nn.Sequential(model, head).to(device)
     x = torch.randn(batch, 3, size, size, device=device)

@@ -50,7 +50,8 @@ def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
         assert run.data.params["head.init"] == "prior" and "trial" not in run.data.tags or run.data.tags["trial"] == "base"
     assert all(float(p.data.params["probe.alpha"]) > 0 and "lr" not in p.data.params for p in probes)
     predictions = _predictions(client, results[0])
-    assert list(predictions.columns) == ["image", "mos", "pred"] and predictions["mos"].between(1, 5).all()
+    assert list(predictions.columns) == ["image", "mos", "pred", "ref"] and predictions["mos"].between(1, 5).all()
+    assert predictions.groupby("ref").size().min() > 1  # whole references: what the report's bootstrap resamples
 
     by_cell = {}
     for run in results:

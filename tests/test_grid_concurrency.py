@@ -7,7 +7,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 from mlflow.entities import ViewType
 
 from benchmark.run.store import open_client
