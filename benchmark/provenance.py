@@ -38,7 +38,8 @@ def git_sha() -> str:
 
 
 def _git_dirty() -> bool | None:
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """Whether tracked source differs from the commit; ``results/`` is left out (the suite writes there)."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return None if status is None else bool(status)
 
 
