@@ -140,16 +140,16 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     ax.set_xlabel(f"Δ {name} (head A − head B), mean over splits")
     ax.set_ylim(-0.7, n - 0.3)
     scope = f" ({', '.join(common)})" if common else ""
-    _title(ax, f"Δ test {name} per cell and head pair{scope}: mean over splits with the 95 % CI of the\n"
-               "corrected resampled t-test (unadjusted); marker: significant after Holm over the grid; [Bayesian "
-               "verdict; 80 %-power MDE]", fontsize=10)
+    _title(ax, f"Δ test {name} per cell and head pair{scope}:\nmean over splits with the 95 % CI of the corrected "
+               "resampled t-test (unadjusted);\nfilled marker: significant after Holm; [Bayesian verdict; 80 %-power "
+               "MDE]", fontsize=10)
     ax.legend(handles=[
         Line2D([], [], marker="D", color=SIGNIFICANT, ls="", label="significant (Holm p < 0.05)"),
         Line2D([], [], marker="o", color=NOT_SIGNIFICANT, mfc="white", ls="", label="not significant"),
         Patch(color="#d5d8dc", label=f"ROPE ± {rope:g} (practically equivalent)")],
         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path, left=label_width, right=2.6, top=0.75, bottom=0.6)
+    _save(fig, path, left=label_width, right=2.6, top=0.95, bottom=0.6)
 
 
 def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path) -> None:
