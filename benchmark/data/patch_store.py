@@ -39,7 +39,7 @@ csiq        866     native 512 x 512                           0.63 GiB  0.16 Gi
 tid2013     3000    native 512 x 384                           1.65 GiB  0.55 GiB
 livec       1161    native 500 x 500                           0.81 GiB  0.21 GiB
 spaq        11125   shorter side 512: ~683 x 512 (4:3 photos)  10.87 GiB 2.04 GiB
-bundled     1650    native 256 x 256                           0.30 GiB  0.30 GiB
+bundled     1700    native 256 x 256                           0.31 GiB  0.31 GiB
 all seven   37129   (real datasets)                            25.92 GiB 6.80 GiB
 ==========  ======  =========================================  ========  =====================
 """

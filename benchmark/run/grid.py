@@ -30,7 +30,7 @@ from benchmark.run.claims import ClaimBook
 from benchmark.config import Cell, ConfigError, GridConfig, HeadSpec
 from benchmark.data import dataset_info
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
-from benchmark.run.store import open_client
+from benchmark.run.store import open_client, sqlite_path
 from benchmark.run.tracking import finished_config_hashes, get_experiment_id, resolve_tracking_uri, uri_kind
 from benchmark.run.trials import trial_list
 from benchmark.run.validate import validate_grid
@@ -96,12 +96,20 @@ def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool =
     if not dry_run:
         validate_grid(grid, data_root)
     uri = resolve_tracking_uri(tracking_uri)
+    database = sqlite_path(uri)
+    if dry_run and database is not None and not database.exists():  # nothing to read, and nothing to create
+        return _todo(GridPlan(grid, uri, "", claim_ttl_s=claim_ttl_s), {})
     client = open_client(uri)
     experiment_id = get_experiment_id(client, uri, grid.name, create=not dry_run)
     if experiment_id and not dry_run:
         ClaimBook(client, experiment_id, heartbeat_s=claim_ttl_s / 10, ttl_s=claim_ttl_s).reap_expired()
     finished = finished_config_hashes(client, experiment_id) if experiment_id else {}
-    plan = GridPlan(grid, uri, experiment_id or "", claim_ttl_s=claim_ttl_s)
+    return _todo(GridPlan(grid, uri, experiment_id or "", claim_ttl_s=claim_ttl_s), finished)
+
+
+def _todo(plan: GridPlan, finished: dict[tuple[str, str, str, str], str]) -> GridPlan:
+    """Fill ``plan.todo`` with every unit without a FINISHED run; refuse runs made with other settings."""
+    grid, uri = plan.grid, plan.tracking_uri
     changed = []
     units = [(ROLE_REFERENCE, HeadSpec(PROBE_HEAD, PROBE_HEAD))] + [(ROLE_RESULT, head) for head in grid.heads]
     for cell in grid.cells():
@@ -243,9 +251,12 @@ def estimate_seconds(plan: GridPlan) -> float:
         fits = len(heads - {PROBE_HEAD}) * trials
         if grid.regime == "frozen":
             total += fits * (0.2 + 0.001 * n * grid.training.epochs / 40)
-        else:
+        else:  # training patches at the training rate, validation patches at ~3x (inference only)
             rate = 2500.0 if gpu else 10.0
-            total += fits * grid.training.epochs * n * 0.8 / rate
+            policy = grid.image_policies[cell.dataset]
+            train, val, _ = grid.split_fractions
+            epoch = n * train * policy.train_patches / rate + n * val * policy.test_patches / (3 * rate)
+            total += fits * grid.training.epochs * epoch
     if grid.regime == "frozen":
         pairs = {(c.backbone, c.dataset) for c in plan.todo}
         total += sum(_n_rows(grid, d) / (1000.0 if gpu else 40.0) for _, d in pairs)
