@@ -1,19 +1,26 @@
-"""Calibration on the suite's own harness: null grids of two identical heads, through the real cells and report.
+"""Calibration on the suite's own harness: null grids through the real cells and report code.
 
 ``scripts/calibration.py`` simulates ridge regressions; the suite itself splits 60/20/20 by reference, trains
 with seeded init, dropout, AdamW and early stopping, and tests the per-split differences. This script
 checks the tests on that protocol. Each null grid is the default grid's recipe on one backbone (frozen,
-offline ImageNet weights, ``bundled``, prior init): two heads of the same type and hyper-parameters that
-differ only in their head seed (``dor`` and ``dor-twin: {type: dor}``), J splits with fresh split seeds
-(grid g uses splits g·J … g·J + J − 1, so every grid has its own train/test partitions), S seeds per split.
-Every cell runs through :class:`benchmark.run.cell.CellRunner` into one SQLite store, and each grid is tested
-with the report's own :func:`benchmark.analysis.comparisons.paired_deltas` and :func:`benchmark.analysis.comparisons.cell_stats`.
+offline ImageNet weights, ``bundled``, prior init), J splits with fresh split seeds (grid g uses splits
+g·J … g·J + J − 1, so every grid has its own train/test partitions), two seeds per split, and two heads of
+the same type and hyper-parameters that differ only in their head seed (``dor`` and ``dor-twin``). Every
+cell runs through :class:`benchmark.run.cell.CellRunner` into one SQLite store.
+
+Two heads that differ only in their head seed are not a usable null: ``init_prior`` zeroes the output
+layer and sets its bias from the data, so the head seed has no effect left, and the twins train to the
+same weights (``twins_identical`` counts the cells where their test SRCC is exactly equal). The null is
+therefore one head against itself trained under the other seed of the same split — ``dor`` at seed 0 vs
+``dor`` at seed 1: another trunk init, sample order and dropout stream, i.e. all of the training noise a
+grid has, and exactly no true difference. Each grid's per-split differences are tested with the report's
+own :func:`benchmark.analysis.comparisons.paired_deltas` and :func:`benchmark.analysis.comparisons.cell_stats`.
 
 Under this null, a calibrated test rejects in a fraction α of the grids, and the Bayesian test calls "a
 better" or "b better" in at most 5 % of them. Known effects are then added to the measured per-split
 differences (real training and split noise, an exact shift δ) to give the power of the corrected test and
-the verdict rates at δ = ROPE/2 (inside the ROPE) and δ = 2, 3 ROPE. The grids' split-vs-seed variance
-decomposition (S ≥ 2) is written too.
+the verdict rates at δ = ROPE/2 (inside the ROPE) and δ = 2, 3, 5 ROPE. ``variance`` gives the split and
+seed variance of one head's test SRCC (one-way ANOVA over the two seeds of each split).
 
 Usage::
 
@@ -45,9 +52,16 @@ from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.analysis.report_data import load_runs, usable_runs  # noqa: E402
 from benchmark.schema import PROBE_HEAD  # noqa: E402
-from benchmark.analysis.stats import bayesian_correlated_ttest, corrected_resampled_ttest, verdict, wilcoxon_p  # noqa: E402
+from benchmark.analysis.stats import (  # noqa: E402
+    bayesian_correlated_ttest,
+    corrected_resampled_ttest,
+    split_seed_variance,
+    verdict,
+    wilcoxon_p,
+)
 
 HEADS = ("dor", "dor-twin")
+NULL_PAIR = ("dor@seed0", "dor@seed1")
 ALPHA = 0.05
 
 
@@ -67,16 +81,24 @@ def null_grid(backbone: str, n_grids: int, n_splits: int, n_seeds: int) -> dict:
     return data
 
 
-def grid_statistics(finished: pd.DataFrame, n_splits: int, rope: float) -> pd.DataFrame:
-    """The report's statistics of dor − dor-twin for every null grid (splits g·J … g·J + J − 1)."""
-    rows = []
-    for g, runs in finished.groupby(finished["split"] // n_splits):
+def seed_pairs(finished: pd.DataFrame) -> pd.DataFrame:
+    """``dor`` runs relabelled as two heads, one per seed (``dor@seed0``, ``dor@seed1``), paired by split."""
+    runs = finished[finished["head"] == HEADS[0]]
+    return runs.assign(head="dor@seed" + runs["seed"].astype(str), seed=0)
+
+
+def grid_statistics(null_runs: pd.DataFrame, n_splits: int, rope: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report's statistics of dor@seed0 − dor@seed1 for every null grid (splits g·J … g·J + J − 1), and the
+    per-split differences."""
+    rows, frames = [], []
+    for g, runs in null_runs.groupby(null_runs["split"] // n_splits):
         runs = runs.assign(pair_key=f"grid{g}")
-        deltas = paired_deltas(runs, [HEADS], ["srcc"])
+        deltas = paired_deltas(runs, [NULL_PAIR], ["srcc"])
         row = cell_stats(deltas, runs, [], rope).iloc[0].to_dict()
         row.update(grid=g, p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
         rows.append(row)
-    return pd.DataFrame(rows)
+        frames.append(deltas)
+    return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
 
 
 def effect_rates(grids: pd.DataFrame, deltas: pd.DataFrame, n_splits: int, rope: float,
@@ -131,8 +153,10 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     finished = usable_runs(load_runs(uri, plan.experiment_id), [])[1]
-    grids = grid_statistics(finished, args.splits, grid.rope)
-    deltas = paired_deltas(finished, [HEADS], ["srcc"])
+    twins = finished.pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
+    grids, deltas = grid_statistics(seed_pairs(finished), args.splits, grid.rope)
+    one_head = finished[finished["head"] == HEADS[0]].rename(columns={"test_srcc": "srcc"})
+    components = split_seed_variance(one_head, value="srcc")
     shifts = (0.0, grid.rope / 2, 2 * grid.rope, 3 * grid.rope, 5 * grid.rope)
     effects = effect_rates(grids, deltas, args.splits, grid.rope, shifts)
     grids.to_csv(args.out / "grids.csv", index=False)
@@ -147,10 +171,13 @@ def main() -> None:
     }
     summary = {
         "n_grids": n, "n_splits": args.splits, "n_seeds": args.seeds, "backbone": args.backbone,
+        "null": "dor at seed 0 vs dor at seed 1, paired by split",
+        "twins_identical": {"cells": int((twins[HEADS[0]] == twins[HEADS[1]]).sum()), "of": len(twins)},
         "rope": grid.rope, "alpha": ALPHA, "train_seconds": round(train_s, 1),
         "rates": {name: {"rate": k / n, "wilson95": wilson(k, n)} for name, k in counts.items()},
-        "variance": {"var_split_mean": float(grids["var_split"].mean()), "var_seed_mean": float(grids["var_seed"].mean()),
-                     "sd_delta_mean": float(grids["std_delta"].mean()), "mde80_median": float(grids["mde80"].median()),
+        "variance": {"one_head_var_split": components.var_split, "one_head_var_seed": components.var_seed,
+                     "null_sd_delta_mean": float(grids["std_delta"].mean()),
+                     "null_mde80_median": float(grids["mde80"].median()),
                      "n_test_over_n_train": float((grids["n_test"] / grids["n_train"]).mean())},
         "effects": effects.to_dict("records"),
     }
