@@ -237,7 +237,7 @@ class CellRunner:
 
     # ---- a head -----------------------------------------------------------------------------------
 
-    def _build(self, spec: HeadSpec) -> tuple[nn.Module, nn.Module]:
+    def build_model(self, spec: HeadSpec) -> tuple[nn.Module, nn.Module]:
         """The model a trial of ``spec`` starts from: shared init (backbone / trunk), the head's own seed,
         its output layer at the training prior unless ``init: default``."""
         if self.grid.regime == "frozen":
@@ -272,7 +272,7 @@ class CellRunner:
 
     def _train(self, spec: HeadSpec, trial: Trial) -> FitResult:
         """Train one trial from the cell's shared init; the result holds the best epoch's weights."""
-        model, head = self._build(spec)
+        model, head = self.build_model(spec)
         source = self._source()
         with tqdm(total=trial.settings.epochs, desc=f"{spec.label} {trial.key}", unit="epoch", leave=False) as bar:
             torch.manual_seed(self.seeds.train)  # dropout etc.: one stream per cell, the same for every trial
@@ -283,7 +283,7 @@ class CellRunner:
 
     def _run_head(self, spec: HeadSpec) -> HeadResult | None:
         config_hash = self.grid.run_config_hash(self.cell, spec)
-        model, _ = self._build(spec)
+        model, _ = self.build_model(spec)
         tags = self._tags(spec.label, spec.type, ROLE_RESULT, self._init_hash(model), config_hash)
         claim = self._claim(tags)
         if not isinstance(claim, Claim):
@@ -317,7 +317,7 @@ class CellRunner:
         run.log_metrics({"best_epoch": fit_result.best_epoch, "best_val_srcc": fit_result.best_val_srcc,
                          "train_seconds": sum(o.fit.seconds for o in outcomes if o.fit is not None),
                          "nonfinite_batches": fit_result.nonfinite_batches})
-        model, head = self._build(spec)
+        model, head = self.build_model(spec)
         model.load_state_dict(fit_result.best_state)
         # the test split is read here for the first time, for the selected trial only
         pred_u = predict_u(model, head, self._source(), self.data.test_idx, self.grid.training.batch_size * 2,
