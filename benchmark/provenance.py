@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,12 @@ def _git(*args: str) -> str | None:
 
 def git_sha() -> str:
     """Commit of the suite's source tree (``git rev-parse HEAD``); ``"unknown"`` outside a git checkout."""
+    return _head_of(_REPO_DIR)
+
+
+@functools.cache
+def _head_of(repo: Path) -> str:
+    """``git rev-parse HEAD`` in ``repo``, asked once per process (every run of a grid carries it)."""
     return _git("rev-parse", "HEAD") or "unknown"
 
 

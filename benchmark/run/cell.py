@@ -119,6 +119,7 @@ class CellRunner:
             self.backbone = seeded_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
             self.backbone_hash = weights_fingerprint(self.backbone)
         self.prep = Preprocessing.for_backbone(self.backbone, grid.image_size)
+        self._order_hash = order_hash(self.data.orders)
         self._initial_state = copy.deepcopy(self.backbone.state_dict()) if grid.regime == "finetune" else None
 
     @functools.cached_property
@@ -177,7 +178,7 @@ class CellRunner:
             "grid": self.grid.name, "cell_key": c.key, "pair_key": c.pair_key, "backbone": c.backbone,
             "dataset": c.dataset, "test_dataset": c.test_dataset, "head": label, "head_type": head_type,
             "regime": c.regime, "split": str(c.split), "seed": str(c.seed), "git_sha": git_sha(),
-            "init_hash": init_hash, "order_hash": order_hash(self.data.orders), "config_hash": config_hash,
+            "init_hash": init_hash, "order_hash": self._order_hash, "config_hash": config_hash,
             "role": role,
         }
 
@@ -257,10 +258,14 @@ class CellRunner:
             model = model.to(memory_format=torch.channels_last)
         return model, head
 
-    def _source(self):
-        if self.grid.regime == "frozen":
-            return self.features
+    @functools.cached_property
+    def _images(self) -> ImageSource:
+        """The fine-tuning inputs: the datasets' image stores, opened once per cell."""
         return ImageSource(self.data.rows, self.data.policies, self.prep, self.seeds.augment, self.device)
+
+    def _source(self):
+        """The regime's inputs, with the patch stream at its start (every trial sees the same patches)."""
+        return self.features if self.grid.regime == "frozen" else self._images.restart()
 
     def _init_hash(self, model: nn.Module) -> str:
         """Hash of the weights a pair shares at initialisation, taken from the model about to train:

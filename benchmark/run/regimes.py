@@ -88,7 +88,13 @@ class ImageSource:
         self.prep = prep
         self.device = device
         self.cuda = device.startswith("cuda")
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def restart(self) -> "ImageSource":
+        """Rewind the patch stream to its seed, so the next trial draws the same patches as the first."""
+        self.generator.manual_seed(self.seed)
+        return self
 
     def _inputs(self, table: int, positions) -> torch.Tensor:
         patches = extract_patches(self.stores[table], positions, pin_memory=self.cuda)
