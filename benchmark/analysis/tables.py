@@ -93,7 +93,7 @@ def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, ref
             table[column] = marks.reindex(keys, fill_value=False).to_numpy(dtype=bool)
         else:
             table[column] = False
-    failed = finished[finished["failed"]] if "failed" in finished else finished.iloc[:0]
+    failed = finished[finished["failed"]]
     table["failures"] = failed.groupby(["pair_key", "head"]).size().reindex(keys, fill_value=0).to_numpy()
     table["flagged"] = False
     if health is not None and not health.empty:
@@ -107,7 +107,7 @@ def _cell(row: dict, bold: tuple[str, str], pm: str, marks: dict[str, str]) -> s
     if row["best"]:
         value = f"{bold[0]}{value}{bold[1]}"
     std = "–" if np.isnan(row["std"]) else f"{row['std']:.3f}"
-    failures = f" [{row['failures']} failed]" if row.get("failures") else ""
+    failures = f" [{row['failures']} failed]" if row["failures"] else ""
     return f"{value} ({pm} {std})" + "".join(mark for name, mark in marks.items() if row[name]) + failures
 
 
