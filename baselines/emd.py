@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from baselines._common import BinDistributionHead, check_positive
-from baselines.registry import register_head
+from baselines.registry import NUM_BINS, positive, register_head
 from dor_iqa.ordinal import at_least_float32, in_float32
 
 
-@register_head
+@register_head(num_bins=NUM_BINS, sigma=positive(1.0))
 class EMDHead(BinDistributionHead):
     """K-way softmax trained with the squared EMD between CDFs (registry name ``"emd"``).
 

@@ -10,7 +10,7 @@ from baselines.registry import register_head
 from dor_iqa.ordinal import in_float32, reset_output_layer
 
 
-@register_head
+@register_head()
 class MSEHead(nn.Module):
     """Linear layer to one score trained with the mean squared error on ``u`` (registry name ``"mse"``).
 
@@ -51,7 +51,7 @@ class MSEHead(nn.Module):
         reset_output_layer(self.linear, self._location(u_train.double()).reshape(1))
 
 
-@register_head
+@register_head()
 class L1Head(MSEHead):
     """Like :class:`MSEHead` but trained with the mean absolute error (registry name ``"l1"``)."""
 

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from baselines._common import BinDistributionHead, bin_centres, check_positive
-from baselines.registry import register_head
+from baselines.registry import NUM_BINS, positive, register_head
 from dor_iqa.ordinal import at_least_float32, in_float32
 
 
-@register_head
+@register_head(num_bins=NUM_BINS, alpha=positive(1.0))
 class SORDHead(BinDistributionHead):
     """K-way softmax trained on soft ordinal labels (registry name ``"sord"``).
 

@@ -14,14 +14,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
-    from benchmark.run.grid import estimate_seconds, execute, plan_grid
+    from benchmark.run.grid import execute, plan_grid
     from benchmark.run.validate import GridValidationError, validate_grid
 
     grid = load_grid(args.config)
     problems = None
     if args.dry_run:
         try:
-            validate_grid(grid, args.data_root)
+            validate_grid(grid, args.data_root, dry_run=True)
         except GridValidationError as exc:
             problems = exc
     plan = plan_grid(grid, args.tracking_uri, dry_run=args.dry_run, data_root=args.data_root,
@@ -34,24 +34,25 @@ def _run(args: argparse.Namespace) -> int:
         print("image policies (resolution; training patches; test patches):")
         for name, policy in grid.image_policies.items():
             print(f"  {name:<10} {policy.describe()}")
-        print(f"{'cell':<70} heads to run")
+        print(f"{'cell':<70} units to run")
         for cell in cells:
             print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
-        print(f"estimated time: {estimate_seconds(plan) / 60:.1f} min on this machine (rough)")
+        print(f"estimated time (rates measured here for each backbone):\n{plan.estimate().describe()}")
         if problems:
             print(f"error: {problems}", file=sys.stderr)
             return 1
         return 0
-    slurm = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
+    options = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
     if args.slurm_partition:
-        slurm["slurm_partition"] = args.slurm_partition
+        options["slurm_partition"] = args.slurm_partition
+    executor = args.executor or ("workers" if args.workers > 1 else "local")
     start = time.perf_counter()
-    outcomes = execute(plan, args.executor, args.workers, args.data_root, on_cell=_print_cell, slurm=slurm)
+    outcomes = execute(plan, executor, args.workers, on_cell=_print_cell, options=options)
     ran = sum(len(o.results) - len(o.busy) for o in outcomes)
     print(f"done: {ran} runs in {len({o.cell for o in outcomes})} cells, "
           f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
     failures = [(o.cell, r) for o in outcomes for r in o.failures]
-    left = sum(len(o.busy) for o in outcomes) if args.executor == "submitit" else 0  # local passes retry them
+    left = sum(len(o.busy) for o in outcomes) if executor == "submitit" else 0  # the others retry them
     if left:
         print(f"{left} run(s) were held by other processes and are theirs to finish", file=sys.stderr)
     if failures:
@@ -85,7 +86,7 @@ def _list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from benchmark.analysis.report import build_report
 
-    result = build_report(args.grid, args.tracking_uri, args.out, reference=args.reference, pairs=args.pair)
+    result = build_report(args.grid, args.tracking_uri, args.out, pairs=args.pair)
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report written to {result.out_dir}")
@@ -129,6 +130,7 @@ def _head_pair(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dor-bench`` argument parser."""
+    from benchmark.run.claims import DEFAULT_TTL_S
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")
@@ -136,15 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a grid (default: the embedded offline default grid)")
     run.add_argument("--config", help="grid YAML file or built-in grid name (default: default)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    run.add_argument("--executor", choices=("local", "submitit"), default="local")
-    run.add_argument("--workers", type=int, default=1, help="local worker processes (use an MLflow server for > 1)")
+    run.add_argument("--executor", choices=("local", "workers", "submitit"),
+                     help="where cells run: this process, --workers processes, or a Slurm job array "
+                          "(default: workers when --workers > 1, else local)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes of the workers executor")
     run.add_argument("--data-root", help="folder holding the datasets' images (else $DOR_IQA_DATA)")
     run.add_argument("--slurm-cluster", help="submitit cluster: slurm (default when available), local or debug")
     run.add_argument("--slurm-partition", help="Slurm partition for the job array")
     run.add_argument("--dry-run", action="store_true", help="print the cell table and a time estimate, train nothing")
-    run.add_argument("--claim-ttl", type=float, default=300.0, metavar="SECONDS",
-                     help="a run whose process stopped heartbeating this long ago is taken over (default 300; "
-                          "keep it far above the clock skew between nodes)")
+    run.add_argument("--claim-ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
+                     help=f"a run whose process stopped heartbeating this long ago is taken over (default "
+                          f"{DEFAULT_TTL_S:.0f}; keep it far above the clock skew between nodes)")
     run.set_defaults(func=_run)
 
     chk = sub.add_parser("check", help="decode every image of a dataset and list the unreadable ones")
@@ -159,9 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--grid", help="grid (experiment) name; default: the only one in the store")
     rep.add_argument("--tracking-uri", help="MLflow tracking URI")
     rep.add_argument("--out", help="output folder (default: results/<grid>)")
-    rep.add_argument("--reference", default="mse", help="head every other head is compared with (default: mse)")
     rep.add_argument("--pair", action="append", type=_head_pair, metavar="A:B",
-                     help="test head A against head B instead of every head against the reference (repeatable)")
+                     help="test head A against head B instead of the grid's compare: list (repeatable)")
     rep.set_defaults(func=_report)
 
     pred = sub.add_parser("predict", help="score images with the model of a finished run")

@@ -7,7 +7,7 @@ unknown key or a bad value raises :class:`ConfigError` naming the key and the fi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,7 @@ import yaml
 
 from benchmark.data.errors import ImagePolicyError
 from benchmark.data.policy import ImagePolicy, default_policy, parse_image_policy
-from benchmark.schema import PROBE_HEAD
-from benchmark.run.seeding import CellSeeds
+from benchmark.schema import PROBE_HEAD, Cell, GridRecord, HeadRecord
 
 REGIMES = ("frozen", "finetune")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -88,33 +87,6 @@ class CustomDataset:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One (backbone, train dataset, test dataset, split, seed, regime): all heads of a cell are matched."""
-
-    backbone: str
-    dataset: str
-    test_dataset: str
-    split: int
-    seed: int
-    regime: str
-
-    @property
-    def key(self) -> str:
-        """Readable unique key, logged as the ``cell_key`` tag."""
-        return f"{self.backbone}|{self.dataset}->{self.test_dataset}|{self.regime}|split{self.split}|seed{self.seed}"
-
-    @property
-    def pair_key(self) -> str:
-        """The comparison group whose per-split differences the statistics test."""
-        return f"{self.backbone}|{self.dataset}->{self.test_dataset}|{self.regime}"
-
-    @property
-    def seeds(self) -> CellSeeds:
-        """The cell's random streams (:mod:`benchmark.run.seeding`)."""
-        return CellSeeds(self.key, self.backbone, self.seed)
-
-
-@dataclass(frozen=True)
 class GridConfig:
     """A validated grid file."""
 
@@ -141,6 +113,8 @@ class GridConfig:
     rope: float = 0.01
     """Region of practical equivalence of the report's Bayesian test (SRCC/PLCC units); analysis only, so
     not part of a run's config hash."""
+    compare: tuple[tuple[str, str], ...] = ()
+    """Head pairs (A, B) the report tests; analysis only (default: :func:`default_compare`)."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -164,14 +138,27 @@ class GridConfig:
         """Hash of every setting that shapes the run of ``head`` in ``cell`` (logged as ``config_hash``).
 
         Resume skips a FINISHED run only when its hash matches, so an edited grid that keeps its name
-        cannot silently mix old and new runs.
+        cannot silently mix old and new runs. The closed-form probe's hash covers only what it uses (its
+        data, backbone, policies and label map), so editing the training recipe keeps its finished runs.
         """
         datasets = {name: asdict(spec) for name, spec in self.custom_datasets.items()
                     if name in (cell.dataset, cell.test_dataset)}
         policies = [self.image_policies[name].to_mapping() for name in (cell.dataset, cell.test_dataset)]
-        payload = (self.hyperparameters(), asdict(self.backbone(cell.backbone)), asdict(head), datasets,
-                   self.tuning, policies)
+        data = (asdict(self.backbone(cell.backbone)), datasets, policies, self.image_size, self.label_norm,
+                self.split_fractions)
+        payload = data if head.type == PROBE_HEAD else (*data, self.hyperparameters(), asdict(head), self.tuning)
         return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
+
+    def record(self) -> GridRecord:
+        """What the report needs to know of this grid (logged on its experiment)."""
+        from benchmark.heads import head_hparams  # the registry imports torch: the run side only
+
+        heads = {h.label: HeadRecord(h.type, {**head_hparams(h.type), **h.hparams}, h.init) for h in self.heads}
+        return GridRecord(
+            name=self.name, regime=self.regime, backbones=tuple(b.name for b in self.backbones), heads=heads,
+            datasets=tuple((d.train, d.test) for d in self.datasets), splits=tuple(range(self.splits)),
+            seeds=self.seeds, rope=self.rope, compare=self.compare, tuning=dict(self.tuning),
+            split_fractions=self.split_fractions)
 
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""
@@ -192,7 +179,7 @@ def _plain(value: Any) -> Any:
 _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
-    "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy", "rope",
+    "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy", "rope", "compare",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -253,7 +240,7 @@ def _backbones(r: _Reader, value: Any) -> tuple[BackboneSpec, ...]:
 
 
 def _heads(r: _Reader, value: Any, default_init: str) -> tuple[HeadSpec, ...]:
-    from benchmark.heads import head_hparams, list_heads
+    from benchmark.heads import hparam_problems, list_heads
 
     items = value.items() if isinstance(value, dict) else ((v, None) for v in (value or []))
     specs = []
@@ -270,14 +257,44 @@ def _heads(r: _Reader, value: Any, default_init: str) -> tuple[HeadSpec, ...]:
         if head_type not in list_heads():
             raise r.fail(f"heads.{label}", f"unknown head type {head_type!r}; known: {', '.join(list_heads())} "
                                            "(give 'type:' to name a variant, e.g. dor-k8: {type: dor, num_bins: 8})")
-        unknown = sorted(set(options) - set(head_hparams(head_type)))
-        if unknown:
-            raise r.fail(f"heads.{label}.{unknown[0]}", f"head type {head_type!r} accepts only: "
-                                                        f"{', '.join(head_hparams(head_type)) or 'no hyper-parameters'}")
+        for key, problem in hparam_problems(head_type, options).items():
+            raise r.fail(f"heads.{label}.{key}", f"head type {head_type!r}: hyper-parameter {key!r} {problem}")
         specs.append(HeadSpec(label, head_type, options, init))
     if not specs:
         raise r.fail("heads", "list at least one head, e.g. 'mse: {}'")
     return tuple(specs)
+
+
+def default_compare(labels: list[str]) -> tuple[tuple[str, str], ...]:
+    """Every head against ``mse`` (else against the first head), plus ``dor`` vs ``dor-seed`` when both exist.
+
+    Examples
+    --------
+    >>> default_compare(["mse", "dor", "dor-seed"])
+    (('dor', 'mse'), ('dor-seed', 'mse'), ('dor', 'dor-seed'))
+    """
+    reference = "mse" if "mse" in labels else labels[0]
+    pairs = [(label, reference) for label in labels if label != reference]
+    if "dor" in labels and "dor-seed" in labels and reference not in ("dor", "dor-seed"):
+        pairs.append(("dor", "dor-seed"))
+    return tuple(pairs)
+
+
+def _compare(r: _Reader, value: Any, labels: list[str]) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return default_compare(labels)
+    if not isinstance(value, list) or not value:
+        raise r.fail("compare", f"expected a list of head pairs, e.g. ['dor:mse', 'dor:dor-seed'], got {value!r}")
+    pairs = []
+    for i, item in enumerate(value):
+        pair = tuple(item.split(":")) if isinstance(item, str) else tuple(item) if isinstance(item, list) else ()
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise r.fail(f"compare[{i}]", f"expected 'A:B' or [A, B] with two different head labels, got {item!r}")
+        unknown = [label for label in pair if label not in labels]
+        if unknown:
+            raise r.fail(f"compare[{i}]", f"names no head of this grid: {', '.join(unknown)} (heads: {', '.join(labels)})")
+        pairs.append(pair)
+    return tuple(pairs)
 
 
 def _datasets(r: _Reader, value: Any) -> tuple[DatasetPair, ...]:
@@ -407,7 +424,7 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):
         raise r.fail("heads", "head labels must be unique")
-    return grid
+    return replace(grid, compare=_compare(r, data.get("compare"), [h.label for h in grid.heads]))
 
 
 def builtin_grids() -> list[str]:

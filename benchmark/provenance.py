@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 PROVENANCE_FILE = "provenance.json"
 RESERVED_KEYS: frozenset[str] = frozenset({"command", "argv", "git_sha", "git_dirty", "date", "machine"})
 _REPO_DIR = Path(__file__).resolve().parent
+PACKAGES = ("dor-iqa-bench", "torch", "timm", "mlflow", "numpy", "scipy", "pandas", "statsmodels")
+"""Packages whose versions a provenance record lists."""
 
 
 def _git(*args: str) -> str | None:
@@ -51,17 +54,27 @@ def _git_dirty() -> bool | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """Platform, Python, CPU count, torch version and GPU name (``None`` without CUDA)."""
-    import torch  # local import: the statistics modules must not pay torch's import cost
+    """Platform, Python, CPU count, the versions of the suite's main packages and the GPU (when torch is loaded).
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    torch is not imported here (the report's side of the suite never loads it): its version comes from the
+    package metadata, the GPU's name only when the process already uses torch (``None`` without CUDA).
+    """
+    torch = sys.modules.get("torch")
+    gpu = torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None
     return {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        "packages": {name: _version(name) for name in PACKAGES},
         "gpu": gpu,
     }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -33,7 +33,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.tracking import MlflowClient  # noqa: E402  (after the telemetry switch)
 
 from benchmark.run.claims import ClaimBook  # noqa: E402
-from benchmark.run.store import ensure_experiment, open_client  # noqa: E402
+from benchmark.store import ensure_experiment, open_client  # noqa: E402
 
 TAGS = {"grid": "bench", "backbone": "efficientnet_lite0", "dataset": "kadid10k", "regime": "frozen"}
 

@@ -47,6 +47,7 @@ from benchmark.data.distortions import Distortion, gaussian_blur, gaussian_noise
 from benchmark.data.photos import PHOTO_NAMES, load_photo
 from benchmark.run.grid import execute, plan_grid
 from benchmark.analysis.report_data import load_runs, usable_runs
+from benchmark.store import open_client
 
 FRAME = (1024, 768)
 REGION = (512, 384)
@@ -152,8 +153,8 @@ def run_policy(policy: str, csv: Path, splits: int, uri: str) -> tuple[pd.DataFr
     failures = [f"{o.cell.key} {r.head}: {r.error}" for o in outcomes for r in o.failures]
     if failures:
         raise RuntimeError(f"grid {grid.name}: {len(failures)} run(s) FAILED, e.g. {failures[0]}")
-    runs, warnings = load_runs(uri, plan.experiment_id), []
-    scores = [usable_runs(runs, warnings, role)[1] for role in ("result", "reference")]
+    runs, warnings = load_runs(open_client(uri), plan.experiment_id), []
+    scores = [usable_runs(runs, warnings, role) for role in ("result", "reference")]
     table = pd.concat(scores).pivot(index="split", columns="head", values="test_srcc")
     return table[["probe", *HEADS]], seconds
 

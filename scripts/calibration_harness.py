@@ -6,7 +6,7 @@ checks the tests on that protocol. Each null grid is the default grid's recipe o
 offline ImageNet weights, ``bundled``, prior init), J splits with fresh split seeds (grid g uses splits
 g·J … g·J + J − 1, so every grid has its own train/test partitions), two seeds per split, and two heads of
 the same type and hyper-parameters that differ only in their head seed (``dor`` and ``dor-twin``). Every
-cell runs through :class:`benchmark.run.cell.CellRunner` into one SQLite store.
+cell runs through :class:`benchmark.run.cell.CellRun` into one SQLite store.
 
 Two heads that differ only in their head seed are not a usable null: ``init_prior`` zeroes the output
 layer and sets its bias from the data, so the head seed has no effect left, and the twins train to the
@@ -50,7 +50,8 @@ from benchmark.analysis.comparisons import cell_stats, paired_deltas  # noqa: E4
 from benchmark.config import load_grid, parse_grid  # noqa: E402
 from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.analysis.report_data import load_runs, usable_runs  # noqa: E402
+from benchmark.analysis.report_data import Scores, load_runs, usable_runs  # noqa: E402
+from benchmark.store import open_client  # noqa: E402
 from benchmark.schema import PROBE_HEAD  # noqa: E402
 from benchmark.analysis.stats import (  # noqa: E402
     bayesian_correlated_ttest,
@@ -93,8 +94,10 @@ def grid_statistics(null_runs: pd.DataFrame, n_splits: int, rope: float) -> tupl
     rows, frames = [], []
     for g, runs in null_runs.groupby(null_runs["split"] // n_splits):
         runs = runs.assign(pair_key=f"grid{g}")
-        deltas = paired_deltas(runs, [NULL_PAIR], ["srcc"])
-        row = cell_stats(deltas, runs, [], rope).iloc[0].to_dict()
+        scores = Scores.of(runs)
+        deltas = paired_deltas(scores, [NULL_PAIR], ["srcc"])
+        sizes = runs.groupby("pair_key")[["n_train", "n_test"]].mean()
+        row = cell_stats(scores, deltas, [NULL_PAIR], sizes, [], rope).iloc[0].to_dict()
         row.update(grid=g, p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
         rows.append(row)
         frames.append(deltas)
@@ -152,7 +155,7 @@ def main() -> None:
     execute(plan, workers=args.workers)
     train_s = time.perf_counter() - start
 
-    finished = usable_runs(load_runs(uri, plan.experiment_id), [])[1]
+    finished = usable_runs(load_runs(open_client(uri), plan.experiment_id), [])
     twins = finished.pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
     grids, deltas = grid_statistics(seed_pairs(finished), args.splits, grid.rope)
     one_head = finished[finished["head"] == HEADS[0]].rename(columns={"test_srcc": "srcc"})

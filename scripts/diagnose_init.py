@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +34,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.config import HeadSpec, load_grid  # noqa: E402  (after the telemetry switch)
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.run.cell import CellRunner  # noqa: E402
-from benchmark.run.store import ensure_experiment, open_client  # noqa: E402
+from benchmark.run.cell_data import load_cell_data  # noqa: E402
+from benchmark.run.inputs import CellInputs  # noqa: E402
 from benchmark.run.training import fit, predict_u  # noqa: E402
-from benchmark.run.trials import trial_list  # noqa: E402
+from benchmark.run.tuning import trial_list  # noqa: E402
 
 STARTS = ("prior", "default", "default weights, bias at mean", "zero weights, bias 0")
 
@@ -53,18 +52,17 @@ def _start(head: torch.nn.Module, start: str, mean: float) -> None:
         head.linear.bias.zero_()
 
 
-def diagnose(runner: CellRunner, start: str, settings) -> dict[str, float]:
+def diagnose(inputs: CellInputs, start: str, settings) -> dict[str, float]:
     """Train the MSE head of one cell from one starting point; the cell's shared streams as in the grid."""
-    data = runner.data
+    data = inputs.data
     spec = HeadSpec("mse", "mse", {}, "prior" if start == "prior" else "default")
-    model, head = runner.build_model(spec)
+    model, head = inputs.build(spec)
     _start(head, start, float(data.targets[data.train_idx].mean()))
-    first = predict_u(model, head, runner.features, data.train_idx, 256, runner.device)
-    torch.manual_seed(runner.seeds.train)
-    result = fit(model, head, runner.features, data.targets, data.train_idx, data.val_idx, data.orders, settings,
-                 runner.device, val_truth=data.rank_truth[data.val_idx])
-    model.load_state_dict(result.best_state)
-    test = predict_u(model, head, runner.features, data.test_idx, 256, runner.device)
+    first = predict_u(model, head, inputs.features, data.train_idx, 256, inputs.device)
+    torch.manual_seed(inputs.seeds.train)
+    result = fit(model, head, inputs.features, data.targets, data.train_idx, data.val_idx, data.orders, settings,
+                 inputs.device, val_truth=data.rank_truth[data.val_idx])
+    test = predict_u(model, head, inputs.features, data.test_idx, 256, inputs.device)
     return {"target_mean": float(data.targets[data.train_idx].mean()), "first_prediction": float(first.mean()), "val_srcc_epoch0": result.curves["val_srcc"][0],
             "best_val_srcc": result.best_val_srcc, "best_epoch": result.best_epoch,
             "test_srcc": float(spearmanr(test, data.rank_truth[data.test_idx]).statistic)}
@@ -79,13 +77,10 @@ def main() -> None:
     grid = load_grid("init-ablation")
     settings = next(t.settings for t in trial_list(grid.training, grid.tuning) if t.settings.lr == args.lr)
     rows = {start: [] for start in STARTS}
-    with tempfile.TemporaryDirectory() as tmp:  # the runner needs a store; nothing is written to it
-        client = open_client(f"sqlite:///{tmp}/mlflow.db")
-        experiment_id = ensure_experiment(client, "diagnose-init")
-        for cell in grid.cells():
-            runner = CellRunner(grid, cell, client, experiment_id)
-            for start in STARTS:
-                rows[start].append(diagnose(runner, start, settings))
+    for cell in grid.cells():
+        inputs = CellInputs(grid, cell, load_cell_data(grid, cell))
+        for start in STARTS:
+            rows[start].append(diagnose(inputs, start, settings))
     summary = {"lr": args.lr, "n_cells": len(grid.cells()),
                "starts": {start: {k: float(np.mean([r[k] for r in values])) for k in values[0]}
                           for start, values in rows.items()}}

@@ -18,7 +18,7 @@ import time
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.run.claims import Claim, ClaimBook, State  # noqa: E402  (after the telemetry switch)
-from benchmark.run.store import ensure_experiment, open_client  # noqa: E402
+from benchmark.store import ensure_experiment, open_client  # noqa: E402
 
 
 def item_key(item: int) -> dict[str, str]:

@@ -28,7 +28,7 @@ from mlflow.utils.search_utils import SearchUtils
 import claim_worker
 from benchmark.run.claims import (EXPIRED_TAG, FAILURE_TAG, HEARTBEAT_TAG, OWNER_TAG, Claim, ClaimBook, ClaimKeyError,
                               ClaimLost, Outcome, State, tag_clause)
-from benchmark.run.store import (RetryPolicy, StoreBusyError, StoreLockTimeout, ensure_experiment, is_database_locked,
+from benchmark.store import (RetryPolicy, StoreBusyError, StoreLockTimeout, ensure_experiment, is_database_locked,
                              open_client)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"

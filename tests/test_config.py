@@ -3,7 +3,9 @@
 import pytest
 import yaml
 
-from benchmark.config import Cell, ConfigError, builtin_grids, load_grid, parse_grid
+from benchmark.config import ConfigError, HeadSpec, builtin_grids, load_grid, parse_grid
+from benchmark.run.seeding import CellSeeds, stable_seed
+from benchmark.schema import Cell
 
 MINIMAL = {"name": "g", "backbones": ["test_resnet"], "heads": {"mse": {}, "dor": {"num_bins": 8}},
            "datasets": ["bundled"]}
@@ -29,12 +31,43 @@ def test_cells_and_keys():
     assert cells[0].key == "test_resnet|bundled->bundled|frozen|split0|seed0"
     assert cells[0].pair_key == "test_resnet|bundled->bundled|frozen"
     assert len({c.key for c in cells}) == len(cells)
-    assert cells[0].seeds == Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen").seeds
-    first, second = cells[0].seeds, cells[1].seeds
+    first, second = CellSeeds(cells[0]), CellSeeds(cells[1])
+    assert first == CellSeeds(Cell("test_resnet", "bundled", "bundled", 0, 0, "frozen"))
     streams = {first.order, first.augment, first.trunk, first.train, first.head("mse"), first.head("dor")}
     assert len(streams) == 6  # every stream of a cell is distinct
     assert first.order != second.order and first.backbone != second.backbone  # seed 0 vs seed 1
-    assert first.backbone == cells[2].seeds.backbone  # split 1, seed 0: a random backbone is shared by splits
+    assert first.backbone == CellSeeds(cells[2]).backbone  # split 1, seed 0: a random backbone is shared by splits
+
+
+def test_seeds_come_from_the_fields_not_the_display_key(monkeypatch):
+    cell = Cell("test_resnet", "bundled", "bundled", 3, 1, "frozen")
+    before = CellSeeds(cell)
+    assert before.order == stable_seed("test_resnet", "bundled", "bundled", "frozen", 3, 1, "order")
+    monkeypatch.setattr(Cell, "key", property(lambda c: f"reformatted/{c.split}/{c.seed}"))
+    after = CellSeeds(cell)
+    assert (after.order, after.augment, after.trunk, after.train, after.head("dor")) == (
+        before.order, before.augment, before.trunk, before.train, before.head("dor"))
+
+
+def test_compare_pairs_default_and_declared():
+    grid = parse_grid({**MINIMAL, "heads": {"mse": {}, "dor": {}, "dor-seed": {}, "coral": {}}})
+    assert grid.compare == (("dor", "mse"), ("dor-seed", "mse"), ("coral", "mse"), ("dor", "dor-seed"))
+    assert parse_grid({**MINIMAL, "heads": {"dor": {}, "coral": {}}}).compare == (("coral", "dor"),)
+    declared = parse_grid({**MINIMAL, "compare": ["dor:mse", ["mse", "dor"]]})
+    assert declared.compare == (("dor", "mse"), ("mse", "dor")) and declared.record().reference in ("mse", "dor")
+    record = declared.record()
+    assert record.heads["dor"].hparams == {"num_bins": 8, "soft_targets": False}  # defaults filled for the report
+    assert record.heads["mse"].hparams == {} and record.splits == tuple(range(10))
+
+
+def test_probe_identity_ignores_the_training_recipe():
+    grid, longer = parse_grid(MINIMAL), parse_grid({**MINIMAL, "epochs": 50, "tuning": {"lr": [1.0e-3, 3.0e-3]}})
+    cell = grid.cells()[0]
+    probe = HeadSpec("probe", "probe")
+    assert grid.run_config_hash(cell, probe) == longer.run_config_hash(cell, probe)
+    assert grid.run_config_hash(cell, grid.heads[0]) != longer.run_config_hash(cell, longer.heads[0])
+    other_data = parse_grid({**MINIMAL, "split_fractions": [0.5, 0.25, 0.25]})
+    assert other_data.run_config_hash(cell, probe) != grid.run_config_hash(cell, probe)
 
 
 def test_head_init_and_tuning():
@@ -67,6 +100,11 @@ def test_head_variants_and_backbone_line():
     ({"backbones": {"resnet50": {"pretrained": 3}}}, "backbones.resnet50.pretrained"),
     ({"custom_datasets": {"mine": {"csv": "x.csv", "higher_is_better": True}}}, "custom_datasets.mine"),
     ({"heads": {"dor": {"num_bin": 8}}}, "heads.dor.num_bin"),
+    ({"heads": {"sord": {"alpha": 0}}}, "heads.sord.alpha"),
+    ({"heads": {"dor": {"num_bins": 8.5}}}, "heads.dor.num_bins"),
+    ({"heads": {"coral": {"preinit_bias": "yes"}}}, "heads.coral.preinit_bias"),
+    ({"compare": ["dor:coral"]}, "compare[0]"),
+    ({"compare": ["dor"]}, "compare[0]"),
     ({"heads": {"mse": [1, 2]}}, "heads.mse"),
     ({"optimizer": {"lr": "1e-4"}}, "optimizer.lr"),
     ({"save_weights": "yes"}, "save_weights"),

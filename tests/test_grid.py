@@ -15,13 +15,18 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.run.grid import execute, plan_grid
-from benchmark.schema import PARENT_TAG, RUN_TAGS, TEST_METRICS, TRACEBACK_ARTIFACT
+from benchmark.metrics import METRIC_NAMES
+from benchmark.schema import PARENT_TAG, TRACEBACK_ARTIFACT, RunRecord
 
 
 def _runs(uri, grid="tiny"):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(grid)
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _record(run) -> RunRecord:
+    return RunRecord.from_mlflow(run)
 
 
 def _finished_per_key(runs, role="result"):
@@ -42,13 +47,20 @@ def test_frozen_grid_lands_in_mlflow_and_resumes(grid_file, tracking_uri):
     results, probes = _role(runs, "result"), _role(runs, "reference")
     assert len(results) == 6 and len(probes) == 2 and {r.data.tags["head"] for r in probes} == {"probe"}
     for run in results + probes:
-        assert set(RUN_TAGS) <= set(run.data.tags)
-        assert {f"test_{m}" for m in TEST_METRICS} <= set(run.data.metrics)
-        assert run.data.params["n_test"] == str(len(_predictions(client, run)))
+        record = _record(run)
+        assert record.placeable and record.grid == "tiny" and record.git_sha and record.config_hash
+        assert set(record.test) == set(METRIC_NAMES)
+        assert record.sizes.n_test == len(_predictions(client, run))
+        assert [ref.context for ref in record.inputs] == ["training", "validation", "test"]
+        assert [ref.rows for ref in record.inputs] == [record.sizes.n_train, record.sizes.n_val, record.sizes.n_test]
+        assert run.data.tags["mlflow.source.name"] == "dor-bench" and run.info.run_name == record.run_name
     for run in results:
         assert len(client.get_metric_history(run.info.run_id, "val_srcc")) >= 1
-        assert run.data.params["head.init"] == "prior" and "trial" not in run.data.tags or run.data.tags["trial"] == "base"
-    assert all(float(p.data.params["probe.alpha"]) > 0 and "lr" not in p.data.params for p in probes)
+        assert _record(run).head_init == "prior" and _record(run).trial == "base"
+    for probe in probes:
+        record = _record(probe)
+        assert record.tuned["alpha"] > 0 and "lr" not in record.settings and record.fit.best_epoch == -1
+        assert set(record.settings) == {"regime", "label_norm", "split_fractions", "image_size"}
     predictions = _predictions(client, results[0])
     assert list(predictions.columns) == ["image", "mos", "pred", "ref"] and predictions["mos"].between(1, 5).all()
     assert predictions.groupby("ref").size().min() > 1  # whole references: what the report's bootstrap resamples
@@ -91,7 +103,7 @@ def _predictions(client, run):
 def test_tuning_trials_are_child_runs_and_val_selects(grid_file, tracking_uri):
     path = grid_file(splits=1, heads={"mse": {}, "dor": {"num_bins": 8}}, tuning={"lr": [1.0e-3, 1.0e-2]})
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 0
-    _, runs = _runs(tracking_uri)
+    client, runs = _runs(tracking_uri)
     results, trials = _role(runs, "result"), _role(runs, "trial")
     assert len(results) == 2 and len(trials) == 4 and len(_role(runs, "reference")) == 1
     assert len({r.data.tags["init_hash"] for r in results + trials}) == 1  # every trial starts from the pair's init
@@ -101,9 +113,10 @@ def test_tuning_trials_are_child_runs_and_val_selects(grid_file, tracking_uri):
         assert not any(k.startswith("test_") for t in children for k in t.data.metrics)  # test never read by trials
         best = max(children, key=lambda t: (t.data.metrics["best_val_srcc"], t.data.tags["trial"] == "lr=0.001"))
         assert result.data.tags["trial"] == best.data.tags["trial"]
-        assert result.data.params["lr"] == best.data.params["lr"]
+        assert _record(result).tuned == _record(best).tuned == {"lr": float(best.data.tags["trial"][3:])}
         assert result.data.metrics["best_val_srcc"] == best.data.metrics["best_val_srcc"]
-        assert result.data.params["tuning"] == "['lr=0.001', 'lr=0.01']"
+        assert _record(result).tuning == ("lr=0.001", "lr=0.01")
+        assert [ref.name for ref in _record(children[0]).inputs] == ["tiny split 0 train", "tiny split 0 val"]
 
 
 def test_resume_mid_tuning_reuses_finished_trials(grid_file, tracking_uri):
@@ -128,7 +141,7 @@ def test_resume_mid_tuning_reuses_finished_trials(grid_file, tracking_uri):
 
 def test_a_failing_head_does_not_stop_the_grid(grid_file, tracking_uri, monkeypatch, capsys):
     from baselines.mse import MSEHead
-    from baselines.registry import HEADS
+    from baselines.registry import HEADS, HPARAMS
 
     class Broken(MSEHead):
         name = "broken"
@@ -137,6 +150,7 @@ def test_a_failing_head_does_not_stop_the_grid(grid_file, tracking_uri, monkeypa
             raise RuntimeError("this head always fails")
 
     monkeypatch.setitem(HEADS, "broken", Broken)
+    monkeypatch.setitem(HPARAMS, "broken", {})
     path = grid_file(splits=2, heads={"mse": {}, "broken": {}})
     assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 1
     assert "broken: RuntimeError: this head always fails" in capsys.readouterr().err
@@ -202,8 +216,8 @@ def test_predict_frozen_matches_logged_predictions(grid_file, tracking_uri):
 def test_submitit_local_executor(grid_file, tracking_uri, tmp_path):
     path = grid_file(splits=1, heads={"mse": {}, "dor": {"num_bins": 8}})
     plan = plan_grid(load_grid(path), tracking_uri)
-    outcomes = execute(plan, "submitit", slurm={"cluster": "local", "folder": str(tmp_path / "jobs"),
-                                                "timeout_min": 10})
+    outcomes = execute(plan, "submitit", options={"cluster": "local", "folder": str(tmp_path / "jobs"),
+                                                  "timeout_min": 10})
     assert len(outcomes) == 1 and {r.head for r in outcomes[0].results} == {"probe", "mse", "dor"}
     _, runs = _runs(tracking_uri)
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)

@@ -9,7 +9,7 @@ from collections import Counter
 
 from mlflow.entities import ViewType
 
-from benchmark.run.store import open_client
+from benchmark.store import open_client
 
 N_SPLITS, HEADS, TRIALS = 2, ("mse", "dor"), ("lr=0.001", "lr=0.003")
 

@@ -20,12 +20,13 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import benchmark.run.regimes as regimes
-from benchmark.run.cell import seeded_backbone
+from benchmark.run.bundle import seeded_backbone
 from benchmark.run.cell_data import load_cell_data
 from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.data import cache_root, load_custom_labels
 from benchmark.run.features import Preprocessing
+from benchmark.run.seeding import CellSeeds
 from benchmark.models import backbone_data_config
 from benchmark.schema import PREDICTIONS_ARTIFACT
 
@@ -98,7 +99,7 @@ def test_frozen_features_are_the_mean_over_the_test_patches(dataset: Path, tmp_p
     assert features.shape[0] == len(labels) == 36
 
     grid = load_grid(path)
-    backbone = seeded_backbone("test_resnet", False, grid.cells()[0].seeds.backbone).eval()
+    backbone = seeded_backbone("test_resnet", False, CellSeeds(grid.cells()[0]).backbone).eval()
     config = backbone_data_config(backbone)
     mean, std = torch.tensor(config["mean"]).view(3, 1, 1), torch.tensor(config["std"]).view(3, 1, 1)
     width, height = STORED
@@ -141,7 +142,7 @@ def test_finetune_heads_of_a_cell_train_on_identical_patches(dataset: Path, tmp_
     grid = load_grid(path)
     cell = grid.cells()[0]
     data = load_cell_data(grid, cell)
-    prep = Preprocessing.for_backbone(seeded_backbone("test_resnet", False, cell.seeds.backbone), grid.image_size)
+    prep = Preprocessing.for_backbone(seeded_backbone("test_resnet", False, CellSeeds(cell).backbone), grid.image_size)
     first_rows = data.train_idx[data.orders[0]][: grid.training.batch_size]
     assert mse_batches[0][0] == tuple(first_rows.tolist())
 
@@ -150,7 +151,7 @@ def test_finetune_heads_of_a_cell_train_on_identical_patches(dataset: Path, tmp_
         assert per_image == 2 and inputs.shape == (2 * len(first_rows), 3, PATCH, PATCH)
         return inputs
 
-    again = first_batch(cell.seeds.augment)
-    assert torch.equal(again, first_batch(cell.seeds.augment))
+    again = first_batch(CellSeeds(cell).augment)
+    assert torch.equal(again, first_batch(CellSeeds(cell).augment))
     assert hashlib.sha256(again.numpy().tobytes()).hexdigest() == mse_batches[0][1]
-    assert not torch.equal(again, first_batch(cell.seeds.augment + 1))
+    assert not torch.equal(again, first_batch(CellSeeds(cell).augment + 1))

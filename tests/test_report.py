@@ -13,9 +13,10 @@ from statsmodels.stats.multitest import multipletests
 
 from benchmark.analysis.comparisons import add_bootstrap
 from benchmark.analysis.report import ReportError, build_report, k_ablation_table
+from benchmark.analysis.report_data import Scores
 from benchmark.analysis.stats import paired_bootstrap_srcc_ci
-from benchmark.analysis.synthetic_store import SyntheticStoreError, write_synthetic_grid
-from benchmark.schema import PREDICTIONS_ARTIFACT, RUN_TAGS, TEST_METRICS
+from benchmark.schema import PREDICTIONS_ARTIFACT, RunRecord
+from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
 
 GRID = "synthetic"
 HEADS = ["mse", "dor", "dor-seed"]
@@ -231,7 +232,9 @@ def test_provenance_records_counts_but_not_the_uri(report, store):
     record = json.loads((report.out_dir / "provenance.json").read_text())
     assert record["grid"] == GRID and record["tracking_uri_kind"] == "sqlite"
     assert record["command"] == "dor-bench report"
-    assert (record["n_runs_finished"], record["n_missing"], record["n_pairs"]) == (60, 0, report.n_pairs)
+    assert (record["n_runs_usable"], record["n_missing"], record["n_pairs"]) == (60, 0, report.n_pairs)
+    assert record["compare"] == [["dor", "mse"], ["dor-seed", "mse"], ["dor", "dor-seed"]]
+    assert record["machine"]["packages"]["mlflow"] and record["experiment_id"]
     assert str(store[0]) not in json.dumps(record)
 
 
@@ -247,15 +250,15 @@ def test_incomplete_grid_lists_missing_runs_and_uses_complete_pairs(store, tmp_p
         return next(r.info.run_id for r in runs if r.data.tags["pair_key"] == pair_key
                     and r.data.tags["split"] == str(split) and r.data.tags["head"] == head)
 
-    client.set_terminated(find(PAIR_KEYS[0], 3, "dor"), status="FAILED")
+    client.set_terminated(find(PAIR_KEYS[0], 3, "dor"), status="KILLED")  # interrupted: incomplete, not failed
     client.delete_run(find(PAIR_KEYS[1], 7, "mse"))
     result = build_report(None, uri, tmp_path / "report")  # the only grid in the store
 
     missing = pd.read_csv(tmp_path / "report" / "missing.csv").sort_values("pair_key")
     assert missing[["pair_key", "split", "seed", "head", "status"]].values.tolist() == [
-        [PAIR_KEYS[0], 3, 0, "dor", "FAILED"], [PAIR_KEYS[1], 7, 0, "mse", "absent"]]
+        [PAIR_KEYS[0], 3, 0, "dor", "KILLED"], [PAIR_KEYS[1], 7, 0, "mse", "absent"]]
     assert result.n_missing == 2 and result.n_runs == 58 and result.n_unfinished == 1
-    assert any("missing or not FINISHED" in w for w in result.warnings)
+    assert any("have no usable run" in w for w in result.warnings)
     stats_csv = pd.read_csv(tmp_path / "report" / "stats.csv")
     assert _row(stats_csv, PAIR_KEYS[0], "dor", "mse")["n_splits"] == N_SPLITS - 1
     assert _row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["n_splits"] == N_SPLITS - 1
@@ -271,16 +274,18 @@ def test_unknown_grid_lists_the_grids(store, tmp_path):
         build_report(GRID, store[1], tmp_path, metrics=("srcc", "accuracy"))
 
 
-def test_k_ablation_table_fills_the_registry_default():
-    finished = pd.DataFrame({
-        "head_type": ["dor"] * 4 + ["mse"] * 2, "num_bins": [np.nan, np.nan, 8, 8, np.nan, np.nan],
-        "pair_key": ["p"] * 6, "split": [0, 1, 0, 1, 0, 1], "test_srcc": [0.80, 0.84, 0.70, 0.74, 0.6, 0.6],
-    })
-    table = k_ablation_table(finished)
+def test_k_ablation_table_reads_the_logged_number_of_bins():
+    usable = pd.DataFrame({
+        "head": ["dor", "dor", "dor-k8", "dor-k8", "mse", "mse"], "head_type": ["dor"] * 4 + ["mse"] * 2,
+        "head.num_bins": [28, 28, 8, 8, np.nan, np.nan], "pair_key": ["p"] * 6, "split": [0, 1, 0, 1, 0, 1],
+        "seed": 0, "backbone": "b", "dataset": "d", "test_dataset": "d", "regime": "frozen", "failed": False,
+        "test_srcc": [0.80, 0.84, 0.70, 0.74, 0.6, 0.6]})
+    table = k_ablation_table(Scores.of(usable), usable)
     assert table[["head_type", "num_bins", "n_splits"]].values.tolist() == [["dor", 8, 2], ["dor", 28, 2]]
     assert table["mean"].tolist() == pytest.approx([0.72, 0.82])
     assert table["std"].tolist() == pytest.approx([np.sqrt(0.0008)] * 2)
-    assert k_ablation_table(finished[finished["num_bins"].isna()]).empty
+    same = usable[usable["head"] != "dor-k8"]
+    assert k_ablation_table(Scores.of(same), same).empty
 
 
 def test_cell_bootstrap_equals_the_per_pair_bootstrap(report, store, stats_csv, tmp_path):
@@ -328,35 +333,33 @@ def test_add_bootstrap_aligns_on_image_and_skips_constant_heads():
     assert len(warnings) == 1 and "do not share the same images and MOS" in warnings[0]
 
 
-def test_synthetic_runs_follow_the_harness_schema(store, tmp_path):
+def test_synthetic_runs_carry_predictions_that_match_their_metrics(store, tmp_path):
     client = MlflowClient(store[1])
     experiment_id = client.get_experiment_by_name(GRID).experiment_id
-    run = client.search_runs([experiment_id], filter_string="tags.head = 'dor-seed'", max_results=1)[0]
-    assert set(RUN_TAGS) <= set(run.data.tags) and run.data.tags["role"] == "result"
-    assert run.data.tags["head_type"] == "dor-seed" and run.info.status == "FINISHED"
-    assert run.data.tags["cell_key"] == run.data.tags["pair_key"] + f"|split{run.data.tags['split']}|seed0"
-    params = run.data.params
-    assert (params["n_train"], params["n_test"], params["head.num_bins"]) == ("180", "60", "28")
-    finals = {f"test_{m}" for m in TEST_METRICS} | {"best_epoch", "best_val_srcc", "train_seconds"}
-    assert finals <= set(run.data.metrics)
+    run = client.search_runs([experiment_id], filter_string="tags.head = 'dor-seed' and tags.role = 'result'",
+                             max_results=1)[0]
+    record = RunRecord.from_mlflow(run)
+    assert record.head_type == "dor-seed" and record.status == "FINISHED" and record.head_hparams["num_bins"] == 28
+    assert record.cell.key == record.cell.pair_key + f"|split{record.cell.split}|seed0"
+    assert (record.sizes.n_train, record.sizes.n_test) == (180, 60)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_srcc")] == list(range(20))
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {PREDICTIONS_ARTIFACT, "config.yaml"}
     predictions = pd.read_csv(client.download_artifacts(run.info.run_id, PREDICTIONS_ARTIFACT, str(tmp_path)))
     assert list(predictions.columns) == ["image", "mos", "pred", "ref"] and len(predictions) == N_TEST
-    assert run.data.metrics["test_srcc"] == pytest.approx(spearmanr(predictions["mos"], predictions["pred"]).statistic)
+    assert record.test["srcc"] == pytest.approx(spearmanr(predictions["mos"], predictions["pred"]).statistic)
     with pytest.raises(SyntheticStoreError, match="already exists"):
         write_synthetic_grid(store[1], GRID, ["b"], ["mse"], ["d"], 1, 1, {}, N_TEST, seed=0)
 
 
 def test_health_check_flags_a_head_below_the_probe_only(report, tmp_path):
     health = pd.read_csv(report.out_dir / "health.csv")
-    assert len(health) == 2 * len(HEADS) and not health["flagged"].any()  # heads at or above the probe
+    assert len(health) == 2 * len(HEADS) and not health["below_probe"].any()  # heads at or above the probe
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     write_synthetic_grid(uri, "handicap", ["efficientnet_lite0"], ["mse", "dor"], ["bundled"], N_SPLITS, 1,
                          {"mse": -0.08}, N_TEST, seed=1)
     result = build_report("handicap", uri, tmp_path / "report")
     health = pd.read_csv(tmp_path / "report" / "health.csv").set_index("head")
-    assert health.loc["mse", "flagged"] and not health.loc["dor", "flagged"]
+    assert health.loc["mse", "below_probe"] and not health.loc["dor", "below_probe"]
     assert health.loc["mse", "gap"] == pytest.approx(-0.08, abs=0.02)
     assert any("mse: mean test SRCC" in w and "below the linear probe" in w for w in result.warnings)
     _, rows = _markdown_cells((tmp_path / "report" / "table_srcc.md").read_text())
@@ -377,10 +380,12 @@ def test_a_diverged_run_counts_against_its_head(store, tmp_path):
     assert result.n_missing == 0 and any("failed by their head" in w for w in result.warnings)
     pairs = pd.read_csv(tmp_path / "report" / "pairs.csv")
     split3 = pairs[(pairs["pair_key"] == PAIR_KEYS[0]) & (pairs["split"] == 3) & (pairs["head_a"] == "dor")
-                   & (pairs["head_b"] == "mse") & (pairs["metric"] == "srcc")]
-    assert split3["value_a"].item() == 0.0  # no better than chance, not dropped
+                   & (pairs["metric"] == "srcc")]
+    assert split3.empty  # the differences use the splits where both heads succeeded
     row = _row(pd.read_csv(tmp_path / "report" / "stats.csv"), PAIR_KEYS[0], "dor", "mse")
-    assert (row["failures_a"], row["failures_b"], row["n_splits"]) == (1, 0, N_SPLITS)
+    assert (row["failures_a"], row["failures_b"], row["n_splits"]) == (1, 0, N_SPLITS - 1)
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv").set_index("run_id")
+    assert runs.loc[run.info.run_id, "failed"] and np.isnan(runs.loc[run.info.run_id, "test_srcc"])
     _, rows = _markdown_cells((tmp_path / "report" / "table_srcc.md").read_text())
     assert rows[1][1] == "dor" and rows[1][2].endswith("[1 failed]")
 
@@ -399,9 +404,9 @@ def test_critical_difference_ranks_independent_blocks_only(tmp_path):
     from benchmark.analysis.report_data import load_runs, usable_runs
 
     client = MlflowClient(uri)
-    finished = usable_runs(load_runs(uri, client.get_experiment_by_name("five").experiment_id), [])[1]
-    scores = rank_blocks(finished, [])
-    assert scores.shape == (5, 3)  # one block per (backbone, dataset), not 15 (cell, split) blocks
+    usable = usable_runs(load_runs(client, client.get_experiment_by_name("five").experiment_id), [])
+    blocks = rank_blocks(Scores.of(usable), [])
+    assert blocks.shape == (5, 3)  # one block per (backbone, dataset), not 15 (cell, split) blocks
     warnings = []
-    assert rank_blocks(finished[finished["dataset"].isin(datasets[:4])], warnings) is None
+    assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:4])]), warnings) is None
     assert "only 4 complete" in warnings[0] and "not independent blocks" in warnings[0]

@@ -553,7 +553,7 @@ def test_write_provenance_fields(tmp_path) -> None:
     assert abs((datetime.now(UTC) - date).total_seconds()) < 600
     machine = record["machine"]
     assert machine["cpu_count"] == os.cpu_count()
-    assert machine["torch"] == torch.__version__
+    assert machine["packages"]["torch"] == torch.__version__.split("+")[0]
     assert machine["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     assert machine["platform"]
 

@@ -26,11 +26,14 @@ def _store_untouched(tracking_uri):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"heads": {"mse": {}, "dor": {"num_bins": 1}}}, "heads.dor: num_bins must be an integer >= 2, got 1"),
+    ({"heads": {"mse": {}, "dor": {"num_bins": 1}}}, "key 'heads.dor.num_bins': head type 'dor': hyper-parameter "
+                                                      "'num_bins' must be >= 2, got 1"),
     ({"backbones": ["efficientnet_lite9"]}, "backbones.efficientnet_lite9: timm knows no model of that name "
                                             "(closest timm names: efficientnet_lite4"),
     ({"heads": {"mse": {}, "ordinal": {}}}, "key 'heads.ordinal': unknown head type 'ordinal'"),
-    ({"heads": {"sord": {"alpha": -1.0}}}, "heads.sord: head 'sord': hyper-parameter 'alpha' must be > 0"),
+    ({"heads": {"sord": {"alpha": -1.0}}}, "key 'heads.sord.alpha': head type 'sord': hyper-parameter 'alpha' "
+                                           "must be > 0.0, got -1.0"),
+    ({"heads": {"dor-seed": {"min_score": 1.0, "max_score": 0.0}}}, "heads.dor-seed: max_score must exceed min_score"),
     ({"backbones": {"test_resnet": {"pretrained": "/nowhere/weights.safetensors"}}},
      "weights file /nowhere/weights.safetensors does not exist"),
 ])
@@ -61,8 +64,8 @@ def test_unreachable_hub_weights_fail_in_seconds(grid_file, tracking_uri, monkey
 
 
 def test_dry_run_lists_the_problems_beside_the_plan(grid_file, tracking_uri, capsys):
-    assert main(["run", "--config", grid_file(heads={"dor": {"num_bins": 1}}), "--tracking-uri", tracking_uri,
-                 "--dry-run"]) == 1
+    assert main(["run", "--config", grid_file(backbones=["test_resnet", "efficientnet_lite9"]), "--tracking-uri",
+                 tracking_uri, "--dry-run"]) == 1
     out, err = capsys.readouterr()
     assert "test_resnet|tiny->tiny|frozen|split0|seed0" in out and "image policies" in out
-    assert "num_bins must be an integer >= 2" in err
+    assert "backbones.efficientnet_lite9: timm knows no model of that name" in err

@@ -1,17 +1,17 @@
 """Paired comparisons of heads: per-split differences and the statistics of ``stats.csv``.
 
-For a cell (backbone, dataset, test dataset, regime) and a head pair (A, B), the per-split differences
-``d_j = metric_A − metric_B`` (seeds averaged within a split first) feed :mod:`benchmark.analysis.stats`. A run
-that failed by its head's own doing scored 0 on every correlation (:func:`benchmark.analysis.report_data.usable_runs`)
-and is counted in ``failures_a`` / ``failures_b``.
+For a cell (backbone, dataset, test dataset, regime) and a head pair (A, B) from the grid's ``compare``
+list, the differences ``d_js = metric_A − metric_B`` of the runs where both heads succeeded (split j,
+seed s) feed :mod:`benchmark.analysis.stats`; ``pairs.csv`` holds their seed averages per split.
 
 ``stats.csv`` has one row per (cell, head pair, metric):
 
 * ``pair_key, backbone, dataset, test_dataset, regime`` — the cell; ``head_a, head_b, metric``;
-* ``n_splits`` — splits J where both heads have a run; ``n_seeds`` — seeds per split (most common);
-  ``n_train, n_test`` — set sizes of a split; ``failures_a, failures_b`` — runs of each head that failed;
+* ``n_splits`` — splits J where both heads have a successful run; ``n_seeds`` — seeds per split (most
+  common); ``n_train, n_test`` — set sizes of a split; ``failures_a, failures_b`` — runs of each head that
+  failed (left out of the differences, tested on their own in ``p_failures``);
 * ``mean_a, mean_b`` — mean over splits of each head's metric; ``mean_delta, median_delta, std_delta`` —
-  of the d_j;
+  of the per-split differences;
 * ``ci_low, ci_high`` — 95 % CI of the mean difference matching the corrected test
   (:func:`benchmark.analysis.stats.corrected_resampled_ci`);
 * ``t_corrected, p_corrected`` — corrected resampled t-test (Nadeau & Bengio 2003), unadjusted;
@@ -24,8 +24,7 @@ and is counted in ``failures_a`` / ``failures_b``.
   ``b better``, ``equivalent``, ``undecided``);
 * ``var_split, var_seed`` — split-to-split variance of the true per-split difference and the training
   noise of one run's difference (NaN with one seed per split); ``mde80`` — the smallest true mean
-  difference the corrected test detects with 80 % power at α = .05 with this grid's J, split sizes and
-  spread (from the components when known, so the seeds actually averaged count);
+  difference the test detects with 80 % power at α = .05 with this grid's J, split sizes and spread;
 * ``descriptive`` and ``caveat`` — cross-dataset cells (one fixed test set in every split), whose
   p-values, interval, verdict and MDE are descriptive only: kept out of the Holm family, never marked;
 * ``boot_split, boot_ci_low, boot_ci_high`` — SRCC rows: paired bootstrap 95 % CI of ΔSRCC on one split's
@@ -42,8 +41,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis import stats
-from benchmark.analysis.report_data import CELL_COLUMNS, RUN_KEYS, ReportError, split_values, warn
-from benchmark.schema import metric_key
+from benchmark.analysis.report_data import CELL_COLUMNS, ReportError, Scores, warn
 
 ALPHA = 0.05
 BOOT_COLUMNS = ["boot_split", "boot_ci_low", "boot_ci_high"]
@@ -52,57 +50,39 @@ STATS_COLUMNS = [*CELL_COLUMNS, "head_a", "head_b", "metric", "n_splits", "n_see
                  "ci_low", "ci_high", "t_corrected", "p_corrected", "p_naive", "p_wilcoxon", "p_holm", "significant",
                  "rope", "p_below", "p_rope", "p_above", "verdict", "var_split", "var_seed", "mde80", "descriptive",
                  "caveat", *BOOT_COLUMNS]
-DOR, DOR_SEED = "dor", "dor-seed"
+PAIR_COLUMNS = [*CELL_COLUMNS, "split", "head_a", "head_b", "metric", "n_seeds", "value_a", "value_b", "delta"]
 
 
-def comparisons(heads: Sequence[str], reference: str) -> list[tuple[str, str]]:
-    """Head pairs (A, B) to test: every head vs the reference, plus ``dor`` vs ``dor-seed``.
-
-    Examples
-    --------
-    >>> comparisons(["mse", "dor", "dor-seed"], "mse")
-    [('dor', 'mse'), ('dor-seed', 'mse'), ('dor', 'dor-seed')]
-    """
-    pairs = [(h, reference) for h in heads if h != reference] if reference in heads else []
-    if DOR in heads and DOR_SEED in heads and reference not in (DOR, DOR_SEED):
-        pairs.append((DOR, DOR_SEED))
-    return pairs
-
-
-def _run_deltas(finished: pd.DataFrame, head_a: str, head_b: str, metric: str) -> pd.DataFrame:
-    """Per (pair_key, split, seed) where both heads ran: both values and the difference."""
-    wide = split_values(finished, metric)
+def run_deltas(scores: Scores, head_a: str, head_b: str, metric: str) -> pd.DataFrame:
+    """Per (pair_key, split, seed) where both heads succeeded: both values and the difference A − B."""
+    wide = scores.wide(metric, per_seed=True)
     if head_a not in wide or head_b not in wide:
         return pd.DataFrame(columns=["pair_key", "split", "seed", "value_a", "value_b", "delta"])
     both = wide[[head_a, head_b]].dropna().set_axis(["value_a", "value_b"], axis=1).reset_index()
     return both.assign(delta=both["value_a"] - both["value_b"])
 
 
-def paired_deltas(finished: pd.DataFrame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per-split paired values: seeds where both heads ran, averaged within the split; delta = A - B."""
-    cells = finished.drop_duplicates("pair_key")[CELL_COLUMNS]
+def paired_deltas(scores: Scores, pairs: Sequence[tuple[str, str]], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per-split paired values (``pairs.csv``): the seeds where both heads succeeded, averaged within the split."""
     frames = []
     for metric in metrics:
         for head_a, head_b in pairs:
-            runs = _run_deltas(finished, head_a, head_b, metric)
+            runs = run_deltas(scores, head_a, head_b, metric)
             per_split = runs.groupby(["pair_key", "split"]).agg(
                 n_seeds=("delta", "size"), value_a=("value_a", "mean"), value_b=("value_b", "mean")).reset_index()
             frames.append(per_split.assign(head_a=head_a, head_b=head_b, metric=metric,
                                            delta=per_split["value_a"] - per_split["value_b"]))
-    columns = [*CELL_COLUMNS, "split", "head_a", "head_b", "metric", "n_seeds", "value_a", "value_b", "delta"]
     frames = [frame for frame in frames if len(frame)]
     if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True).merge(cells, on="pair_key")[columns]
+        return pd.DataFrame(columns=PAIR_COLUMNS)
+    return pd.concat(frames, ignore_index=True).merge(scores.cells, on="pair_key")[PAIR_COLUMNS]
 
 
-def _spread(finished: pd.DataFrame, pair_key: str, head_a: str, head_b: str, metric: str,
-            d: np.ndarray) -> tuple[float, float, float, int]:
+def _spread(runs: pd.DataFrame, d: np.ndarray) -> tuple[float, float, float, int]:
     """(var_split, var_seed, SD of the split-averaged difference, seeds per split) of one comparison."""
-    runs = _run_deltas(finished[finished["pair_key"] == pair_key], head_a, head_b, metric)
     seeds = int(runs.groupby("split").size().mode().iloc[0]) if len(runs) else 1
     sd = float(d.std(ddof=1)) if d.size > 1 else np.nan
-    if runs["split"].nunique() < 2 or not np.isfinite(runs["delta"]).all():
+    if runs["split"].nunique() < 2:
         return np.nan, np.nan, sd, seeds
     components = stats.split_seed_variance(runs)
     if np.isnan(components.var_seed):
@@ -110,23 +90,23 @@ def _spread(finished: pd.DataFrame, pair_key: str, head_a: str, head_b: str, met
     return components.var_split, components.var_seed, components.sd(seeds), seeds
 
 
-def _failures(finished: pd.DataFrame) -> dict[tuple[str, str], int]:
-    return finished[finished["failed"]].groupby(["pair_key", "head"]).size().to_dict()
+def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str, str]], sizes: pd.DataFrame,
+               warnings: list[str], rope: float) -> pd.DataFrame:
+    """One row per (cell, head pair, metric): the columns of ``stats.csv`` (module docstring) but the bootstrap's.
 
-
-def cell_stats(pairs: pd.DataFrame, finished: pd.DataFrame, warnings: list[str], rope: float) -> pd.DataFrame:
-    """One row per (cell, head pair, metric): the columns of ``stats.csv`` (module docstring) but the bootstrap's."""
-    sizes = finished.groupby("pair_key")[["n_train", "n_test"]].mean().to_dict("index")
-    cells = finished.drop_duplicates("pair_key").set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
-    failures = _failures(finished)
+    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs.
+    """
+    failures = scores.runs[scores.runs["failed"]].groupby(["pair_key", "head"]).size().to_dict()
+    cells = scores.cells.set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
     rows = []
     for (pair_key, head_a, head_b, metric), group in pairs.groupby(["pair_key", "head_a", "head_b", "metric"],
                                                                     sort=False):
         d = group["delta"].to_numpy(dtype=float)
-        n_train, n_test = sizes[pair_key]["n_train"], sizes[pair_key]["n_test"]
+        n_train, n_test = sizes.loc[pair_key, "n_train"], sizes.loc[pair_key, "n_test"]
         cell = cells[pair_key]
         caveat = stats.cross_dataset_caveat(cell["dataset"], cell["test_dataset"])
-        var_split, var_seed, sd, seeds = _spread(finished, pair_key, head_a, head_b, metric, d)
+        runs = run_deltas(scores, head_a, head_b, metric)
+        var_split, var_seed, sd, seeds = _spread(runs[runs["pair_key"] == pair_key], d)
         row = {"pair_key": pair_key, **cell, "head_a": head_a, "head_b": head_b, "metric": metric,
                "n_splits": d.size, "n_seeds": seeds, "n_train": n_train, "n_test": n_test,
                "failures_a": failures.get((pair_key, head_a), 0), "failures_b": failures.get((pair_key, head_b), 0),
@@ -234,18 +214,17 @@ def across_datasets(stats_df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame
                                        "p_wilcoxon", "caveat"])
 
 
-def rank_blocks(finished: pd.DataFrame, warnings: list[str]) -> pd.DataFrame | None:
+def rank_blocks(scores: Scores, warnings: list[str]) -> pd.DataFrame | None:
     """Test SRCC per independent block (backbone, dataset, test dataset, regime; splits averaged) and head,
     for the Friedman test and the critical-difference diagram; None, with a warning saying why, when
     there are too few blocks or heads for the test to mean anything."""
-    table = finished[[*RUN_KEYS, *CELL_COLUMNS[1:], metric_key("srcc")]]
-    scores, note = stats.independent_blocks(table, metric_key("srcc"), block=CELL_COLUMNS[1:])
+    blocks, note = stats.independent_blocks(scores.per_split, "test_srcc", block=CELL_COLUMNS[1:], seed=None)
     if note:
         warn(warnings, f"critical-difference diagram: {note}" + (" (it is not drawn: splits share their training "
                                                                  "data, so they are not independent blocks)"
-                                                                 if scores is None else ""))
-    return scores
+                                                                 if blocks is None else ""))
+    return blocks
 
 
-__all__ = ["ALPHA", "BOOT_COLUMNS", "STATS_COLUMNS", "across_datasets", "add_bootstrap", "cell_stats",
-           "comparisons", "paired_deltas", "rank_blocks"]
+__all__ = ["ALPHA", "BOOT_COLUMNS", "PAIR_COLUMNS", "STATS_COLUMNS", "across_datasets", "add_bootstrap",
+           "cell_stats", "paired_deltas", "rank_blocks", "run_deltas"]

@@ -1,17 +1,19 @@
-"""Report of a grid: statistics, tables and plots from the MLflow store (no retraining).
+"""Report of a grid: statistics, tables and plots from the MLflow store (no retraining, no torch).
 
-:func:`build_report` reads the runs of a grid (:mod:`benchmark.analysis.report_data`), pairs the heads of each
-matched cell split by split (seeds averaged within a split first), runs the tests of
-:mod:`benchmark.analysis.stats`, and writes CSV files, paper-style tables (:mod:`benchmark.analysis.tables`), plots
-(:mod:`benchmark.analysis.plots`) and ``provenance.json`` into ``results/<grid>/``. FINISHED result runs count,
-and so do runs that failed by their head's own doing (as SRCC = 0, :func:`benchmark.analysis.report_data.usable_runs`);
-every expected (cell, head) run without one is listed in ``missing.csv`` and reported as a warning.
+:func:`build_report` reads the grid as it was run (:class:`benchmark.schema.GridRecord`, recorded on its
+experiment: the expected cells, the heads, the pairs to compare and the ROPE) and its runs
+(:mod:`benchmark.analysis.report_data`), builds the one per-run / per-split table every later step reads
+(:class:`benchmark.analysis.report_data.Scores`), runs the tests of :mod:`benchmark.analysis.stats` on
+each compared pair, and writes CSV files, paper-style tables (:mod:`benchmark.analysis.tables`), plots
+(:mod:`benchmark.analysis.plots`) and ``provenance.json`` into ``results/<grid>/``. Every expected unit
+without a usable run is listed in ``missing.csv`` and reported as a warning.
 
-Files: ``runs.csv`` (FINISHED runs used), ``pairs.csv`` (per-split paired values), ``stats.csv``
-(per cell and head pair: tests, Bayesian verdicts, power), ``across_datasets.csv`` (Wilcoxon over
-datasets of the per-dataset mean deltas, with the small-N caveat), ``missing.csv``, ``health.csv``
-(heads vs the linear probe), ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``, PNG
-plots and ``provenance.json``.
+Files: ``runs.csv`` (the usable result and probe runs, each result with its selected trial and every
+trial's val SRCC), ``pairs.csv`` (per-split paired values), ``stats.csv`` (per cell and head pair: tests,
+Bayesian verdicts, power), ``across_datasets.csv`` (Wilcoxon over datasets of the per-dataset mean
+deltas, with the small-N caveat), ``missing.csv``, ``health.csv`` (heads vs the linear probe; tuning
+selections vs the budget's edges), ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``,
+PNG plots and ``provenance.json``.
 
 ``stats.csv`` is described in :mod:`benchmark.analysis.comparisons`; ``health.csv`` in :mod:`benchmark.analysis.health`.
 """
@@ -29,19 +31,13 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark.analysis import plots, stats, tables
-from benchmark.analysis.comparisons import (
-    across_datasets,
-    add_bootstrap,
-    cell_stats,
-    comparisons,
-    paired_deltas,
-    rank_blocks,
-)
-from benchmark.analysis.health import health_check, health_warnings
-from benchmark.provenance import write_provenance
+from benchmark.analysis.comparisons import across_datasets, add_bootstrap, cell_stats, paired_deltas, rank_blocks
+from benchmark.analysis.health import health_warnings, probe_gaps, tuning_diagnostics
 from benchmark.analysis.report_data import (
     ReportError,
+    Scores,
     find_missing,
+    load_grid_record,
     load_learning_curves,
     load_predictions,
     load_runs,
@@ -50,11 +46,17 @@ from benchmark.analysis.report_data import (
     usable_runs,
     warn,
 )
-from benchmark.schema import FIT_METRICS, ROLE_REFERENCE, RUN_TAGS, TEST_METRICS, metric_key
-from benchmark.run.tracking import resolve_tracking_uri, uri_kind
+from benchmark.metrics import METRIC_NAMES
+from benchmark.provenance import write_provenance
+from benchmark.schema import FIT_COLUMNS, ROLE_REFERENCE, ROLE_TRIAL, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
+from benchmark.store import open_client, resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
+RUN_COLUMNS = ["run_id", "status", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "regime", "split",
+               "seed", "head", "head_type", "role", "failed", "failure", *SIZE_COLUMNS, "trial", *FIT_COLUMNS,
+               *(test_metric(m) for m in METRIC_NAMES)]
+"""Leading columns of ``runs.csv`` (head hyper-parameters, tuned values and every trial's val SRCC follow)."""
 
 
 @dataclass
@@ -65,11 +67,11 @@ class ReportResult:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     n_runs: int = 0
-    """FINISHED runs used."""
+    """Usable result runs (FINISHED, or failed by their head)."""
     n_unfinished: int = 0
-    """Runs in the store that are FAILED, RUNNING or KILLED (ignored)."""
+    """Result runs in the store that are RUNNING, KILLED or ended with their process (ignored)."""
     n_missing: int = 0
-    """Expected (cell, head) runs without a FINISHED run."""
+    """Expected units without a usable run."""
     n_pairs: int = 0
     """Rows of ``pairs.csv`` (per-split paired differences)."""
     n_stats_rows: int = 0
@@ -78,8 +80,7 @@ class ReportResult:
 
 
 def build_report(grid: str | None = None, tracking_uri: str | None = None, out_dir: Path | None = None,
-                 reference: str = "mse", metrics: Sequence[str] = ("srcc", "plcc"),
-                 command: str | Sequence[str] | None = None,
+                 metrics: Sequence[str] = ("srcc", "plcc"), command: str | Sequence[str] | None = None,
                  pairs: Sequence[tuple[str, str]] | None = None) -> ReportResult:
     """Write the statistics, tables, plots and provenance of a grid.
 
@@ -88,17 +89,15 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     grid : str or None
         Grid (experiment) name; ``None`` picks the only grid in the store.
     tracking_uri : str or None
-        MLflow tracking URI (default: :func:`benchmark.run.tracking.resolve_tracking_uri`).
+        MLflow tracking URI (default: :func:`benchmark.store.resolve_tracking_uri`).
     out_dir : Path or None
         Output folder (default ``results/<grid>``).
-    reference : str, default "mse"
-        Head label every other head is compared with.
     metrics : sequence of str, default ("srcc", "plcc")
         Test metrics to test and tabulate (``srcc`` is always tested: the summary and plots use it).
     command : str or sequence of str, optional
         Command line recorded in ``provenance.json`` (default ``sys.argv``).
     pairs : sequence of (str, str), optional
-        Head pairs (A, B) to test instead of :func:`comparisons` (e.g. an ablation's variant vs its base).
+        Head pairs (A, B) to test instead of the grid's ``compare`` list.
 
     Returns
     -------
@@ -109,141 +108,139 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     ------
     ReportError
         On an unknown grid (the message lists the grids), a store with several grids and no ``grid``,
-        an unknown metric, or a grid without FINISHED runs.
+        an unknown metric or head, or a grid without usable runs.
     """
     start = time.perf_counter()
-    unknown = sorted(set(metrics) - set(TEST_METRICS))
+    unknown = sorted(set(metrics) - set(METRIC_NAMES))
     if unknown:
-        raise ReportError(f"unknown metric(s) {unknown}; choose from {', '.join(TEST_METRICS)}.")
+        raise ReportError(f"unknown metric(s) {unknown}; choose from {', '.join(METRIC_NAMES)}.")
     metrics = tuple(dict.fromkeys(("srcc", *metrics)))
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(uri)
-    grid, experiment_id = select_experiment(client, grid)
-    out = Path(out_dir) if out_dir is not None else Path("results") / grid
+    client = open_client(uri)
+    name, experiment_id = select_experiment(client, grid)
+    record = load_grid_record(client, experiment_id)
+    if pairs:
+        unknown_heads = sorted({h for pair in pairs for h in pair} - set(record.heads))
+        if unknown_heads:
+            raise ReportError(f"--pair names head(s) the grid does not have: {', '.join(unknown_heads)}; "
+                              f"heads: {', '.join(record.heads)}")
+        record = record.with_compare(tuple(pairs))
+    out = Path(out_dir) if out_dir is not None else Path("results") / name
     out.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(grid=grid, out_dir=out)
+    result = ReportResult(grid=name, out_dir=out)
     warnings = result.warnings
 
-    runs = load_runs(uri, experiment_id)
-    placeable, finished = usable_runs(runs, warnings)
-    probes = usable_runs(runs, warnings, ROLE_REFERENCE)[1]
-    if finished.empty:
-        raise ReportError(f"grid {grid!r} has no FINISHED runs ({len(placeable)} other run(s)); run the grid first.")
-    heads = list(dict.fromkeys(finished["head"]))
-    if reference not in heads:
-        warn(warnings, f"reference head {reference!r} has no FINISHED run (heads: {', '.join(heads)}); "
-                       "only dor vs dor-seed is tested")
-    missing = find_missing(placeable, finished)
+    runs = load_runs(client, experiment_id)
+    usable = usable_runs(runs, warnings)
+    probe_runs = usable_runs(runs, warnings, ROLE_REFERENCE)
+    if usable.empty:
+        raise ReportError(f"grid {name!r} has no usable result runs ({len(runs)} other run(s)); run the grid first.")
+    scores, probes = Scores.of(usable), Scores.of(probe_runs)
+    missing = find_missing(record, runs, usable, probe_runs)
     if len(missing):
-        warn(warnings, f"{len(missing)} expected (cell, head) run(s) are missing or not FINISHED (see missing.csv); "
-                       "statistics use only splits where both heads of a pair FINISHED")
-    rope = _rope(finished, warnings)
-
-    unknown_heads = sorted({h for pair in pairs or () for h in pair} - set(heads))
-    if unknown_heads:
-        raise ReportError(f"--pair names head(s) without FINISHED runs: {', '.join(unknown_heads)}; "
-                          f"heads: {', '.join(heads)}")
-    pairs = list(pairs) if pairs else comparisons(heads, reference)
-    if not pairs:
-        warn(warnings, f"no head pairs to compare (heads: {', '.join(heads)}); no statistics, forest or slope plot")
-    deltas = paired_deltas(finished, pairs, metrics)
-    stats_df = cell_stats(deltas, finished, warnings, rope)
-    splits = shown_splits(finished)
-    predictions = load_predictions(uri, finished, splits, warnings)
+        warn(warnings, f"{len(missing)} expected unit(s) have no usable run (see missing.csv); statistics use only "
+                       "the splits where both heads of a pair succeeded")
+    if not record.compare:
+        warn(warnings, f"no head pairs to compare (heads: {', '.join(record.heads)}); no statistics, forest or "
+                       "slope plot")
+    deltas = paired_deltas(scores, record.compare, metrics)
+    sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
+    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record.rope)
+    splits = shown_splits(scores)
+    predictions = load_predictions(client, usable, splits, warnings)
     add_bootstrap(stats_df, predictions, splits, warnings)
     across = across_datasets(stats_df, warnings)
-    health = health_check(finished, probes)
-    for message in health_warnings(health):
+    trials = runs[(runs["role"] == ROLE_TRIAL) & (runs["status"] == "FINISHED")]
+    tuning = tuning_diagnostics(usable, trials, record)
+    gaps = probe_gaps(scores, probes)
+    health = gaps.merge(tuning, on=["pair_key", "head"], how="outer") if len(tuning) else gaps
+    for message in health_warnings(gaps, tuning):
         warn(warnings, message)
     log.debug("%.2f s: runs, statistics and predictions loaded", time.perf_counter() - start)
 
     files = result.files
-    files.update(tables.write_tables(out, finished, stats_df, reference, metrics, probes, health))
-    files.update(_write_plots(out, client, finished, deltas, stats_df, predictions, splits, reference, warnings))
+    files.update(tables.write_tables(out, scores, stats_df, record.reference, metrics, probes, health))
+    files.update(_write_plots(out, client, usable, scores, deltas, stats_df, predictions, splits, record, trials,
+                              warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
-    run_columns = ["run_id", "status", *RUN_TAGS, "failed", "n_train", "n_val", "n_test", "num_bins", "epochs",
-                   *[metric_key(m) for m in TEST_METRICS], *FIT_METRICS]
-    for name, frame in (("runs", pd.concat([finished, probes])[run_columns]), ("pairs", deltas), ("stats", stats_df),
-                        ("across_datasets", across), ("missing", missing), ("health", health)):
-        files[f"{name}.csv"] = out / f"{name}.csv"
-        frame.to_csv(files[f"{name}.csv"], index=False)
+    for file_name, frame in (("runs", run_table(usable, probe_runs, trials)), ("pairs", deltas), ("stats", stats_df),
+                             ("across_datasets", across), ("missing", missing), ("health", health)):
+        files[f"{file_name}.csv"] = out / f"{file_name}.csv"
+        frame.to_csv(files[f"{file_name}.csv"], index=False)
 
-    result.n_runs, result.n_unfinished = len(finished), int((placeable["status"] != "FINISHED").sum())
-    result.n_missing, result.n_pairs, result.n_stats_rows = len(missing), len(deltas), len(stats_df)
+    result.n_runs, result.n_missing = len(usable), len(missing)
+    result.n_unfinished = int((runs[runs["role"] != ROLE_TRIAL]["status"].isin(["RUNNING", "KILLED"])).sum())
+    result.n_pairs, result.n_stats_rows = len(deltas), len(stats_df)
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
-        out, command if command is not None else sys.argv, grid=grid, tracking_uri_kind=uri_kind(uri),
-        reference=reference, metrics=list(metrics), rope=rope, n_runs_finished=result.n_runs,
-        n_runs_unfinished=result.n_unfinished, n_missing=result.n_missing, n_pairs=result.n_pairs,
-        n_stats_rows=result.n_stats_rows, warnings=warnings, duration_s=round(result.duration_s, 3))
-    log.info("report of grid %r written to %s in %.1f s", grid, out, result.duration_s)
+        out, command if command is not None else sys.argv, grid=name, tracking_uri_kind=uri_kind(uri),
+        experiment_id=experiment_id, reference=record.reference, compare=[list(p) for p in record.compare],
+        metrics=list(metrics), rope=record.rope, n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
+        n_missing=result.n_missing, n_pairs=result.n_pairs, n_stats_rows=result.n_stats_rows, warnings=warnings,
+        duration_s=round(result.duration_s, 3))
+    log.info("report of grid %r written to %s in %.1f s", name, out, result.duration_s)
     return result
 
 
-def _rope(finished: pd.DataFrame, warnings: list[str]) -> float:
-    """The grid's ``rope`` param (the default when the runs predate it)."""
-    values = finished["rope"].dropna().unique()
-    if len(values) > 1:
-        warn(warnings, f"runs disagree on rope ({sorted(values)}); the largest is used")
-    return float(max(values)) if len(values) else stats.DEFAULT_ROPE
+def run_table(usable: pd.DataFrame, probes: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """``runs.csv``: result and probe runs, each result with its hyper-parameters, its selected trial's tuned
+    values and every trial's val SRCC (columns ``val_srcc[<trial>]``)."""
+    frame = pd.concat([usable, probes], ignore_index=True)
+    extra = [c for c in frame.columns if c.startswith(("head.", TUNED_PREFIX)) and c != "head_init"]
+    if len(trials):
+        val = trials.pivot_table(index="parent_run_id", columns="trial", values="best_val_srcc", aggfunc="last")
+        val.columns = [f"val_srcc[{c}]" for c in val.columns]
+        frame = frame.merge(val, left_on="run_id", right_index=True, how="left")
+        extra += list(val.columns)
+    return frame[[*RUN_COLUMNS, "head_init", *extra]]
 
 
-def _write_plots(out: Path, client: MlflowClient, finished: pd.DataFrame, deltas: pd.DataFrame,
-                 stats_df: pd.DataFrame, predictions: dict, splits: pd.Series, reference: str,
-                 warnings: list[str]) -> dict[str, Path]:
+def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: Scores, deltas: pd.DataFrame,
+                 stats_df: pd.DataFrame, predictions: dict, splits: pd.Series, grid: GridRecord,
+                 trials: pd.DataFrame, warnings: list[str]) -> dict[str, Path]:
     """Every plot whose data exists; returns {file name: path}."""
     written: dict[str, Path] = {}
-    heads = list(dict.fromkeys(finished["head"]))
+    heads = scores.heads
     colors = plots.head_colors(heads)
 
-    def save(name: str, draw, *args) -> None:
-        written[name] = out / name
-        draw(*args, written[name])
+    def save(file_name: str, draw, *args) -> None:
+        written[file_name] = out / file_name
+        draw(*args, written[file_name])
 
     if not stats_df.empty:
         save("forest_srcc.png", plots.forest, stats_df[stats_df["metric"] == "srcc"], "srcc")
-        ref_pairs = deltas[(deltas["metric"] == "srcc") & (deltas["head_b"] == reference)]
+        ref_pairs = deltas[(deltas["metric"] == "srcc") & (deltas["head_b"] == grid.reference)]
         if not ref_pairs.empty:
             save("slope_srcc.png", plots.slope, ref_pairs, "srcc", colors)
     first = next(iter(splits.index), None)
     panels = {head: predictions[(first, head)] for head in heads if (first, head) in predictions}
     if panels:
         save("scatter.png", plots.scatter, panels, first, int(splits[first]), colors)
-    curves = load_learning_curves(client, finished, splits)
+    curves = load_learning_curves(client, usable, splits)
     if not curves.empty:
         save("learning_curves.png", plots.learning_curves, curves, colors, len(splits))
-    k_table = k_ablation_table(finished)
+    k_table = k_ablation_table(scores, usable)
     if not k_table.empty:
         save("k_ablation.png", plots.k_ablation, k_table)
-    scores = rank_blocks(finished, warnings)
-    if scores is not None:
-        ranks = stats.average_ranks(scores)
-        cd = stats.nemenyi_critical_difference(scores.shape[1], len(scores))
-        save("critical_difference.png", plots.critical_difference, ranks, cd, stats.friedman_test(scores),
-             len(scores))
+    blocks = rank_blocks(scores, warnings)
+    if blocks is not None:
+        ranks = stats.average_ranks(blocks)
+        cd = stats.nemenyi_critical_difference(blocks.shape[1], len(blocks))
+        save("critical_difference.png", plots.critical_difference, ranks, cd, stats.friedman_test(blocks), len(blocks))
     return written
 
 
-def k_ablation_table(finished: pd.DataFrame) -> pd.DataFrame:
+def k_ablation_table(scores: Scores, usable: pd.DataFrame) -> pd.DataFrame:
     """SRCC mean and std over splits per (head_type, pair_key, num_bins), for head types run with more than
-    one ``head.num_bins`` (missing values filled with the registry default); empty when none varies."""
-    from benchmark.heads import UnknownHeadError, head_hparams  # registry (imports torch): only needed here
-
-    runs = finished.dropna(subset=["head_type"]).copy()
-    for head_type in runs["head_type"].unique():
-        try:
-            default = head_hparams(head_type).get("num_bins")
-        except UnknownHeadError:
-            continue
-        if default is not None:
-            rows = runs["head_type"] == head_type
-            runs.loc[rows, "num_bins"] = runs.loc[rows, "num_bins"].fillna(default)
-    runs = runs.dropna(subset=["num_bins", "test_srcc"])
-    varied = runs.groupby("head_type")["num_bins"].nunique()
-    runs = runs[runs["head_type"].isin(varied[varied > 1].index)]
-    per_split = runs.groupby(["head_type", "pair_key", "num_bins", "split"])["test_srcc"].mean()
-    table = per_split.groupby(["head_type", "pair_key", "num_bins"]).agg(["mean", "std", "size"])
-    return table.rename(columns={"size": "n_splits"}).reset_index()
+    one ``num_bins`` (every run logs its head's hyper-parameters, defaults included); empty when none varies."""
+    if "head.num_bins" not in usable:
+        return pd.DataFrame()
+    bins = usable.drop_duplicates("head").set_index("head")[["head_type", "head.num_bins"]].dropna()
+    per_split = scores.per_split.merge(bins, left_on="head", right_index=True).dropna(subset=["test_srcc"])
+    varied = per_split.groupby("head_type")["head.num_bins"].nunique()
+    per_split = per_split[per_split["head_type"].isin(varied[varied > 1].index)]
+    table = per_split.groupby(["head_type", "pair_key", "head.num_bins"])["test_srcc"].agg(["mean", "std", "size"])
+    return table.rename(columns={"size": "n_splits"}).reset_index().rename(columns={"head.num_bins": "num_bins"})
 
 
-__all__ = ["ReportError", "ReportResult", "build_report", "k_ablation_table"]
+__all__ = ["RUN_COLUMNS", "ReportError", "ReportResult", "build_report", "k_ablation_table", "run_table"]

@@ -1,53 +1,55 @@
-"""Data of a grid report, read from the MLflow store (no retraining, no statistics).
+"""Data of a grid report, read from the MLflow store through :class:`benchmark.schema.RunRecord` (no statistics).
 
-* :func:`select_experiment` — the grid (experiment) to report on;
-* :func:`load_runs` — every run as one tidy row, from one ``mlflow.search_runs`` call;
-* :func:`usable_runs`, :func:`find_missing` — FINISHED runs used, expected runs without one;
-* :func:`shown_splits`, :func:`split_runs`, :func:`load_predictions`, :func:`load_learning_curves` — the
-  artifacts and metric histories read for a few runs only (one split per comparison group, chosen
-  without looking at any test score).
+* :func:`select_experiment`, :func:`load_grid_record` — the grid (experiment) to report on, as it was run;
+* :func:`load_runs` — every run as one tidy row (:meth:`RunRecord.as_row`), from one search;
+* :func:`usable_runs` — one run per expected (cell, head): FINISHED, else the failure that stands for it;
+* :class:`Scores` — THE per-run and seed-averaged per-split tables every statistic, table and plot reads;
+* :func:`find_missing` — the grid's expected units without a usable run;
+* :func:`shown_splits`, :func:`load_predictions`, :func:`load_learning_curves` — artifacts and metric
+  histories of a few runs only (one split per comparison group, chosen without looking at any score).
 
-Problems that leave part of the report out are appended to the caller's ``warnings`` list (and
-logged) by :func:`warn`; problems that leave nothing to report raise :class:`ReportError`.
+Problems that leave part of the report out are appended to the caller's ``warnings`` list (and logged) by
+:func:`warn`; problems that leave nothing to report raise :class:`ReportError`. The analysis package reads
+the store only through the client of :func:`benchmark.store.open_client` and needs neither torch nor the
+harness.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from benchmark.metrics import METRIC_NAMES
+from benchmark.store import all_runs
 from benchmark.schema import (
-    DIVERGED,
-    FAILURE_TAG,
-    FIT_METRICS,
+    BLANK_ROW_COLUMNS,
+    CURVES,
+    GRID_TAG,
+    PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
+    ROLE_REFERENCE,
     ROLE_RESULT,
-    RUN_TAGS,
-    SIZE_PARAMS,
-    TEST_METRICS,
-    metric_key,
+    GridRecord,
+    RunRecord,
+    test_metric,
 )
 
 log = logging.getLogger(__name__)
 
-KEY_TAGS = ("pair_key", "head", "split", "seed", "backbone", "dataset", "test_dataset", "regime")
-"""Tags without which a run cannot be placed in the grid."""
-KEY_PARAMS = (*SIZE_PARAMS, "head.num_bins", "epochs", "rope")
 CELL_COLUMNS = ["pair_key", "backbone", "dataset", "test_dataset", "regime"]
 RUN_KEYS = ["pair_key", "split", "seed", "head"]
-"""One FINISHED run per combination is used."""
+"""One usable run per combination."""
+TEST_COLUMNS = tuple(test_metric(m) for m in METRIC_NAMES)
+"""The final test metrics of every result and probe run."""
 MAX_CURVE_CELLS = 4
 """Comparison groups shown in the learning-curve plot (their metric histories are fetched one by one)."""
-_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class ReportError(ValueError):
@@ -61,24 +63,8 @@ def warn(warnings: list[str], message: str) -> None:
         log.warning(message)
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Point the fluent MLflow API at ``uri`` and silence its per-download progress bars; restore both."""
-    previous, bar = mlflow.get_tracking_uri(), os.environ.get(_PROGRESS_BAR_ENV)
-    mlflow.set_tracking_uri(uri)
-    os.environ[_PROGRESS_BAR_ENV] = "false"
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if bar is None:
-            os.environ.pop(_PROGRESS_BAR_ENV, None)
-        else:
-            os.environ[_PROGRESS_BAR_ENV] = bar
-
-
 def select_experiment(client: MlflowClient, grid: str | None) -> tuple[str, str]:
-    """(grid name, experiment id); ``grid=None`` picks the only non-empty experiment of the store.
+    """(grid name, experiment id); ``grid=None`` picks the only grid of the store.
 
     Raises
     ------
@@ -86,8 +72,7 @@ def select_experiment(client: MlflowClient, grid: str | None) -> tuple[str, str]
         When ``grid`` is not in the store, or ``grid=None`` and the store holds other than one grid
         (the message lists the grids present).
     """
-    experiments = [e for e in client.search_experiments()
-                   if e.name != "Default" or client.search_runs([e.experiment_id], max_results=1)]
+    experiments = [e for e in client.search_experiments() if GRID_TAG in e.tags]
     names = sorted(e.name for e in experiments)
     if grid is None:
         if len(experiments) != 1:
@@ -101,107 +86,131 @@ def select_experiment(client: MlflowClient, grid: str | None) -> tuple[str, str]
     return grid, match[0].experiment_id
 
 
-def load_runs(uri: str, experiment_id: str) -> pd.DataFrame:
-    """Every active run of an experiment as one tidy row (one ``mlflow.search_runs`` call).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``run_id, status, start_time, artifact_uri``, the tags of ``RUN_TAGS``, the params of
-        ``KEY_PARAMS`` (numeric; ``num_bins`` for ``head.num_bins``), ``test_<metric>`` for every test
-        metric and ``best_epoch, best_val_srcc, train_seconds``.
-    """
-    with _tracking_uri(uri):
-        raw = mlflow.search_runs(experiment_ids=[experiment_id])
-    if raw.empty:
-        return pd.DataFrame(columns=["run_id", "status", "start_time", "artifact_uri", *RUN_TAGS])
-    out = raw[["run_id", "status", "start_time", "artifact_uri"]].copy()
-
-    def column(name: str) -> pd.Series:
-        return raw[name] if name in raw else pd.Series(np.nan, index=raw.index)
-
-    for tag in (*RUN_TAGS, FAILURE_TAG):
-        out[tag] = column(f"tags.{tag}")
-    out["role"] = out["role"].fillna(ROLE_RESULT)  # stores written before roles existed hold results only
-    for param in KEY_PARAMS:
-        out["num_bins" if param == "head.num_bins" else param] = pd.to_numeric(column(f"params.{param}"))
-    for metric in [metric_key(m) for m in TEST_METRICS] + list(FIT_METRICS):
-        out[metric] = pd.to_numeric(column(f"metrics.{metric}"))
-    return out
+def load_grid_record(client: MlflowClient, experiment_id: str) -> GridRecord:
+    """The grid an experiment ran, as ``dor-bench run`` recorded it on the experiment."""
+    return GridRecord.from_json(client.get_experiment(experiment_id).tags[GRID_TAG])
 
 
-CORRELATIONS = tuple(metric_key(m) for m in ("srcc", "krcc", "plcc", "plcc_raw"))
-"""What a failed run scores: no better than chance (0) on every correlation."""
+def load_runs(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+    """Every active run of an experiment as one row (:meth:`RunRecord.as_row`); runs that do not name their
+    place in the grid (not written by the harness) are left out."""
+    records = [RunRecord.from_mlflow(run) for run in all_runs(client, experiment_id)]
+    rows = [record.as_row() for record in records if record.placeable]
+    if not rows:
+        return pd.DataFrame(columns=list(BLANK_ROW_COLUMNS))
+    return pd.DataFrame(rows)
 
 
-def usable_runs(runs: pd.DataFrame, warnings: list[str],
-                role: str = ROLE_RESULT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the runs of one role into (all placeable runs, one usable run per cell and head).
+def usable_runs(runs: pd.DataFrame, warnings: list[str], role: str = ROLE_RESULT) -> pd.DataFrame:
+    """One run per (cell, head) of a role: the latest FINISHED one, else the latest FAILED one as a failure.
 
-    ``role="result"`` (default) gives what the statistics and tables use; ``role="reference"`` the
-    linear-probe runs; tuning trials are never used. Usable: the latest FINISHED run of a (cell, head);
-    where there is none, a run that failed by the head's own doing — a diverged model (FAILED, failure
-    tag ``diverged:``) or constant predictions (FINISHED, correlations undefined) — counts as a
-    ``failed`` run that scored 0 on every correlation, so an unstable head cannot look better by losing
-    its bad splits. Other FAILED runs (exceptions, which may be the machine's) are missing, not failures.
+    ``failed`` marks a unit whose head failed: its latest run FAILED (an exception or a diverged model —
+    a rerun of the grid retries exceptions, so one that persists is the head's) or FINISHED with a
+    constant prediction (its correlations are undefined). A failed run's metrics are NaN: the comparisons
+    use the splits where both heads succeeded, count failures on their own and show a worst-score
+    sensitivity analysis. RUNNING and KILLED runs, and runs whose process died (an expired claim), are
+    incomplete, not failures (:func:`find_missing`).
     """
     runs = runs[runs["role"] == role]
-    placeable = runs.dropna(subset=list(KEY_TAGS))
-    if len(placeable) < len(runs):
-        warn(warnings, f"{len(runs) - len(placeable)} run(s) lack one of the tags {', '.join(KEY_TAGS)} "
-                       "and were ignored (not written by the harness?)")
-    placeable = placeable.astype({"split": int, "seed": int})
-    diverged = (placeable["status"] == "FAILED") & placeable[FAILURE_TAG].astype("string").fillna("").str.startswith(DIVERGED)
-    candidates = placeable[(placeable["status"] == "FINISHED") | diverged].assign(
-        failed=lambda t: (t["status"] != "FINISHED") | t[metric_key("srcc")].isna())
+    candidates = runs[(runs["status"] == "FINISHED") | ((runs["status"] == "FAILED") & ~runs["expired"])].copy()
+    candidates["failed"] = (candidates["status"] == "FAILED") | candidates[test_metric("srcc")].isna()
     candidates = candidates.sort_values(["failed", "start_time"], ascending=[False, True])
     duplicated = candidates[candidates["status"] == "FINISHED"].duplicated(RUN_KEYS, keep="last")
     if duplicated.any():
         warn(warnings, f"{int(duplicated.sum())} FINISHED {role} run(s) repeat a (cell, head); the latest of each "
                        "is used")
     usable = candidates.drop_duplicates(RUN_KEYS, keep="last").copy()
-    usable.loc[usable["failed"], list(CORRELATIONS)] = 0.0
+    usable.loc[usable["failed"], list(TEST_COLUMNS)] = np.nan
     failed = usable[usable["failed"]]
     if len(failed):
         counts = ", ".join(f"{head} {n}" for head, n in failed["head"].value_counts().items())
-        warn(warnings, f"{len(failed)} {role} run(s) failed by their head (diverged or constant predictions: "
-                       f"{counts}); they count as SRCC = PLCC = 0 in the comparisons, and the tables show the count")
-    return placeable, usable.sort_values("start_time")
+        warn(warnings, f"{len(failed)} {role} run(s) failed by their head ({counts}; see their failure tags); the "
+                       "comparisons use the splits where both heads succeeded, test the failure rates apart and "
+                       "show whether counting failures as the worst score changes a verdict")
+    return usable.sort_values("start_time").reset_index(drop=True)
 
 
-def find_missing(placeable: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
-    """Expected (cell, head) runs without a usable run (:func:`usable_runs`; failed-by-the-head runs are used).
+@dataclass(frozen=True)
+class Scores:
+    """The one array contract of a report: every statistic, table, plot and health check reads these.
 
-    The grid is taken as the product of the pair keys, splits, seeds and heads seen in any run; a
-    run that is FAILED/RUNNING/KILLED is reported with its status, one that never started as ``absent``.
+    Attributes
+    ----------
+    runs : pandas.DataFrame
+        One row per usable run: ``RUN_KEYS``, the cell columns, ``failed`` and every ``test_*`` metric
+        (NaN for a failed run).
+    per_split : pandas.DataFrame
+        One row per (pair_key, head, split): the cell columns, each ``test_*`` metric averaged over the
+        split's successful seeds, ``n_seeds`` (successful runs) and ``n_failed``.
     """
-    cells = placeable.drop_duplicates("pair_key")[CELL_COLUMNS]
-    grid = pd.MultiIndex.from_product(
-        [cells["pair_key"], sorted(placeable["split"].unique()), sorted(placeable["seed"].unique()),
-         list(dict.fromkeys(placeable["head"]))], names=RUN_KEYS).to_frame(index=False)
-    done = finished[RUN_KEYS].assign(_done=True)
-    unfinished = placeable[placeable["status"] != "FINISHED"].sort_values("start_time")
-    unfinished = unfinished.drop_duplicates(RUN_KEYS, keep="last")
-    missing = grid.merge(done, on=RUN_KEYS, how="left")
+
+    runs: pd.DataFrame
+    per_split: pd.DataFrame
+
+    @classmethod
+    def of(cls, usable: pd.DataFrame) -> Scores:
+        """Build both tables from :func:`usable_runs`' rows."""
+        metrics = [c for c in TEST_COLUMNS if c in usable]
+        runs = usable[[*RUN_KEYS, *CELL_COLUMNS[1:], "failed", *metrics]].reset_index(drop=True)
+        keys = ["pair_key", "head", "split"]
+        grouped = runs.groupby(keys, sort=False)
+        per_split = grouped[metrics].mean()
+        per_split["n_seeds"] = grouped["failed"].apply(lambda f: int((~f).sum()))
+        per_split["n_failed"] = grouped["failed"].sum().astype(int)
+        cells = runs.drop_duplicates("pair_key").set_index("pair_key")[CELL_COLUMNS[1:]]
+        per_split = per_split.reset_index().merge(cells, left_on="pair_key", right_index=True)
+        return cls(runs, per_split[[*keys, *CELL_COLUMNS[1:], "n_seeds", "n_failed", *metrics]])
+
+    @property
+    def heads(self) -> list[str]:
+        """Head labels, in the order their runs first appear."""
+        return list(dict.fromkeys(self.runs["head"]))
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """One row per comparison group: its cell columns."""
+        return self.runs.drop_duplicates("pair_key")[CELL_COLUMNS].reset_index(drop=True)
+
+    def wide(self, metric: str, per_seed: bool = False) -> pd.DataFrame:
+        """A metric with one column per head: rows (pair_key, split) — or (pair_key, split, seed)."""
+        table = self.runs if per_seed else self.per_split
+        index = ["pair_key", "split", "seed"] if per_seed else ["pair_key", "split"]
+        return table.pivot_table(index=index, columns="head", values=test_metric(metric), dropna=False,
+                                 aggfunc="first")
+
+
+def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
+    """Expected units of the grid without a usable run: (cell, head) results and the probe of each split.
+
+    A unit whose latest run is RUNNING or KILLED is listed with that status, one that never started as
+    ``absent``.
+    """
+    expected = pd.DataFrame([{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset,
+                              "test_dataset": c.test_dataset, "regime": c.regime, "split": c.split, "seed": c.seed,
+                              "head": head, "cell_key": c.key} for c in grid.cells() for head in grid.heads])
+    if expected.empty:
+        return expected.assign(status=pd.Series(dtype=str))
+    done = usable[RUN_KEYS].assign(_done=True)
+    missing = expected.merge(done, on=RUN_KEYS, how="left")
     missing = missing[missing["_done"].isna()].drop(columns="_done")
-    missing = missing.merge(unfinished[[*RUN_KEYS, "status"]], on=RUN_KEYS, how="left").fillna({"status": "absent"})
-    missing = missing.merge(cells, on="pair_key")
-    missing["cell_key"] = (missing["pair_key"] + "|split" + missing["split"].astype(str)
-                           + "|seed" + missing["seed"].astype(str))
+    results = runs[runs["role"] == ROLE_RESULT].sort_values("start_time").drop_duplicates(RUN_KEYS, keep="last")
+    missing = missing.merge(results[[*RUN_KEYS, "status"]], on=RUN_KEYS, how="left").fillna({"status": "absent"})
+    probe_splits = set(zip(probes["pair_key"], probes["split"])) if len(probes) else set()
+    lacking = [{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset, "test_dataset": c.test_dataset,
+                "regime": c.regime, "split": c.split, "seed": c.seed, "head": "probe", "cell_key": c.key,
+                "status": "absent"} for c in grid.cells() if c.seed == grid.seeds[0]
+               and (c.pair_key, c.split) not in probe_splits]
+    missing = pd.concat([missing, pd.DataFrame(lacking)], ignore_index=True) if lacking else missing
     return missing[[*CELL_COLUMNS, "split", "seed", "head", "status", "cell_key"]].reset_index(drop=True)
 
 
-def split_values(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Test metric per (pair_key, split, seed) row and head column."""
-    return finished.set_index(RUN_KEYS)[metric_key(metric)].unstack("head")
-
-
-def shown_splits(finished: pd.DataFrame) -> pd.Series:
+def shown_splits(scores: Scores) -> pd.Series:
     """Per pair_key, the split whose predictions the bootstrap CI and the scatter plot use: the lowest split
-    where every head has a usable run (else the lowest split). A fixed rule, so the choice never depends
-    on any head's test score."""
-    complete = finished.groupby(["pair_key", "split"])["head"].nunique()
-    heads = finished.groupby("pair_key")["head"].nunique()
+    where every head has a successful run (else the lowest split). A fixed rule, so the choice never
+    depends on any head's test score."""
+    ok = scores.runs[~scores.runs["failed"]]
+    complete = ok.groupby(["pair_key", "split"])["head"].nunique()
+    heads = scores.runs.groupby("pair_key")["head"].nunique()
     chosen = {}
     for pair_key, group in complete.groupby(level="pair_key"):
         full = group[group == heads[pair_key]]
@@ -209,45 +218,47 @@ def shown_splits(finished: pd.DataFrame) -> pd.Series:
     return pd.Series(chosen, name="split", dtype=int)
 
 
-def split_runs(finished: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
-    """Each head's lowest-seed usable run at each pair_key's chosen split (``splits``: pair_key -> split)."""
-    runs = finished.merge(splits.rename("split").rename_axis("pair_key").reset_index(), on=["pair_key", "split"])
+def split_runs(usable: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
+    """Each head's lowest-seed successful run at each pair_key's chosen split (``splits``: pair_key -> split)."""
+    ok = usable[~usable["failed"]]
+    runs = ok.merge(splits.rename("split").rename_axis("pair_key").reset_index(), on=["pair_key", "split"])
     return runs.sort_values("seed", kind="stable").drop_duplicates(["pair_key", "head"])
 
 
-def load_predictions(uri: str, finished: pd.DataFrame, splits: pd.Series,
+def load_predictions(client: MlflowClient, usable: pd.DataFrame, splits: pd.Series,
                      warnings: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
-    """``predictions.csv`` (image, mos, pred[, ref]) of the runs of :func:`split_runs`, keyed by (pair_key, head).
+    """``predictions.csv`` of the runs of :func:`split_runs`, keyed by (pair_key, head).
 
     A run whose file cannot be read or lacks a column is left out, with a warning.
     """
     out = {}
-    with _tracking_uri(uri):
-        for run in split_runs(finished[~finished["failed"]], splits).itertuples():
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in split_runs(usable, splits).itertuples():
             try:
-                text = mlflow.artifacts.load_text(f"{run.artifact_uri}/{PREDICTIONS_ARTIFACT}")
-                frame = pd.read_csv(io.StringIO(text))
+                path = client.download_artifacts(run.run_id, PREDICTIONS_ARTIFACT, str(Path(tmp) / run.run_id))
+                frame = pd.read_csv(path)
             except (MlflowException, OSError, pd.errors.ParserError) as err:
                 warn(warnings, f"run {run.run_id} ({run.pair_key}, {run.head}): cannot read {PREDICTIONS_ARTIFACT} "
                                f"({err}); its bootstrap CI and scatter panel are left out")
                 continue
-            if not {"image", "mos", "pred"} <= set(frame.columns):
-                warn(warnings, f"run {run.run_id}: {PREDICTIONS_ARTIFACT} lacks the columns image, mos, pred "
-                               f"(has {', '.join(frame.columns)}); its bootstrap CI and scatter panel are left out")
+            if not set(PREDICTION_COLUMNS[:3]) <= set(frame.columns):
+                warn(warnings, f"run {run.run_id}: {PREDICTIONS_ARTIFACT} lacks the columns "
+                               f"{', '.join(PREDICTION_COLUMNS[:3])} (has {', '.join(frame.columns)}); its bootstrap "
+                               "CI and scatter panel are left out")
                 continue
             out[(run.pair_key, run.head)] = frame
     return out
 
 
-def load_learning_curves(client: MlflowClient, finished: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
-    """val_srcc and train_loss histories of the lowest-seed runs at the chosen split of the first
-    ``MAX_CURVE_CELLS`` pair keys (columns pair_key, head, metric, step, value)."""
-    runs = split_runs(finished, splits.iloc[:MAX_CURVE_CELLS])
+def load_learning_curves(client: MlflowClient, usable: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
+    """Per-epoch curves of the lowest-seed runs at the chosen split of the first ``MAX_CURVE_CELLS`` pair
+    keys (columns pair_key, head, metric, step, value)."""
+    runs = split_runs(usable, splits.iloc[:MAX_CURVE_CELLS])
     rows = [(run.pair_key, run.head, key, m.step, m.value)
-            for run in runs.itertuples() for key in ("val_srcc", "train_loss")
-            for m in client.get_metric_history(run.run_id, key)]
+            for run in runs.itertuples() for key in CURVES for m in client.get_metric_history(run.run_id, key)]
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "ReportError", "find_missing", "load_learning_curves", "load_predictions", "load_runs",
-           "select_experiment", "shown_splits", "split_runs", "split_values", "usable_runs", "warn"]
+__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportError", "Scores", "find_missing", "load_grid_record",
+           "load_learning_curves", "load_predictions", "load_runs", "select_experiment", "shown_splits",
+           "split_runs", "usable_runs", "warn"]

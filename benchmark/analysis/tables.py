@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.analysis.report_data import Scores
 from benchmark.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from benchmark.schema import metric_key
+from benchmark.schema import test_metric
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +56,28 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def head_split_summary(finished: pd.DataFrame, metric: str) -> pd.DataFrame:
+def head_split_summary(scores: Scores, metric: str) -> pd.DataFrame:
     """Mean, std (ddof 1) and median over splits of each head's test metric per cell (seeds averaged first)."""
     keys = ["backbone", "regime", "dataset", "test_dataset", "pair_key", "head"]
-    per_split = finished.groupby([*keys, "split"], sort=False)[metric_key(metric)].mean().dropna()
-    summary = per_split.groupby(keys, sort=False).agg(["mean", "std", "median", "size"]).reset_index()
-    summary = summary.rename(columns={"size": "n_splits"})
+    per_split = scores.per_split.dropna(subset=[test_metric(metric)])
+    summary = per_split.groupby(keys, sort=False)[test_metric(metric)].agg(["mean", "std", "median", "size"])
+    summary = summary.reset_index().rename(columns={"size": "n_splits"})
     summary["column"] = [column_label(a, b) for a, b in zip(summary["dataset"], summary["test_dataset"], strict=True)]
     return summary
 
 
-def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, reference: str,
-                probes: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> pd.DataFrame:
+def paper_table(scores: Scores, stats_df: pd.DataFrame, metric: str, reference: str,
+                probes: Scores | None = None, health: pd.DataFrame | None = None) -> pd.DataFrame:
     """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column).
 
     Columns: ``mean, std, median, n_splits`` over splits; ``best`` (best rounded mean among the heads of
     its backbone and column); ``significant`` (differs from the reference after Holm), ``equivalent``
     (the Bayesian verdict says practically equivalent to the reference, when ``stats_df`` has one);
-    ``flagged`` (the health check found it below the linear probe); ``is_reference`` for the probe's row.
+    ``flagged`` (the health check found it below the linear probe); ``failures`` (its failed runs);
+    ``is_reference`` for the probe's row.
     """
-    table = head_split_summary(finished, metric).assign(is_reference=False)
-    if probes is not None and not probes.empty:
+    table = head_split_summary(scores, metric).assign(is_reference=False)
+    if probes is not None and not probes.per_split.empty:
         table = pd.concat([table, head_split_summary(probes, metric).assign(is_reference=True)], ignore_index=True)
     rounded = table["mean"].round(3).where(~table["is_reference"])
     group = [table["backbone"], table["regime"], table["column"]]
@@ -93,12 +95,12 @@ def paper_table(finished: pd.DataFrame, stats_df: pd.DataFrame, metric: str, ref
             table[column] = marks.reindex(keys, fill_value=False).to_numpy(dtype=bool)
         else:
             table[column] = False
-    failed = finished[finished["failed"]]
-    table["failures"] = failed.groupby(["pair_key", "head"]).size().reindex(keys, fill_value=0).to_numpy()
+    failed = scores.per_split.groupby(["pair_key", "head"])["n_failed"].sum()
+    table["failures"] = failed.reindex(keys, fill_value=0).to_numpy()
     table["flagged"] = False
     if health is not None and not health.empty:
-        table["flagged"] = health.set_index(["pair_key", "head"])["flagged"].reindex(keys, fill_value=False) \
-            .to_numpy(dtype=bool)
+        below = health.drop_duplicates(["pair_key", "head"]).set_index(["pair_key", "head"])["below_probe"]
+        table["flagged"] = below.reindex(keys, fill_value=False).to_numpy(dtype=bool)
     return table
 
 
@@ -148,7 +150,8 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
     if table["flagged"].any():
         text += f"; {FLAGGED}: below the linear probe (health check): under-trained, read its comparisons with care"
     if table["failures"].any():
-        text += "; [n failed]: runs that diverged or predicted a constant, counted as SRCC = PLCC = 0"
+        text += ("; [n failed]: runs whose head failed (an exception, a diverged model or a constant prediction), "
+                 "left out of the mean (stats.csv tests the failure rates apart)")
     return text + "."
 
 
@@ -173,17 +176,17 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
     return "\n".join(lines).replace("–", "--") + "\n"
 
 
-def dor_variants_summary(finished: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
+def dor_variants_summary(scores: Scores, stats_df: pd.DataFrame) -> pd.DataFrame:
     """Per cell: mean SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and, for dor vs dor-seed
     and dor vs mse (SRCC), the corrected-test p, the Bayesian verdict and the 80 %-power MDE; empty unless
     dor and one of the others are present."""
-    heads = [h for h in DOR_VARIANTS if h in set(finished["head"])]
+    heads = [h for h in DOR_VARIANTS if h in scores.heads]
     if "dor" not in heads or len(heads) < 2:
         return pd.DataFrame()
-    runs = finished[finished["head"].isin(heads)]
     parts = []
     for metric in ("srcc", "plcc", "rmse"):
-        summary = head_split_summary(runs, metric)
+        summary = head_split_summary(scores, metric)
+        summary = summary[summary["head"].isin(heads)]
         wide = summary.pivot(index=["backbone", "regime", "pair_key", "column"], columns="head", values="mean")
         parts.append(wide.reindex(columns=heads).rename(columns=lambda h, m=metric: f"{m}_{h}"))
     table = pd.concat(parts, axis=1).reset_index()
@@ -223,8 +226,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(out: Path, finished: pd.DataFrame, stats_df: pd.DataFrame, reference: str,
-                 metrics: Sequence[str], probes: pd.DataFrame | None = None,
+def write_tables(out: Path, scores: Scores, stats_df: pd.DataFrame, reference: str,
+                 metrics: Sequence[str], probes: Scores | None = None,
                  health: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write ``table_<metric>.{md,tex,csv}`` per metric and ``summary_dor_variants.{md,csv}``.
 
@@ -235,16 +238,16 @@ def write_tables(out: Path, finished: pd.DataFrame, stats_df: pd.DataFrame, refe
     """
     written: dict[str, Path] = {}
     for metric in metrics:
-        table = paper_table(finished, stats_df, metric, reference, probes, health)
+        table = paper_table(scores, stats_df, metric, reference, probes, health)
         if table.empty:
-            log.warning("no finite test %s in any FINISHED run: no table_%s", metric, metric)
+            log.warning("no finite test %s in any usable run: no table_%s", metric, metric)
             continue
         for ext, text in (("md", to_markdown(table, metric, reference)), ("tex", to_latex(table, metric, reference))):
             written[f"table_{metric}.{ext}"] = out / f"table_{metric}.{ext}"
             written[f"table_{metric}.{ext}"].write_text(text, encoding="utf-8")
         written[f"table_{metric}.csv"] = out / f"table_{metric}.csv"
         table.to_csv(written[f"table_{metric}.csv"], index=False)
-    summary = dor_variants_summary(finished, stats_df)
+    summary = dor_variants_summary(scores, stats_df)
     if summary.empty:
         log.info("no dor with dor-seed or mse in this grid: no summary_dor_variants table")
         return written

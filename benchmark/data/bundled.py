@@ -224,6 +224,15 @@ def _build_into(recipe: BundledRecipe, folder: Path, workers: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def bundled_is_built(recipe: BundledRecipe = DEFAULT_RECIPE, cache: str | Path | None = None) -> bool:
+    """Whether the recipe's dataset is in the cache already (a dry run must not build it)."""
+    return (_folder(recipe, cache) / "labels.csv").is_file()
+
+
+def _folder(recipe: BundledRecipe, cache: str | Path | None) -> Path:
+    return Path(cache if cache is not None else cache_root()) / "bundled" / recipe.key()
+
+
 def build_bundled(
     recipe: BundledRecipe = DEFAULT_RECIPE, cache: str | Path | None = None, workers: int | None = None
 ) -> Path:
@@ -243,8 +252,8 @@ def build_bundled(
     Path
         ``<cache>/bundled/<recipe key>`` holding ``images/``, ``labels.csv`` and ``recipe.json``.
     """
-    folder = Path(cache if cache is not None else cache_root()) / "bundled" / recipe.key()
-    if (folder / "labels.csv").is_file():
+    folder = _folder(recipe, cache)
+    if bundled_is_built(recipe, cache):
         return folder
     logger.info("building bundled dataset (%d images) into %s", recipe.n_rows, folder)
     start = time.perf_counter()

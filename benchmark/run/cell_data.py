@@ -6,13 +6,15 @@ so building it once per cell is what keeps a pair matched.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.config import Cell, GridConfig
+from benchmark.config import GridConfig
 from benchmark.data import (
     DatasetInfo,
     ImagePolicy,
@@ -23,7 +25,9 @@ from benchmark.data import (
     u_to_mos,
 )
 from benchmark.run.regimes import RowTable
+from benchmark.run.seeding import CellSeeds
 from benchmark.run.training import epoch_orders
+from benchmark.schema import DATA_CONTEXTS, Cell, DatasetRef
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,24 @@ class CellData:
         """Scores as in the label files, every row."""
         return self.rows.column("mos").astype(np.float64)
 
+    def part_indices(self, part: str) -> np.ndarray:
+        """Rows of ``train``, ``val`` or ``test``."""
+        return {"train": self.train_idx, "val": self.val_idx, "test": self.test_idx}[part]
+
+    def input_refs(self, cell: Cell, parts: tuple[str, ...] = ("train", "val", "test")) -> tuple[DatasetRef, ...]:
+        """What a run saw of each part, for MLflow's dataset inputs: a name, a digest of the part's images
+        and scores, where the images are, and how many."""
+        images, mos = self.rows.column("image"), self.mos
+        refs = []
+        for part in parts:
+            rows = self.part_indices(part)
+            digest = hashlib.sha256("\n".join(f"{images[i]},{mos[i]!r}" for i in rows).encode()).hexdigest()[:16]
+            whole_test = part == "test" and cell.test_dataset != cell.dataset
+            name = f"{cell.test_dataset} (all)" if whole_test else f"{cell.dataset} split {cell.split} {part}"
+            refs.append(DatasetRef(name, digest, os.path.commonpath([str(images[i]) for i in rows]) if len(rows) else "",
+                                   DATA_CONTEXTS[part], len(rows)))
+        return tuple(refs)
+
 
 def load_cell_data(grid: GridConfig, cell: Cell, data_root: str | None = None) -> CellData:
     """Labels, the split of ``cell.split``, the label map (training part only) and the epoch orders."""
@@ -131,7 +153,7 @@ def load_cell_data(grid: GridConfig, cell: Cell, data_root: str | None = None) -
         names=names, policies=[grid.image_policies[name] for name in names], rows=rows, train_idx=train_idx, val_idx=val_idx, test_idx=test_idx, label_map=label_map,
         targets=torch.from_numpy(label_map.targets(u).astype(np.float32)),
         rank_truth=rows.column("mos").astype(np.float64) * direction,
-        orders=epoch_orders(len(train_idx), grid.training.epochs, cell.seeds.order),
+        orders=epoch_orders(len(train_idx), grid.training.epochs, CellSeeds(cell).order),
     )
 
 

@@ -76,15 +76,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from benchmark.run.store import StoreError
+from benchmark.store import StoreError
+from benchmark.schema import EXPIRED, FAILURE_TAG
 
 log = logging.getLogger(__name__)
 
 OWNER_TAG = "claim.owner"
 HEARTBEAT_TAG = "claim.heartbeat"
 EXPIRED_TAG = "claim.expired_by"
-FAILURE_TAG = "failure"
 RESERVED_PREFIX = "claim."
+DEFAULT_TTL_S = 300.0
+"""A claim whose heartbeat is older than this is taken over (its process is presumed dead)."""
+HEARTBEATS_PER_TTL = 10
+"""A held claim beats this many times per ttl, so a few late beats never expire a live claim."""
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 MAX_RUNS_PER_KEY = 1000
@@ -243,6 +247,16 @@ class Claim:
     def __repr__(self) -> str:
         return f"Claim(run_id={self.run_id!r}, key={self.key!r}, status={self.status or RUNNING})"
 
+    def release(self) -> None:
+        """Give the claim up before any work was recorded: stop the heartbeat, end the run KILLED and delete it,
+        so the item is free at once and leaves nothing behind."""
+        if self.status is not None:
+            raise ClaimError(f"claim {self.run_id} already ended {self.status}")
+        self._heartbeat.stop()
+        self.client.set_terminated(self.run_id, KILLED)
+        self.client.delete_run(self.run_id)
+        self.status = KILLED
+
     @property
     def lost(self) -> bool:
         """Whether the heartbeat found the claim expired by another process (the result will be discarded)."""
@@ -309,7 +323,7 @@ class ClaimBook:
 
     Parameters
     ----------
-    client : any tracking client (a SQLite store opened with :func:`benchmark.run.store.open_client`, or a server).
+    client : any tracking client (a SQLite store opened with :func:`benchmark.store.open_client`, or a server).
     experiment_id : the experiment that holds the items' runs.
     owner : written to ``claim.owner``; default ``host:pid:random``.
     heartbeat_s : period of a held claim's heartbeat.
@@ -336,6 +350,11 @@ class ClaimBook:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.clock = clock
+
+    @classmethod
+    def for_ttl(cls, client: MlflowClient, experiment_id: str, ttl_s: float = DEFAULT_TTL_S, **options) -> ClaimBook:
+        """A book whose claims expire after ``ttl_s`` and beat ``HEARTBEATS_PER_TTL`` times per ttl."""
+        return cls(client, experiment_id, heartbeat_s=ttl_s / HEARTBEATS_PER_TTL, ttl_s=ttl_s, **options)
 
     def try_claim(self, key: Mapping[str, str], tags: Mapping[str, str] | None = None, run_name: str | None = None,
                   parent_run_id: str | None = None) -> Claim | Outcome:
@@ -455,7 +474,7 @@ class ClaimBook:
         beat = heartbeat_of(run)
         holder = run.data.tags.get(OWNER_TAG)
         who = f"owner {holder}, last heartbeat" if holder else "no owner (a run made before claims), started"
-        reason = (f"claim expired: {who} {_iso(beat)}, {self.clock() - beat:.0f} s before {self.owner} looked "
+        reason = (f"{EXPIRED} {who} {_iso(beat)}, {self.clock() - beat:.0f} s before {self.owner} looked "
                   f"(ttl {self.ttl_s:.0f} s); the item is redone in another run")
         try:
             self.client.log_batch(run.info.run_id, tags=[RunTag(FAILURE_TAG, reason), RunTag(EXPIRED_TAG, self.owner)])

@@ -26,8 +26,32 @@ def frozen_trunk(num_features: int, hidden: int, dropout: float) -> nn.Sequentia
 
 
 def frozen_model(trunk: nn.Module, head: nn.Module) -> nn.Sequential:
-    """What trains in the frozen regime (and what ``head.pt`` holds): the trunk, then the head."""
+    """What trains in the frozen regime (and what its model bundle holds): the trunk, then the head."""
     return nn.Sequential(trunk, head)
+
+
+def stacked_trunk_forward(trunks: list[nn.Sequential], features: torch.Tensor,
+                          training: bool = True) -> list[torch.Tensor]:
+    """The hidden activations of several :func:`frozen_trunk` trunks on the same features, in one matrix product.
+
+    The trunks' first layers are concatenated along their outputs, so ``T`` trunks cost one ``[B, F] x
+    [F, T*H]`` product instead of ``T`` small ones; gradients flow back to each trunk's own parameters.
+    In training, one dropout mask of shape ``[B, H]`` is drawn (the draw a single trunk makes) and shared
+    by every trunk — each trunk sees exactly what it would see trained alone from the same seed.
+
+    Returns
+    -------
+    list of Tensor
+        ``[B, H]`` per trunk, in order (views of one ``[B, T*H]`` tensor).
+    """
+    linear, dropout = trunks[0][0], trunks[0][2]
+    hidden = nn.functional.gelu(nn.functional.linear(features, torch.cat([t[0].weight for t in trunks]),
+                                                     torch.cat([t[0].bias for t in trunks])))
+    width = linear.out_features
+    if training and dropout.p > 0:
+        mask = nn.functional.dropout(torch.ones(len(features), width, device=features.device), dropout.p, True)
+        hidden = (hidden.view(len(features), len(trunks), width) * mask[:, None, :]).view(len(features), -1)
+    return list(hidden.split(width, dim=1))
 
 
 class RowTable:

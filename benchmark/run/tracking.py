@@ -1,54 +1,66 @@
-"""MLflow conventions of the suite: where runs go, how a run is written, and how a grid resumes.
+"""Where runs go and how a claimed run is written: the thin MLflow layer over :class:`benchmark.schema.RunRecord`.
 
-One experiment per grid; per (cell, head) one ``result`` run with its tuning ``trial`` runs as children,
-and per cell one ``reference`` run (the linear probe) — the names are in :mod:`benchmark.schema`.
-Every run carries the tags of ``RUN_TAGS``, every hyper-parameter as a param, per-epoch curves; result
-and reference runs the final ``test_*`` metrics and the artifacts ``predictions.csv`` (image, mos,
-pred), ``config.yaml`` and the trained weights (``head.pt`` in the frozen regime, ``model.pt`` in
-fine-tuning). A run that raises ends FAILED with the message as its ``failure`` tag and the traceback
-as ``traceback.txt``.
+One experiment per grid. It carries the grid (:class:`benchmark.schema.GridRecord`, which the report reads
+to know the expected cells, heads, pairs and ROPE), a description (the grid's YAML and the command that ran
+it), tags (``grid``, ``regime``, the suite's version) and MLflow's experiment kind, so the UI opens on the
+training runs. A run is claimed with its record's tags (:func:`claim`), and written in one batch when its
+work is done (:class:`RunWriter`): params, final metrics and curves, its train/val/test tables as dataset
+inputs, artifacts. A run that raises ends FAILED with the message as its ``failure`` tag and the traceback
+as ``traceback.txt``; an interrupted one ends KILLED.
 """
 
 from __future__ import annotations
 
-import io
+import itertools
+import json
 import logging
 import os
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import pandas as pd
-import torch
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.run.claims import KILLED, Claim
-from benchmark.schema import FAILURE_TAG, PREDICTIONS_ARTIFACT, ROLE_RESULT, ROLE_TRIAL, TRACEBACK_ARTIFACT, TRIAL_TAG
-from benchmark.run.store import ensure_experiment
+from benchmark.config import GridConfig, HeadSpec
+from benchmark.heads import head_hparams
+from benchmark.provenance import git_sha
+from benchmark.run.claims import KILLED, Claim, ClaimBook, Outcome
+from benchmark.store import DATASET_RACE_ATTEMPTS, all_runs, ensure_experiment, is_dataset_race
+from benchmark.schema import (
+    DATASET_CONTEXT_TAG,
+    DESCRIPTION_TAG,
+    EXPERIMENT_KIND,
+    PROBE_HEAD,
+    ROLE_REFERENCE,
+    EXPERIMENT_KIND_TAG,
+    FAILURE_TAG,
+    GRID_TAG,
+    RUN_NAME_TAG,
+    TRACEBACK_ARTIFACT,
+    BackboneParams,
+    Cell,
+    DatasetRef,
+    RunRecord,
+    Sizes,
+    WorkKey,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE_DIR = Path("mlruns")
+MAX_PARAMS, MAX_METRICS = 100, 900
+"""Params and metrics per ``log_batch`` call (MLflow takes at most 100 params and 1000 entities in all)."""
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Return the tracking URI: the argument, else ``MLFLOW_TRACKING_URI``, else ``./mlruns/mlflow.db``.
-
-    The default is a SQLite file (MLflow 3's default backend) in the git-ignored folder ``mlruns/``
-    under the current directory; its parent folder is created when missing.
-    """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_DIR.resolve() / 'mlflow.db'}"
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-def uri_kind(uri: str) -> str:
-    """Short description of a tracking URI's backend (``sqlite``, ``http``, ``file``, ...)."""
-    return uri.split(":", 1)[0] if ":" in uri else "file"
+def suite_version() -> str:
+    """The installed version of the suite (``unknown`` when it runs from an uninstalled checkout)."""
+    try:
+        return version("dor-iqa-bench")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -59,55 +71,116 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
-def get_experiment_id(client: MlflowClient, uri: str, grid: str, create: bool = True) -> str | None:
-    """Id of the experiment named after the grid, created on first use when ``create`` (race-safe)."""
-    if not create:
-        experiment = client.get_experiment_by_name(grid)
-        return None if experiment is None else experiment.experiment_id
-    return ensure_experiment(client, grid, artifact_location=_artifact_location(uri, grid))
+def open_experiment(client: MlflowClient, uri: str, grid: GridConfig, command: str) -> str:
+    """Id of the grid's experiment, created on first use (race-safe), with the grid recorded on it.
+
+    The grid record, description and tags are (re)written on every launch, so the report follows the
+    grid as last run (a grid that added splits, or changed ``compare`` or ``rope``).
+    """
+    experiment_id = ensure_experiment(client, grid.name, artifact_location=_artifact_location(uri, grid.name))
+    description = (f"DOR-IQA benchmark grid `{grid.name}` ({grid.source}), run with:\n\n    {command}\n\n"
+                   f"Resolved grid:\n\n```yaml\n{grid.to_yaml()}```\n")
+    tags = {GRID_TAG: grid.record().to_json(), EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description,
+            "grid": grid.name, "regime": grid.regime, "suite_version": suite_version()}
+    for key, value in tags.items():
+        client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
 
 
-def work_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
-    """The unit of work a run holds: (role, cell_key, head, trial); ``trial`` is empty but for trial runs
-    (a result run's trial tag names the trial it selected); runs without a role are results."""
-    role = tags.get("role", ROLE_RESULT)
-    return (role, tags.get("cell_key", ""), tags.get("head", ""), tags.get(TRIAL_TAG, "") if role == ROLE_TRIAL else "")
+def find_experiment(client: MlflowClient, name: str) -> str | None:
+    """Id of the experiment ``name``, or None."""
+    experiment = client.get_experiment_by_name(name)
+    return None if experiment is None else experiment.experiment_id
 
 
-def finished_config_hashes(client: MlflowClient, experiment_id: str) -> dict[tuple[str, str, str, str], str]:
-    """The FINISHED runs' config hashes, ``{work_key: config_hash}`` (:func:`work_key`).
+def finished_units(client: MlflowClient, experiment_id: str) -> dict[WorkKey, str]:
+    """The FINISHED runs' config hashes, ``{work key: config_hash}``.
 
     Runs left RUNNING are not touched here: a live one belongs to another process working on the grid
     right now, a dead one is taken over by :mod:`benchmark.run.claims` once its heartbeat has expired.
     """
-    return {work_key(run.data.tags): run.data.tags.get("config_hash", "")
-            for run in _all_runs(client, experiment_id) if run.info.status == "FINISHED"}
+    return {record.work_key(): record.config_hash for record in map(RunRecord.from_mlflow, all_runs(client, experiment_id))
+            if record.status == "FINISHED"}
 
 
-def _all_runs(client: MlflowClient, experiment_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+PROBE_SETTINGS = ("regime", "label_norm", "split_fractions", "image_size")
+"""The grid settings the closed-form probe uses (its record leaves the training recipe out)."""
 
 
-@dataclass
-class RunRecorder:
-    """Writes one run that a :class:`benchmark.run.claims.Claim` holds: params on entry, metrics and artifacts
-    inside the block, the end status on exit.
+def new_record(grid: GridConfig, cell: Cell, spec: HeadSpec, role: str, tuning: tuple[str, ...], *,
+               backbone: BackboneParams, init_hash: str, order_hash: str, image_policies: dict[str, str],
+               sizes: Sizes, inputs: tuple[DatasetRef, ...], **fields) -> RunRecord:
+    """The record of a run of ``spec`` in ``cell``: what the grid decides, plus what the caller measured.
 
-    An exception inside the ``with`` block ends the run FAILED with the message as the ``failure`` tag and
-    the traceback as an artifact, then propagates; a ``KeyboardInterrupt`` ends it KILLED. A run whose
-    claim was expired meanwhile by another process ends FAILED (its result is void; the item is redone).
+    Every writer (the cell, the synthetic store) builds its records here, so their runs carry the same
+    names. ``tuning`` lists the trial keys of the head's budget (the probe's: its penalties).
+    """
+    settings = grid.hyperparameters()
+    probe = spec.type == PROBE_HEAD
+    return RunRecord(
+        grid=grid.name, cell=cell, head=spec.label, head_type=spec.type, role=role, git_sha=git_sha(),
+        init_hash=init_hash, order_hash=order_hash, config_hash=grid.run_config_hash(cell, spec),
+        settings={k: settings[k] for k in PROBE_SETTINGS} if probe else settings, backbone=backbone,
+        image_policies=image_policies, sizes=sizes, head_hparams={} if probe else {**head_hparams(spec.type),
+                                                                                    **spec.hparams},
+        head_init="" if probe else spec.init, tuning=tuning, inputs=inputs, **fields)
+
+
+def claim(book: ClaimBook, record: RunRecord) -> Claim | Outcome:
+    """Claim the unit of work ``record`` holds, creating its run with the record's tags."""
+    tags = record.tags()
+    tags.pop(RUN_NAME_TAG)
+    return book.try_claim(record.work_key().tags(), tags, run_name=record.run_name,
+                          parent_run_id=record.parent_run_id or None)
+
+
+def log_record(client: MlflowClient, run_id: str, record: RunRecord) -> None:
+    """Log a record into its (created) run in a few batched calls: params, final metrics and curves, the tags
+    set after creation (a result's selected trial), and its parts of the split as dataset inputs."""
+    tags, params, metrics = record.to_mlflow()
+    now = int(time.time() * 1000)
+    params_list = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+    points = [Metric(name, value, now, step) for name, value, step in metrics]
+    batches = list(itertools.zip_longest(_chunks(params_list, MAX_PARAMS), _chunks(points, MAX_METRICS),
+                                         fillvalue=[])) or [([], [])]
+    late_tags = [RunTag(k, v) for k, v in tags.items() if k == "trial"]
+    for index, (params_batch, metrics_batch) in enumerate(batches):
+        client.log_batch(run_id, params=params_batch, metrics=metrics_batch, tags=late_tags if index == 0 else [])
+    if record.inputs:
+        datasets = [DatasetInput(Dataset(ref.name, ref.digest, "local", json.dumps({"uri": ref.source}),
+                                         profile=json.dumps({"num_rows": ref.rows})),
+                                 tags=[InputTag(DATASET_CONTEXT_TAG, ref.context)]) for ref in record.inputs]
+        for attempt in range(DATASET_RACE_ATTEMPTS):
+            try:
+                client.log_inputs(run_id, datasets=datasets)
+                break
+            except MlflowException as err:
+                if not is_dataset_race(err) or attempt + 1 == DATASET_RACE_ATTEMPTS:
+                    raise
+
+
+def create_run(client: MlflowClient, experiment_id: str, record: RunRecord) -> str:
+    """Create a run named and tagged by its record, without a claim (the synthetic store's writes)."""
+    tags = record.tags()
+    name = tags.pop(RUN_NAME_TAG)
+    return client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+class RunWriter:
+    """Writes one claimed run; use it as a context manager around the run's work.
+
+    An exception inside the block ends the run FAILED with the message as the ``failure`` tag and the
+    traceback as an artifact, then propagates; a ``KeyboardInterrupt`` ends it KILLED; otherwise it ends
+    FINISHED (FAILED after :meth:`fail`, or when another process expired the claim meanwhile).
     """
 
-    claim: Claim
-    tags: dict[str, str]
-    params: dict[str, object]
-    failed: bool = field(init=False, default=False)
+    def __init__(self, claimed: Claim) -> None:
+        self.claim = claimed
+        self.failed = False
 
     @property
     def client(self) -> MlflowClient:
@@ -119,62 +192,44 @@ class RunRecorder:
         """The claimed run."""
         return self.claim.run_id
 
-    def __enter__(self) -> "RunRecorder":
-        self.log_params(self.params)
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and issubclass(exc_type, Exception):
-            self.fail(f"{exc_type.__name__}: {exc}")
-            self.log_text("".join(traceback.format_exception(exc_type, exc, tb)), TRACEBACK_ARTIFACT)
+            self.end_with(exc)
         elif exc_type is not None:
             self.claim.finish(KILLED)
-            return
-        self.claim.finish("FAILED" if self.failed else "FINISHED")
+        else:
+            self.claim.finish("FAILED" if self.failed else "FINISHED")
 
-    def log_params(self, params: dict[str, object]) -> None:
-        """Log params (values longer than MLflow's limit are cut), 100 per call."""
-        batch = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-        for start in range(0, len(batch), 100):
-            self.client.log_batch(self.run_id, params=batch[start:start + 100])
+    def end_with(self, exc: Exception) -> None:
+        """End the run FAILED by ``exc``: its message as the ``failure`` tag, its traceback as an artifact."""
+        self.fail(f"{type(exc).__name__}: {exc}")
+        self.text("".join(traceback.format_exception(exc)), TRACEBACK_ARTIFACT)
+        self.claim.finish("FAILED")
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        """Set tags on the open run."""
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+    def write(self, record: RunRecord) -> None:
+        """Log the record's params, metrics, curves, late tags and dataset inputs (:func:`log_record`)."""
+        log_record(self.client, self.run_id, record)
 
     def fail(self, reason: str) -> None:
         """End the run as FAILED (tag ``failure``) without raising: the grid goes on with other runs."""
-        log.warning("run %s (%s, %s) failed: %s", self.run_id, self.tags["cell_key"], self.tags["head"], reason)
+        log.warning("run %s failed: %s", self.run_id, reason)
         self.client.set_tag(self.run_id, FAILURE_TAG, reason[:5000])
         self.failed = True
 
-    def log_curves(self, curves: dict[str, list[float]]) -> None:
-        """Log per-epoch curves (step = epoch index) in one batch per 1000 points."""
-        now = int(time.time() * 1000)
-        points = [Metric(name, float(v), now, step) for name, values in curves.items()
-                  for step, v in enumerate(values)]
-        for start in range(0, len(points), 1000):
-            self.client.log_batch(self.run_id, metrics=points[start:start + 1000])
-
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        """Log final scalar metrics."""
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-
-    def log_predictions(self, predictions: pd.DataFrame) -> None:
-        """Store the test predictions (columns image, mos, pred) as ``predictions.csv``."""
-        self.client.log_text(self.run_id, predictions.to_csv(index=False), PREDICTIONS_ARTIFACT)
-
-    def log_text(self, text: str, name: str) -> None:
+    def text(self, text: str, name: str) -> None:
         """Store a text artifact."""
         self.client.log_text(self.run_id, text, name)
 
-    def log_state(self, state: dict, name: str) -> None:
-        """Store a ``torch.save`` file (weights and what is needed to rebuild them) as an artifact."""
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
+    def file(self, data: bytes, name: str) -> None:
+        """Store a binary artifact."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
-            path.write_bytes(buffer.getvalue())
+            path.write_bytes(data)
             self.client.log_artifact(self.run_id, str(path))
+
+
+__all__ = ["PROBE_SETTINGS", "RunWriter", "claim", "create_run",
+           "find_experiment", "finished_units", "log_record", "new_record", "open_experiment", "suite_version"]

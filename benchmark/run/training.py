@@ -1,9 +1,17 @@
-"""The training loop shared by both regimes: seeded order, early stopping on val SRCC, best-epoch restore.
+"""The training loops: seeded order, early stopping on val SRCC, best-epoch restore.
 
 A regime supplies a *batch source* that turns sample indices into model inputs (cached features in
-``frozen``, augmented image crops in ``finetune``); everything else — optimiser, schedule, AMP, the
-non-finite-loss guard, model selection — is the same code for every head, so a pair differs only in
-its head.
+``frozen``, image patches in ``finetune``); everything else — optimiser, schedule, AMP, the non-finite-loss
+guard, model selection — is the same code for every head, so a pair differs only in its head.
+
+* :func:`fit` trains one model (any regime: a fine-tuned backbone and its head);
+* :func:`fit_frozen` trains many frozen-regime models (an MLP trunk and a head each: every head and tuning
+  trial of a cell) on the same batches at once. Their trunks' first layers run as one matrix product
+  (:func:`benchmark.run.regimes.stacked_trunk_forward`), each head on its own slice, each model with its own
+  learning rate and weight decay, its own early stopping and best epoch; the dropout mask is shared, as it
+  is when the models are trained one after another from the cell's dropout seed. So the result is the one
+  :func:`fit` gives each model alone (to float rounding, tested), at a fraction of the per-step overhead
+  that dominates these small models on a CPU (``scripts/bench_frozen.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -21,8 +30,10 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from benchmark.config import TrainSettings
+from benchmark.config import TUNABLE, TrainSettings
 from benchmark.data import mean_over_patches
+from benchmark.run.regimes import FeatureSource, stacked_trunk_forward
+from benchmark.schema import FitSummary
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +55,46 @@ class BatchSource(Protocol):
 
 
 @dataclass
-class FitResult:
-    """What training returns: the selected weights and the curves that led there."""
+class TrialFit:
+    """What training one model returns: the selected weights and the curves that led there."""
 
     best_state: dict
     best_epoch: int
     best_val_srcc: float
-    curves: dict[str, list[float]] = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=lambda: {"train_loss": [], "val_srcc": []})
     nonfinite_batches: int = 0
     seconds: float = 0.0
+
+    def summary(self) -> FitSummary:
+        """The scalar outcome, as runs record it."""
+        return FitSummary(self.best_epoch, self.best_val_srcc, self.seconds, self.nonfinite_batches)
+
+
+class _EarlyStopping:
+    """One model's selection: the epoch with the best val SRCC, and when to stop (``patience`` stale epochs)."""
+
+    def __init__(self, model: nn.Module, patience: int) -> None:
+        self.model, self.patience, self.stale = model, patience, 0
+        self.fit = TrialFit(copy.deepcopy(model.state_dict()), -1, -math.inf)
+
+    def epoch(self, epoch: int, train_loss: float, val_srcc: float) -> bool:
+        """Record an epoch; return True when training should stop."""
+        self.fit.curves["train_loss"].append(train_loss)
+        self.fit.curves["val_srcc"].append(val_srcc)
+        if val_srcc > self.fit.best_val_srcc:
+            self.fit.best_state, self.fit.best_epoch = copy.deepcopy(self.model.state_dict()), epoch
+            self.fit.best_val_srcc, self.stale = val_srcc, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def finish(self, seconds: float) -> TrialFit:
+        """Restore the best epoch's weights into the model and return the fit."""
+        self.model.load_state_dict(self.fit.best_state)
+        self.fit.seconds = seconds
+        if self.fit.nonfinite_batches:
+            log.warning("%d batches had a non-finite loss and were skipped", self.fit.nonfinite_batches)
+        return self.fit
 
 
 def epoch_orders(n_train: int, epochs: int, seed: int) -> list[np.ndarray]:
@@ -69,19 +111,24 @@ def order_hash(orders: list[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _optimizer(model: nn.Module, head: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    """The grid's optimiser; Adam(W) use PyTorch's fused kernels (~15 % faster on the CPU default grid)."""
+def _param_groups(model: nn.Module, head: nn.Module, s: TrainSettings) -> list[dict]:
+    """The optimiser groups of one model: its body at ``lr``, its head at ``lr * head_lr_multiplier``."""
     head_ids = {id(p) for p in head.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad], "lr": s.lr},
         {"params": list(head.parameters()), "lr": s.lr * s.head_lr_multiplier},
     ]
-    groups = [g for g in groups if g["params"]]
+    return [{**g, "weight_decay": s.weight_decay} for g in groups if g["params"]]
+
+
+def _optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
+    """The grid's optimiser over the given groups; Adam(W) use PyTorch's fused kernels (~15 % faster on the
+    CPU default grid)."""
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=s.weight_decay, fused=True)
+        return torch.optim.AdamW(groups, fused=True)
     if s.optimizer == "adam":
-        return torch.optim.Adam(groups, weight_decay=s.weight_decay, fused=True)
-    return torch.optim.SGD(groups, momentum=0.9, weight_decay=s.weight_decay)
+        return torch.optim.Adam(groups, fused=True)
+    return torch.optim.SGD(groups, momentum=0.9)
 
 
 def _schedule(optimizer: torch.optim.Optimizer, s: TrainSettings, steps_per_epoch: int):
@@ -121,14 +168,15 @@ def predict_u(model: nn.Module, head: nn.Module, source: BatchSource, indices: n
     return torch.cat(preds).numpy()
 
 
-def _srcc(a: np.ndarray, b: np.ndarray) -> float:
-    value = spearmanr(a, b).statistic if np.ptp(a) > 0 else float("nan")
+def srcc(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Spearman correlation for model selection; -1 for a constant or undefined prediction (never selected)."""
+    value = spearmanr(prediction, truth).statistic if np.ptp(prediction) > 0 else float("nan")
     return float(value) if np.isfinite(value) else -1.0
 
 
 def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray], s: TrainSettings,
-        device: str = "cpu", progress=None, val_truth: np.ndarray | None = None) -> FitResult:
+        device: str = "cpu", progress=None, val_truth: np.ndarray | None = None) -> TrialFit:
     """Train ``model`` (whose output goes to ``head``) and keep the epoch with the best val SRCC.
 
     Parameters
@@ -145,13 +193,10 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
         targets are clipped, so clipping adds no ties).
     """
     start = time.perf_counter()
-    steps_per_epoch = math.ceil(len(train_idx) / s.batch_size)
-    optimizer = _optimizer(model, head, s)
-    scheduler = _schedule(optimizer, s, steps_per_epoch)
+    optimizer = _optimizer(_param_groups(model, head, s), s)
+    scheduler = _schedule(optimizer, s, math.ceil(len(train_idx) / s.batch_size))
     val_u = targets[val_idx].numpy() if val_truth is None else np.asarray(val_truth)
-    best = FitResult(copy.deepcopy(model.state_dict()), -1, -math.inf,
-                     curves={"train_loss": [], "val_srcc": []})
-    stale = 0
+    stopping = _EarlyStopping(model, s.patience)
     for epoch in range(s.epochs):
         model.train()
         losses = []
@@ -164,27 +209,101 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
                 loss = head.loss(model(inputs), u)
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
-                best.nonfinite_batches += 1
+                stopping.fit.nonfinite_batches += 1
             else:
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
             scheduler.step()
-        val_srcc = _srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, device), val_u)
-        best.curves["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
-        best.curves["val_srcc"].append(val_srcc)
+        val_srcc = srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, device), val_u)
         if progress is not None:
             progress.update(1)
-        if val_srcc > best.best_val_srcc:
-            best.best_state, best.best_epoch, best.best_val_srcc = copy.deepcopy(model.state_dict()), epoch, val_srcc
-            stale = 0
-        else:
-            stale += 1
-            if stale >= s.patience:
-                break
-    if best.nonfinite_batches:
-        log.warning("%s: %d batches had a non-finite loss and were skipped", type(head).__name__,
-                    best.nonfinite_batches)
-    model.load_state_dict(best.best_state)
-    best.seconds = time.perf_counter() - start
-    return best
+        if stopping.epoch(epoch, float(np.mean(losses)) if losses else float("nan"), val_srcc):
+            break
+    return stopping.finish(time.perf_counter() - start)
+
+
+def shared_schedule(settings: Sequence[TrainSettings]) -> TrainSettings:
+    """The settings of models trained together: they may differ only in the tuned settings (``TUNABLE``).
+
+    Raises
+    ------
+    ValueError
+        When two models differ in another setting (epochs, batch size, schedule, ...).
+    """
+    first = settings[0]
+    for other in settings[1:]:
+        differ = [f.name for f in fields(first) if f.name not in TUNABLE
+                  and getattr(first, f.name) != getattr(other, f.name)]
+        if differ:
+            raise ValueError(f"models trained together may differ only in {', '.join(TUNABLE)}; these differ: "
+                             f"{', '.join(differ)}")
+    return first
+
+
+def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: torch.Tensor,
+               train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray],
+               settings: Sequence[TrainSettings], val_truth: np.ndarray, progress=None) -> list[TrialFit]:
+    """Train frozen-regime models ``(trunk, head)`` on the same batches at once; one :class:`TrialFit` each.
+
+    Every model follows :func:`fit`'s recipe with its own settings (which may differ only in learning rate
+    and weight decay): its own optimiser groups, early stopping and best epoch; a batch whose loss is
+    non-finite for one model is skipped for that model only. A model that stopped early leaves the batch.
+    Call it with the global generator seeded from the cell's dropout seed, as :func:`fit` is called.
+    """
+    start = time.perf_counter()
+    s = shared_schedule(settings)
+    trunks, heads = [m[0] for m in models], [m[1] for m in models]
+    groups = [_param_groups(model, head, setting) for model, head, setting in zip(models, heads, settings, strict=True)]
+    optimizer = _optimizer([g for model_groups in groups for g in model_groups], s)
+    scheduler = _schedule(optimizer, s, math.ceil(len(train_idx) / s.batch_size))
+    stopping = [_EarlyStopping(model, s.patience) for model in models]
+    epochs_run = [0] * len(models)
+    active = list(range(len(models)))
+    val_inputs, _ = source.eval_inputs(val_idx)
+    for epoch in range(s.epochs):
+        for index in active:
+            models[index].train()
+        losses = torch.zeros(len(active))
+        counted = torch.zeros(len(active))
+        rows = train_idx[orders[epoch]]
+        for begin in range(0, len(rows), s.batch_size):
+            batch = rows[begin:begin + s.batch_size]
+            inputs, _ = source.train_inputs(batch)
+            u = targets[batch].to(inputs.device, non_blocking=True)
+            hidden = stacked_trunk_forward([trunks[i] for i in active], inputs)
+            batch_losses = torch.stack([heads[i].loss(heads[i](h), u) for i, h in zip(active, hidden)])
+            finite = torch.isfinite(batch_losses)
+            optimizer.zero_grad(set_to_none=True)
+            if finite.any():
+                batch_losses[finite].sum().backward()
+            for position in torch.nonzero(~finite).flatten().tolist():  # skip this batch for that model only
+                stopping[active[position]].fit.nonfinite_batches += 1
+                for parameter in models[active[position]].parameters():
+                    parameter.grad = None
+            optimizer.step()
+            scheduler.step()
+            losses += torch.where(finite, batch_losses.detach(), 0.0)
+            counted += finite
+        with torch.inference_mode():
+            hidden = stacked_trunk_forward([trunks[i] for i in active], val_inputs, training=False)
+            predictions = [heads[i].predict(heads[i](h)).float().cpu().numpy() for i, h in zip(active, hidden)]
+        mean_losses = (losses / counted).tolist()
+        still = []
+        for position, index in enumerate(active):
+            epochs_run[index] += 1
+            train_loss = mean_losses[position] if counted[position] else float("nan")
+            if not stopping[index].epoch(epoch, train_loss, srcc(predictions[position], val_truth)):
+                still.append(index)
+        active = still
+        if progress is not None:
+            progress.update(1)
+        if not active:
+            break
+    seconds = time.perf_counter() - start
+    total_epochs = max(1, sum(epochs_run))
+    return [stop.finish(seconds * run / total_epochs) for stop, run in zip(stopping, epochs_run, strict=True)]
+
+
+__all__ = ["BatchSource", "TrialFit", "epoch_orders", "fit", "fit_frozen", "order_hash", "predict_u",
+           "shared_schedule", "srcc"]

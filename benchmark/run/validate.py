@@ -24,6 +24,7 @@ from timm.models import get_pretrained_cfg
 from benchmark.run.cell_data import dataset_labels
 from benchmark.config import BackboneSpec, ConfigError, GridConfig
 from benchmark.data import DataError
+from benchmark.data.bundled import bundled_is_built
 from benchmark.heads import get_head
 from benchmark.models import OFFLINE_LITE_WEIGHTS, PretrainedWeightsError, lite_checkpoint_path
 
@@ -38,8 +39,10 @@ class GridValidationError(ConfigError):
     """A grid that cannot run; the message lists every problem, one per line."""
 
 
-def validate_grid(grid: GridConfig, data_root: str | None = None) -> None:
+def validate_grid(grid: GridConfig, data_root: str | None = None, dry_run: bool = False) -> None:
     """Check backbones, their weights, heads and datasets of a grid; raise with every problem at once.
+
+    A dry run touches no cache: a ``bundled`` dataset not built yet is not built to be checked.
 
     Raises
     ------
@@ -49,7 +52,7 @@ def validate_grid(grid: GridConfig, data_root: str | None = None) -> None:
     problems = [problem for spec in grid.backbones for problem in _backbone_problems(spec)]
     problems += [problem for head in grid.heads for problem in _head_problems(head.label, head.type, head.hparams)]
     names = dict.fromkeys(name for pair in grid.datasets for name in (pair.train, pair.test))
-    problems += [problem for name in names for problem in _dataset_problems(grid, name, data_root)]
+    problems += [problem for name in names for problem in _dataset_problems(grid, name, data_root, dry_run)]
     if problems:
         raise GridValidationError(f"grid '{grid.name}' ({grid.source}) cannot run; nothing was started:\n  - "
                                   + "\n  - ".join(problems))
@@ -120,7 +123,9 @@ def _head_problems(label: str, head_type: str, hparams: dict) -> list[str]:
     return []
 
 
-def _dataset_problems(grid: GridConfig, name: str, data_root: str | None) -> list[str]:
+def _dataset_problems(grid: GridConfig, name: str, data_root: str | None, dry_run: bool) -> list[str]:
+    if dry_run and name == "bundled" and name not in grid.custom_datasets and not bundled_is_built():
+        return []
     try:
         dataset_labels(grid, name, data_root or grid.data_root)
     except (DataError, OSError) as exc:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -50,6 +51,7 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STORE_DIR = Path("mlruns")
 LOCK_SUFFIX = ".lock"
 _LOCKED_MESSAGES = ("database is locked", "database table is locked")
 _ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
@@ -116,6 +118,21 @@ class RetryPolicy:
                 attempt += 1
 
 
+DATASET_RACE_ATTEMPTS = 3
+
+
+def is_dataset_race(error: BaseException) -> bool:
+    """Whether ``error`` is MLflow's get-or-create race on a dataset entity.
+
+    ``log_inputs`` looks a dataset up by (experiment, name, digest) and inserts it when missing; two
+    processes logging the same split's dataset at once can both miss it, and the second insert then
+    breaks the table's unique constraint. Nothing was written by the failed call, and a retry finds the
+    other process's dataset and links it (seen with two launches of one grid on one SQLite store).
+    """
+    return "UNIQUE constraint failed: datasets" in str(error) or "duplicate key value violates unique constraint" \
+        in str(error) and "datasets" in str(error)
+
+
 def is_database_locked(error: BaseException) -> bool:
     """Whether ``error`` (or an error it was raised from) is SQLite's ``database is locked``."""
     seen: set[int] = set()
@@ -145,6 +162,23 @@ class RetryingClient(MlflowClient):
             return attribute
         retry = super().__getattribute__("_retry")
         return functools.update_wrapper(functools.partial(retry.call, attribute), attribute)
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Return the tracking URI: the argument, else ``MLFLOW_TRACKING_URI``, else ``./mlruns/mlflow.db``.
+
+    The default is a SQLite file (MLflow 3's default backend) in the git-ignored folder ``mlruns/``
+    under the current directory; its parent folder is created when missing.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_DIR.resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def uri_kind(uri: str) -> str:
+    """Short description of a tracking URI's backend (``sqlite``, ``http``, ``file``, ...)."""
+    return uri.split(":", 1)[0] if ":" in uri else "file"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -188,6 +222,17 @@ def open_client(uri: str, lock_timeout_s: float = 600.0, retry: RetryPolicy | No
         raise StoreLockTimeout(
             f"waited {lock_timeout_s:.0f} s for {lock_path}, held by another process that is creating or "
             f"migrating {path}; if no such process is alive, delete the lock file and retry") from err
+
+
+def all_runs(client: MlflowClient, experiment_id: str) -> list:
+    """Every active run of the experiment (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

