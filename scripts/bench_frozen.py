@@ -54,11 +54,14 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lrs", type=float, nargs="*", help="tuning budget (default: the grid's)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: the grid's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grid = load_grid(args.config)
     if args.lrs:
         grid = replace(grid, tuning=(("lr", tuple(args.lrs)),))
+    if args.batch_size:
+        grid = replace(grid, training=replace(grid.training, batch_size=args.batch_size))
     cell = grid.cells()[0]
     data = load_cell_data(grid, cell)
     inputs = CellInputs(grid, cell, data)

@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ FILES = [
     "runs.csv", "pairs.csv", "stats.csv", "across_datasets.csv", "missing.csv",
     "table_srcc.md", "table_srcc.tex", "table_srcc.csv", "table_plcc.md", "table_plcc.tex", "table_plcc.csv",
     "summary_dor_variants.md", "summary_dor_variants.csv", "forest_srcc.png", "slope_srcc.png",
-    "scatter.png", "learning_curves.png", "provenance.json", "health.csv",
+    "scatter.png", "learning_curves.png", "provenance.json", "health.csv", "tuning_lr.png", "report.html",
 ]  # no critical_difference.png: two (backbone, dataset) blocks are too few for a Friedman test
 
 
@@ -410,3 +412,74 @@ def test_critical_difference_ranks_independent_blocks_only(tmp_path):
     warnings = []
     assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:4])]), warnings) is None
     assert "only 4 complete" in warnings[0] and "not independent blocks" in warnings[0]
+
+
+class _Cells(HTMLParser):
+    """The text of every ``<td data-col=...>`` of the table with a given id, row by row."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__()
+        self.table_id, self.inside, self.rows, self.column, self.images = table_id, False, [], None, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.inside = attrs.get("id") == self.table_id
+        elif tag == "img":
+            self.images.append(attrs["src"])
+        elif self.inside and tag == "tr":
+            self.rows.append({})
+        elif self.inside and tag in ("td", "th") and "data-col" in attrs:
+            self.column = attrs["data-col"]
+            self.rows[-1][self.column] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.inside = False
+        if tag in ("td", "th"):
+            self.column = None
+
+    def handle_data(self, data):
+        if self.inside and self.column:
+            self.rows[-1][self.column] += data
+
+
+def test_html_report_shows_the_numbers_of_stats_csv(report, stats_csv):
+    text = (report.out_dir / "report.html").read_text()
+    parser = _Cells("verdicts")
+    parser.feed(text)
+    srcc = stats_csv[stats_csv["metric"] == "srcc"]
+    rows, pair_key = [], None
+    for row in parser.rows:
+        if set(row) == {"pair_key"}:
+            pair_key = row["pair_key"]
+        elif row:
+            rows.append((pair_key, row))
+    assert len(rows) == len(srcc)
+    by_key = {(p.replace("|", " · ").replace("->", "→"), f"{r.head_a} − {r.head_b}"): r
+              for p, r in zip(srcc["pair_key"], srcc.itertuples())}
+    for pair_key, row in rows:
+        expected = srcc.loc[by_key[(pair_key, row["pair"])].Index]
+        assert float(row["mean_delta"]) == pytest.approx(expected["mean_delta"], abs=5e-4)
+        low, high = (float(v) for v in row["interval"].strip("[]").split(","))
+        assert (low, high) == pytest.approx((expected["ci_low"], expected["ci_high"]), abs=5e-4)
+        below, rope, above = (float(v) for v in row["posterior"].split("/"))
+        assert (below, rope, above) == pytest.approx(tuple(expected[["p_below", "p_rope", "p_above"]]), abs=5e-3)
+        assert row["verdict"].startswith(expected["verdict"]) and float(row["mde80"]) == pytest.approx(
+            expected["mde80"], abs=5e-4)
+    assert parser.images and all((report.out_dir / image).is_file() for image in parser.images)
+    assert "http://" not in text and "https://" not in text  # self-contained: nothing fetched
+    health = _Cells("probe")
+    health.feed(text)
+    assert len([r for r in health.rows if r]) == 2 * len(HEADS)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_html_report_renders_in_chromium(report, tmp_path):
+    shot = tmp_path / "page.png"
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=600,1200", f"--screenshot={shot}",
+               (report.out_dir / "report.html").as_uri()]
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert shot.is_file() and shot.stat().st_size > 10_000

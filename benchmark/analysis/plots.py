@@ -2,12 +2,14 @@
 
 Each function takes tidy DataFrames built by :mod:`benchmark.analysis.report` and an output path. Figures are
 built with :class:`matplotlib.figure.Figure` and its Agg canvas, never through ``pyplot``, so plotting
-changes no global backend or state and leaks no open figure.
+changes no global backend or state and leaks no open figure. Titles are wrapped to the width they have and
+figures are saved with a tight bounding box, so no title, label or legend is ever cut at an edge.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +58,23 @@ def _common_parts(pair_keys: list[str]) -> tuple[list[str], str]:
     return labels, _cell_label("|".join(parts[0][i] for i in shared))
 
 
-def _title(ax, text: str, **kwargs) -> None:
-    """Axes title at a fixed height: with the default automatic height matplotlib measures every tick
-    label of the axes to dodge them (a third of the drawing time of a panel); no plot here has ticks
-    above its axes."""
-    ax.set_title(text, y=1.0, **kwargs)
+def _wrap(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` with each line wrapped to fit ``width_inches`` at ``fontsize`` (DejaVu Sans: ~0.55 em a character)."""
+    columns = max(20, int(width_inches * 72 / (fontsize * 0.55)))
+    return "\n".join(textwrap.fill(line, columns) for line in text.split("\n"))
+
+
+def _title(ax, text: str, fontsize: float = 10, **kwargs) -> None:
+    """Axes title wrapped to the axes' width, at a fixed height: with the default automatic height matplotlib
+    measures every tick label of the axes to dodge them (a third of the drawing time of a panel); no plot
+    here has ticks above its axes."""
+    width = ax.get_position().width * ax.figure.get_size_inches()[0]
+    ax.set_title(_wrap(text, width, fontsize), y=1.0, fontsize=fontsize, **kwargs)
+
+
+def _suptitle(fig: Figure, text: str, fontsize: float = 11) -> None:
+    """Figure title wrapped to the figure's width."""
+    fig.suptitle(_wrap(text, fig.get_size_inches()[0] - 0.4, fontsize), fontsize=fontsize)
 
 
 def _few_ticks(ax, n_x: int | None = 5, n_y: int | None = 5, integer_x: bool = False) -> None:
@@ -75,7 +89,7 @@ def _few_ticks(ax, n_x: int | None = 5, n_y: int | None = 5, integer_x: bool = F
 def _grid(n: int, max_cols: int, width: float, height: float, **share: bool | str) -> tuple[Figure, list]:
     cols = min(max_cols, n)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows))
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, **share).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -87,14 +101,10 @@ def _text_inches(labels: list[str], fontsize: float) -> float:
     return max((len(label) for label in labels), default=0) * fontsize * 0.55 / 72
 
 
-def _save(fig: Figure, path: Path, left: float = 0.8, right: float = 0.3, bottom: float = 0.75, top: float = 0.75,
-          wspace: float = 0.3, hspace: float = 0.6) -> None:
-    """Save with margins given in inches (a fixed layout: ``tight_layout`` would draw every figure twice)
+def _save(fig: Figure, path: Path) -> None:
+    """Save a constrained-layout figure with a tight bounding box (nothing drawn outside the canvas is cut)
     and fast PNG compression (level 1: several times faster to encode, files ~1.5x larger)."""
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
-                        wspace=wspace, hspace=hspace)
-    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15, pil_kwargs={"compress_level": 1})
 
 
 def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
@@ -122,7 +132,7 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     if same_j and n:
         common.append(f"J = {rows['n_splits'].iloc[0]} splits")
     label_width = _text_inches(labels, 8) + 0.3
-    fig = Figure(figsize=(6 + label_width, max(2.8, 0.3 * n + 1.6)))
+    fig = Figure(figsize=(6 + label_width, max(2.8, 0.3 * n + 1.6)), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(n)[::-1]
     rope = float(rows["rope"].max())
@@ -138,6 +148,7 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     ax.set_yticks(y, labels, fontsize=8)
     name = METRIC_LABELS.get(metric, metric)
     ax.set_xlabel(f"Δ {name} (head A − head B), mean over splits")
+    _few_ticks(ax, n_x=5, n_y=None)
     ax.set_ylim(-0.7, n - 0.3)
     scope = f" ({', '.join(common)})" if common else ""
     _title(ax, f"Δ test {name} per cell and head pair{scope}:\nmean over splits with the 95 % CI of the corrected "
@@ -149,7 +160,7 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
         Patch(color="#d5d8dc", label=f"ROPE ± {rope:g} (practically equivalent)")],
         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path, left=label_width, right=2.6, top=0.95, bottom=0.6)
+    _save(fig, path)
 
 
 def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path) -> None:
@@ -195,10 +206,10 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
             ax.set_ylabel(f"test {name}")
         _title(ax, title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Per-split paired {name}{f' ({shared})' if shared else ''}: each line joins {reference} "
-                 "(left end) to the head named below (right end) on one split\n"
-                 "green: head better, red: worse; black: mean over splits", fontsize=11)
-    _save(fig, path, bottom=0.6, top=0.9, hspace=0.6)
+    _suptitle(fig, f"Per-split paired {name}{f' ({shared})' if shared else ''}: each line joins {reference} "
+                   "(left end) to the head named below (right end) on one split\n"
+                   "green: head better, red: worse; black: mean over splits")
+    _save(fig, path)
 
 
 def scatter(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: dict[str, tuple],
@@ -232,9 +243,9 @@ def scatter(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: 
     axes[0].set_xlim(low, high)
     axes[0].set_ylim(low, high)
     _few_ticks(axes[0])
-    fig.suptitle(f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (the first split every head "
-                 "ran; chosen without looking at scores)", fontsize=11)
-    _save(fig, path, top=0.8, wspace=0.2)
+    _suptitle(fig, f"Test predictions vs MOS — {_cell_label(pair_key)}, split {split} (the first split every head "
+                   "ran; chosen without looking at scores)")
+    _save(fig, path)
 
 
 def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int, path: Path) -> None:
@@ -252,7 +263,7 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
         Output PNG.
     """
     cells = list(dict.fromkeys(curves["pair_key"]))
-    fig = Figure(figsize=(10, 2.3 * len(cells) + 0.9))
+    fig = Figure(figsize=(10, 2.3 * len(cells) + 0.9), layout="constrained")
     axes = fig.subplots(len(cells), 2, squeeze=False, sharex=True)
     for (ax_val, ax_loss), cell in zip(axes, cells, strict=True):
         for (head, metric), sub in curves[curves["pair_key"] == cell].groupby(["head", "metric"], sort=False):
@@ -273,8 +284,50 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
         _few_ticks(ax, n_y=None, integer_x=True)
     axes[0][0].legend(fontsize=8)
     shown = f" — first {len(cells)} of {n_cells} cells" if len(cells) < n_cells else ""
-    fig.suptitle(f"Learning curves of the first split every head ran (lowest seed){shown}")
-    _save(fig, path, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
+    _suptitle(fig, f"Learning curves of the first split every head ran (lowest seed){shown}", 12)
+    _save(fig, path)
+
+
+def tuning(trials: pd.DataFrame, setting: str, colors: dict[str, tuple], path: Path, max_cells: int = 4) -> None:
+    """Val SRCC against a tuned setting (log axis), mean ± sd over the cells, one line per head and a panel per
+    comparison group: where each head's optimum lies within the tuning budget.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        FINISHED trial runs (columns pair_key, head, split, seed, ``tuned.<setting>``, best_val_srcc).
+    setting : str
+        The tuned setting on the x axis (other tuned settings are averaged over).
+    colors : dict
+        Head colours.
+    path : Path
+        Output PNG.
+    max_cells : int
+        Comparison groups shown (the first ones).
+    """
+    column = f"tuned.{setting}"
+    cells = list(dict.fromkeys(trials["pair_key"]))[:max_cells]
+    fig, axes = _grid(len(cells), 2, 4.6, 3.4, sharey=False)
+    titles, shared = _common_parts(cells)
+    for ax, cell, title in zip(axes, cells, titles, strict=True):
+        mine = trials[trials["pair_key"] == cell]
+        per_cell = mine.groupby(["head", "split", "seed", column], sort=False)["best_val_srcc"].mean().reset_index()
+        for head, group in per_cell.groupby("head", sort=False):
+            profile = group.groupby(column)["best_val_srcc"].agg(["mean", "std"])
+            ax.plot(profile.index, profile["mean"], marker="o", color=colors.get(head), label=head, lw=1.5)
+            ax.fill_between(profile.index, profile["mean"] - profile["std"], profile["mean"] + profile["std"],
+                            color=colors.get(head), alpha=0.12, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(per_cell[column].unique()), [f"{v:g}" for v in sorted(per_cell[column].unique())],
+                      fontsize=8)
+        ax.minorticks_off()
+        ax.set(xlabel=setting, ylabel="best val SRCC of the trial")
+        _title(ax, title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _suptitle(fig, f"Tuning: val SRCC against {setting}, mean ± sd over cells{f' ({shared})' if shared else ''}; "
+                   "a head whose line still rises at an edge may have its optimum outside the budget", 11)
+    _save(fig, path)
 
 
 def k_ablation(table: pd.DataFrame, path: Path) -> None:
@@ -300,7 +353,7 @@ def k_ablation(table: pd.DataFrame, path: Path) -> None:
         _title(ax, f"{head_type}: SRCC vs K")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save(fig, path, left=0.9, wspace=0.35)
+    _save(fig, path)
 
 
 def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, float], n_blocks: int,
@@ -325,7 +378,7 @@ def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, floa
     k = len(ranks)
     half = math.ceil(k / 2)
     step = 0.35
-    fig = Figure(figsize=(9, 2.0 + step * half * 1.6))
+    fig = Figure(figsize=(9, 2.0 + step * half * 1.6), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
     ax.set_xlim(1 - 0.45 * k, k + 0.45 * k)
@@ -359,7 +412,8 @@ def critical_difference(ranks: pd.Series, cd: float, friedman: tuple[float, floa
                "averaged), 1 = best\n"
                  f"Friedman χ² = {stat:.1f}, p = {p:.2g}; bars join heads within the Nemenyi CD (α = 0.05)",
                  fontsize=10)
-    _save(fig, path, left=0.1, right=0.1, bottom=0.1, top=0.7)
+    _save(fig, path)
 
 
-__all__ = ["critical_difference", "forest", "head_colors", "k_ablation", "learning_curves", "scatter", "slope"]
+__all__ = ["critical_difference", "forest", "head_colors", "k_ablation", "learning_curves", "scatter", "slope",
+           "tuning"]

@@ -20,6 +20,7 @@ PNG plots and ``provenance.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -33,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.analysis import plots, stats, tables
 from benchmark.analysis.comparisons import across_datasets, add_bootstrap, cell_stats, paired_deltas, rank_blocks
 from benchmark.analysis.health import health_warnings, probe_gaps, tuning_diagnostics
+from benchmark.analysis.html import PAGE, ReportPage, write_html
 from benchmark.analysis.report_data import (
     ReportError,
     Scores,
@@ -159,7 +161,10 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     log.debug("%.2f s: runs, statistics and predictions loaded", time.perf_counter() - start)
 
     files = result.files
-    files.update(tables.write_tables(out, scores, stats_df, record.reference, metrics, probes, health))
+    paper = {metric: tables.paper_table(scores, stats_df, metric, record.reference, probes, health)
+             for metric in metrics}
+    paper = {metric: table for metric, table in paper.items() if not table.empty}
+    files.update(tables.write_tables(out, paper, tables.dor_variants_summary(scores, stats_df), record.reference))
     files.update(_write_plots(out, client, usable, scores, deltas, stats_df, predictions, splits, record, trials,
                               warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
@@ -178,6 +183,9 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         metrics=list(metrics), rope=record.rope, n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
         n_missing=result.n_missing, n_pairs=result.n_pairs, n_stats_rows=result.n_stats_rows, warnings=warnings,
         duration_s=round(result.duration_s, 3))
+    page = ReportPage(record, stats_df, health, paper, list(files), usable, warnings,
+                      json.loads(files["provenance.json"].read_text()), result.n_missing)
+    files[PAGE] = write_html(out, page)
     log.info("report of grid %r written to %s in %.1f s", name, out, result.duration_s)
     return result
 
@@ -219,6 +227,9 @@ def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: 
     curves = load_learning_curves(client, usable, splits)
     if not curves.empty:
         save("learning_curves.png", plots.learning_curves, curves, colors, len(splits))
+    for setting, values in grid.tuning.items():
+        if len(values) > 1 and len(trials):
+            save(f"tuning_{setting}.png", plots.tuning, trials, setting, colors)
     k_table = k_ablation_table(scores, usable)
     if not k_table.empty:
         save("k_ablation.png", plots.k_ablation, k_table)

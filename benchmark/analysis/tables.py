@@ -226,10 +226,9 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(out: Path, scores: Scores, stats_df: pd.DataFrame, reference: str,
-                 metrics: Sequence[str], probes: Scores | None = None,
-                 health: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Write ``table_<metric>.{md,tex,csv}`` per metric and ``summary_dor_variants.{md,csv}``.
+def write_tables(out: Path, tables: dict[str, pd.DataFrame], summary: pd.DataFrame, reference: str) -> dict[str, Path]:
+    """Write ``table_<metric>.{md,tex,csv}`` per :func:`paper_table` and ``summary_dor_variants.{md,csv}``
+    (:func:`dor_variants_summary`; none when it is empty).
 
     Returns
     -------
@@ -237,17 +236,12 @@ def write_tables(out: Path, scores: Scores, stats_df: pd.DataFrame, reference: s
         File name -> path of every file written.
     """
     written: dict[str, Path] = {}
-    for metric in metrics:
-        table = paper_table(scores, stats_df, metric, reference, probes, health)
-        if table.empty:
-            log.warning("no finite test %s in any usable run: no table_%s", metric, metric)
-            continue
+    for metric, table in tables.items():
         for ext, text in (("md", to_markdown(table, metric, reference)), ("tex", to_latex(table, metric, reference))):
             written[f"table_{metric}.{ext}"] = out / f"table_{metric}.{ext}"
             written[f"table_{metric}.{ext}"].write_text(text, encoding="utf-8")
         written[f"table_{metric}.csv"] = out / f"table_{metric}.csv"
         table.to_csv(written[f"table_{metric}.csv"], index=False)
-    summary = dor_variants_summary(scores, stats_df)
     if summary.empty:
         log.info("no dor with dor-seed or mse in this grid: no summary_dor_variants table")
         return written

@@ -1,0 +1,273 @@
+"""``report.html``: a grid's answer on one self-contained page (inline CSS, the report's PNGs beside it).
+
+Top-down: the question and the grid in a sentence; a verdict per cell and compared pair (the difference,
+its interval, the posterior mass below / inside / above the ROPE drawn as a bar, the verdict, the smallest
+effect the grid could detect, failures); what the grid could not have seen, in words; the health check
+(heads against the linear probe, tuning selections against the budget's edges); the plots; the per-cell
+tables; warnings; provenance and the MLflow experiment and run ids. Every number is formatted from the
+same frames the CSV files are written from (``stats.csv``, ``health.csv``, ``table_*.csv``), never computed
+here; every cell of the verdict table carries its ``stats.csv`` column name (``data-col``) so a reader or a
+test can map it back.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.schema import GridRecord
+
+PAGE = "report.html"
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1c2833; margin: 0; }
+main { max-width: 1180px; margin: 0 auto; padding: 1.2em 1.4em 3em; }
+h1 { font-size: 1.6em; margin: 0.2em 0 0.3em; } h2 { font-size: 1.25em; margin-top: 1.8em;
+  border-bottom: 1px solid #d5d8dc; padding-bottom: 0.2em; } h3 { font-size: 1.05em; margin-top: 1.2em; }
+p.lead { font-size: 1.05em; } .muted { color: #5d6d7e; font-size: 0.92em; }
+.scroll { overflow-x: auto; } table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border-bottom: 1px solid #e5e8e8; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f4f6f7; white-space: nowrap; } tr.group th { background: #fff; padding-top: 0.8em;
+  border-bottom: 1px solid #aab7b8; } td.num { text-align: right; font-variant-numeric: tabular-nums;
+  white-space: nowrap; }
+.bar { display: flex; width: 9em; height: 0.9em; border: 1px solid #aab7b8; margin-top: 0.25em; }
+.bar span { display: block; height: 100%; } .below { background: #c0392b; } .rope { background: #aab7b8; }
+.above { background: #1e8449; }
+.verdict { font-weight: 600; white-space: nowrap; } .flag { color: #c0392b; font-weight: 600; }
+.ok { color: #1e8449; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto;
+  border: 1px solid #e5e8e8; } figcaption { color: #5d6d7e; font-size: 0.9em; }
+details { margin: 0.6em 0; } summary { cursor: pointer; color: #2e86c1; } code { font-size: 0.92em; }
+ul.warnings li { margin-bottom: 0.3em; }
+"""
+FIGURES = {
+    "forest_srcc.png": "Each compared pair: the mean per-split ΔSRCC with its interval, over the ROPE band.",
+    "slope_srcc.png": "Per split: each head against the reference head.",
+    "tuning_lr.png": "Val SRCC against the learning rate: where each head's optimum lies within the budget.",
+    "scatter.png": "Test predictions against MOS on one split (the first every head ran).",
+    "learning_curves.png": "Validation SRCC and training loss per epoch (first split, lowest seed).",
+    "k_ablation.png": "Test SRCC against the number of bins K.",
+    "critical_difference.png": "Average ranks over independent (backbone, dataset) blocks.",
+}
+
+
+@dataclass
+class ReportPage:
+    """Everything the page shows, as the report built it."""
+
+    grid: GridRecord
+    stats: pd.DataFrame
+    health: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    plots: Sequence[str]
+    runs: pd.DataFrame
+    warnings: Sequence[str]
+    provenance: dict[str, Any]
+    n_missing: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _cell(pair_key: str) -> str:
+    return pair_key.replace("|", " · ").replace("->", "→")
+
+
+def _td(column: str, text: str, css: str = "num") -> str:
+    return f'<td class="{css}" data-col="{column}">{text}</td>'
+
+
+def _grid_sentence(page: ReportPage) -> str:
+    grid = page.grid
+    pairs = ", ".join(f"<b>{_e(a)}</b> − <b>{_e(b)}</b>" for a, b in grid.compare) or "no pairs"
+    tuning = "; ".join(f"{_e(k)} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in grid.tuning.items())
+    datasets = ", ".join(_e(a if a == b else f"{a}→{b}") for a, b in grid.datasets)
+    return (f"<p class='lead'>Does one head beat another at no-reference IQA when everything else is matched? "
+            f"This grid compares {pairs}: {len(grid.backbones)} backbone(s) ({_e(', '.join(grid.backbones))}) × "
+            f"{len(grid.heads)} heads × {len(grid.datasets)} dataset(s) ({datasets}) × {len(grid.splits)} splits × "
+            f"{len(grid.seeds)} seed(s), {_e(grid.regime)} regime; every head starts at the data and is tuned "
+            f"alike on validation SRCC{f' ({tuning})' if tuning else ''}; a closed-form linear probe is recorded per "
+            f"split. {len(page.runs)} result runs{f', {page.n_missing} expected units missing' if page.n_missing else ''}."
+            "</p>")
+
+
+def _bar(row: pd.Series) -> str:
+    parts = [(row.get("p_below"), "below"), (row.get("p_rope"), "rope"), (row.get("p_above"), "above")]
+    if any(p is None or pd.isna(p) for p, _ in parts):
+        return "–"
+    spans = "".join(f'<span class="{css}" style="width:{100 * p:.1f}%"></span>' for p, css in parts)
+    numbers = " / ".join(f"{p:.2f}" for p, _ in parts)
+    return (f'<span class="muted">{numbers}</span><div class="bar" title="P(A worse beyond the ROPE) / P(within '
+            f'the ROPE) / P(A better beyond the ROPE)">{spans}</div>')
+
+
+def _verdict_rows(stats: pd.DataFrame) -> str:
+    rows = []
+    for pair_key, group in stats.groupby("pair_key", sort=False):
+        rows.append(f'<tr class="group"><th colspan="9" data-col="pair_key">{_e(_cell(pair_key))}</th></tr>')
+        for _, row in group.iterrows():
+            descriptive = bool(row.get("descriptive", False))
+            verdict = _e(row.get("verdict") or "no test") + (" (descriptive)" if descriptive else "")
+            rows.append(
+                "<tr>" + f'<td data-col="pair" style="white-space:nowrap">{_e(row["head_a"])} − {_e(row["head_b"])}</td>'
+                + f'<td class="verdict" data-col="verdict">{verdict}</td>'
+                + _td("mean_delta", _num(row["mean_delta"], signed=True))
+                + _td("interval", f"[{_num(row['ci_low'], signed=True)}, {_num(row['ci_high'], signed=True)}]")
+                + f'<td data-col="posterior">{_bar(row)}</td>'
+                + _td("mde80", _num(row["mde80"]))
+                + _td("failures", f"{int(row['failures_a'])} / {int(row['failures_b'])}")
+                + _td("n_splits", f"{int(row['n_splits'])} × {int(row['n_seeds'])}")
+                + f'<td class="muted" data-col="test">{_e(row.get("test", "corrected t"))}</td>' + "</tr>")
+    return "\n".join(rows)
+
+
+def _verdicts(page: ReportPage) -> str:
+    srcc = page.stats[page.stats["metric"] == "srcc"]
+    if srcc.empty:
+        return "<h2>Verdicts</h2><p>No head pairs were compared.</p>"
+    rope = page.grid.rope
+    header = ("<tr><th>A − B</th><th>verdict</th><th>mean ΔSRCC</th><th>95 % interval</th>"
+              "<th>posterior below / in / above ROPE</th><th>MDE80</th><th>failures A / B</th><th>splits × seeds</th><th>test</th></tr>")
+    return (f"<h2>Verdicts</h2><p>Per cell and compared pair, test SRCC of head A minus head B. The verdict reads the "
+            f"posterior of the mean difference at 0.95: <i>a better</i>, <i>b better</i>, <i>equivalent</i> (inside "
+            f"the ROPE ± {rope:g}) or <i>undecided</i>. MDE80 is the smallest true difference this grid detects with 80 % "
+            "power. Cross-dataset cells share one fixed test set: their statistics are descriptive only.</p>"
+            f"<div class='scroll'><table id='verdicts'>{header}{_verdict_rows(srcc)}</table></div>")
+
+
+def _blind_spots(page: ReportPage) -> str:
+    srcc = page.stats[(page.stats["metric"] == "srcc") & ~page.stats["descriptive"].astype(bool)]
+    rope = page.grid.rope
+    items = []
+    for _, row in srcc.iterrows():
+        mde = row["mde80"]
+        if pd.isna(mde):
+            continue
+        ratio = mde / rope if rope else math.inf
+        reach = ("fine enough to tell a difference from equivalence at the ROPE's scale" if mde <= rope else
+                 f"a smaller true difference would most likely read <i>undecided</i>, and <i>equivalent</i> is out of "
+                 f"reach: it needs an MDE below the ROPE (± {rope:g}), and this one is {ratio:.0f}× larger")
+        items.append(f"<li>{_e(_cell(row['pair_key']))}, {_e(row['head_a'])} − {_e(row['head_b'])}: the grid detects "
+                     f"(80 % power) a true ΔSRCC of {mde:.3f} or more; {reach}.</li>")
+    body = "<ul>" + "".join(items) + "</ul>" if items else "<p>No within-dataset comparison has an MDE.</p>"
+    return f"<h2>What this grid could not have seen</h2>{body}"
+
+
+def _health(page: ReportPage) -> str:
+    health = page.health
+    if health.empty:
+        return "<h2>Health check</h2><p>No probe runs or tuning trials to check against.</p>"
+    gaps = health.drop_duplicates(["pair_key", "head"])
+    rows = "".join(
+        f"<tr><td>{_e(_cell(r.pair_key))}</td><td>{_e(r.head)}</td>{_td('mean_srcc', _num(r.mean_srcc))}"
+        f"{_td('probe_srcc', _num(r.probe_srcc))}{_td('gap', _num(r.gap, signed=True))}"
+        f"<td class='{'flag' if r.below_probe else 'ok'}' data-col='below_probe'>"
+        f"{'below the probe' if r.below_probe else 'ok'}</td></tr>" for r in gaps.itertuples())
+    text = ("<h2>Health check</h2><p>A head clearly below a ridge probe on the features it starts from is "
+            "under-trained by its recipe; its comparisons would measure the recipe, not the loss.</p>"
+            "<div class='scroll'><table id='probe'><tr><th>cell</th><th>head</th><th>mean test SRCC</th>"
+            f"<th>probe</th><th>gap</th><th>flag</th></tr>{rows}</table></div>")
+    if "setting" in health and health["setting"].notna().any():
+        tuned = health.dropna(subset=["setting"])
+        rows = "".join(
+            f"<tr><td>{_e(_cell(r.pair_key))}</td><td>{_e(r.head)}</td><td>{_e(r.setting)}</td>"
+            f"<td class='num'>{_e(r.selected)}</td>{_td('edge_rate', f'{r.edge_rate:.0%}')}"
+            f"<td class='num'>{_e(r.profile)}</td>{_td('peak', f'{r.peak:g}')}"
+            f"{_td('edge_gain', '–' if pd.isna(r.edge_gain) else f'{r.edge_gain:+.3f} ± {r.edge_gain_se:.3f}')}"
+            f"<td class='{'flag' if r.tuning_edge else 'ok'}' data-col='tuning_edge'>"
+            f"{'widen the budget' if r.tuning_edge else 'ok'}</td></tr>" for r in tuned.itertuples())
+        text += ("<h3>Tuning selections</h3><p>How many cells selected each value (on val SRCC), the head's mean val "
+                 "SRCC at each value, and — where that mean peaks at an edge of the budget — how much the edge beats "
+                 "its neighbour (± SE over cells). A head is flagged when its selections sit on an edge in more than a "
+                 "third of the cells and its val SRCC still rises towards that edge.</p>"
+                 "<div class='scroll'><table id='tuning'><tr><th>cell</th><th>head</th><th>setting</th>"
+                 "<th>selected</th><th>on an edge</th><th>mean val SRCC per value</th><th>peak</th>"
+                 f"<th>edge gain</th><th>flag</th></tr>{rows}</table></div>")
+    return text
+
+
+def _figures(page: ReportPage) -> str:
+    shown = [name for name in FIGURES if name in page.plots]
+    return "<h2>Plots</h2>" + "".join(
+        f"<figure><img src='{_e(name)}' alt='{_e(FIGURES[name])}' loading='lazy'><figcaption>{_e(FIGURES[name])}"
+        "</figcaption></figure>" for name in shown)
+
+
+def _tables(page: ReportPage) -> str:
+    parts = ["<h2>Per-cell results</h2>"]
+    for metric, table in page.tables.items():
+        columns = list(dict.fromkeys(table["column"]))
+        body = []
+        for (backbone, head, reference), group in table.groupby(["backbone", "head", "is_reference"], sort=False):
+            cells = {r.column: r for r in group.itertuples()}
+            values = "".join(
+                _td(f"{metric}:{c}", f"{'<b>' if cells[c].best else ''}{cells[c].mean:.3f}{'</b>' if cells[c].best else ''}"
+                    f" <span class='muted'>± {_num(cells[c].std)}</span>"
+                    + (" ‡" if cells[c].flagged else "") + (f" [{cells[c].failures} failed]" if cells[c].failures else ""))
+                if c in cells else "<td>–</td>" for c in columns)
+            label = f"{head} (reference)" if reference else head
+            body.append(f"<tr><td>{_e(backbone)}</td><td>{_e(label)}</td>{values}</tr>")
+        header = "".join(f"<th>{_e(c)}</th>" for c in columns)
+        parts.append(f"<h3>Test {metric.upper()}: mean ± sd over splits</h3><div class='scroll'><table "
+                     f"id='table-{metric}'><tr><th>backbone</th><th>head</th>{header}</tr>{''.join(body)}</table></div>")
+    return "".join(parts) + ("<p class='muted'>Bold: best head per backbone and column; ‡: below the linear probe "
+                             "(health check). The tables in Markdown and LaTeX are beside this page.</p>")
+
+
+def _warnings(page: ReportPage) -> str:
+    if not page.warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in page.warnings)
+    return f"<h2>Warnings</h2><ul class='warnings'>{items}</ul>"
+
+
+def _provenance(page: ReportPage) -> str:
+    record = page.provenance
+    machine = record.get("machine", {})
+    packages = ", ".join(f"{k} {v}" for k, v in (machine.get("packages") or {}).items() if v)
+    rows = [("command", f"<code>{_e(record.get('command', ''))}</code>"), ("git sha", _e(record.get("git_sha", ""))),
+            ("date", _e(record.get("date", ""))),
+            ("machine", _e(f"{machine.get('platform', '')}, Python {machine.get('python', '')}, "
+                           f"{machine.get('cpu_count', '')} CPUs, GPU {machine.get('gpu') or 'none'}")),
+            ("packages", _e(packages)), ("report built in", f"{record.get('duration_s', 0):.1f} s"),
+            ("MLflow", _e(f"experiment {record.get('experiment_id', '')} ({page.grid.name}) in a "
+                          f"{record.get('tracking_uri_kind', '')} store"))]
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    runs = "".join(f"<tr><td>{_e(_cell(r.pair_key))}</td><td class='num'>{r.split}</td><td class='num'>{r.seed}</td>"
+                   f"<td>{_e(r.head)}</td><td><code>{_e(r.run_id)}</code></td></tr>" for r in page.runs.itertuples())
+    return (f"<h2>Provenance</h2><table>{table}</table><details><summary>MLflow run ids ({len(page.runs)} result runs; "
+            "open them with <code>mlflow ui</code>, score images with <code>dor-bench predict --run-id</code>)"
+            "</summary><div class='scroll'><table id='runs'><tr><th>cell</th><th>split</th><th>seed</th><th>head</th>"
+            f"<th>run id</th></tr>{runs}</table></div></details>")
+
+
+def render(page: ReportPage) -> str:
+    """The whole page as HTML text."""
+    body = "".join([f"<h1>DOR-IQA benchmark — grid <code>{_e(page.grid.name)}</code></h1>", _grid_sentence(page),
+                    _verdicts(page), _blind_spots(page), _health(page), _figures(page), _tables(page),
+                    _warnings(page), _provenance(page)])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>DOR-IQA report: {_e(page.grid.name)}</title>"
+            f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n")
+
+
+def write_html(out: Path, page: ReportPage) -> Path:
+    """Write ``report.html`` into ``out`` and return its path."""
+    path = out / PAGE
+    path.write_text(render(page), encoding="utf-8")
+    return path
+
+
+__all__ = ["PAGE", "ReportPage", "render", "write_html"]
