@@ -121,6 +121,37 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def ui_links(uri: str, host: str, port: int) -> list[str]:
+    """One line per grid of the store: its name and the URL that opens its runs table in ``mlflow ui``.
+
+    MLflow 3.17's UI opens every experiment in its GenAI view unless the URL (or a click on *Model
+    training*, which it remembers) selects the model-training view.
+    """
+    from benchmark.schema import GRID_TAG
+    from benchmark.store import open_client
+
+    experiments = [e for e in open_client(uri).search_experiments() if GRID_TAG in e.tags]
+    return [f"  {e.name}: http://{host}:{port}/#/experiments/{e.experiment_id}?workflowType=machine_learning"
+            for e in experiments]
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from benchmark.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        print(f"error: {uri} is a tracking server: open it in a browser (add ?workflowType=machine_learning to an "
+              "experiment's URL to see its runs)", file=sys.stderr)
+        return 1
+    print(f"MLflow UI on {uri}; the grids' runs tables:")
+    print("\n".join(ui_links(uri, args.host, args.port)) or "  (no grid in this store yet: run dor-bench run first)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    return subprocess.call(command)
+
+
 def _head_pair(text: str) -> tuple[str, str]:
     head_a, sep, head_b = text.partition(":")
     if not (sep and head_a and head_b):
@@ -166,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--pair", action="append", type=_head_pair, metavar="A:B",
                      help="test head A against head B instead of the grid's compare: list (repeatable)")
     rep.set_defaults(func=_report)
+
+    ui = sub.add_parser("ui", help="open the store in mlflow ui and print the URL of each grid's runs table")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)
 
     pred = sub.add_parser("predict", help="score images with the model of a finished run")
     pred.add_argument("images", nargs="+", help="image files")

@@ -206,15 +206,25 @@ class RunRecord:
 
     @property
     def run_name(self) -> str:
-        """A short name that stays readable when the UI cuts it: ``dor · lite0 · s3`` (split 3; seed and
-        trial added when they vary); the full key is in the tags."""
+        """A short name that stays readable where the UI cuts it (~25 characters): ``dor · lite0 · s3`` for
+        split 3, ``dor · lite0 · s3#1`` at seed 1, a trial's key after it; the full key is in the tags."""
         backbone = self.cell.backbone.removeprefix("efficientnet_")
-        parts = [self.head, backbone, f"s{self.cell.split}"]
-        if self.cell.seed:
-            parts.append(f"seed{self.cell.seed}")
+        parts = [self.head, backbone, f"s{self.cell.split}" + (f"#{self.cell.seed}" if self.cell.seed else "")]
         if self.role == ROLE_TRIAL:
             parts.append(self.trial)
         return " · ".join(parts)
+
+    @property
+    def description(self) -> str:
+        """What the run is, in a sentence (the run page's description)."""
+        what = {ROLE_RESULT: f"Result of head `{self.head}` ({self.head_type}): the tuning trial `{self.trial}` "
+                             "selected on val SRCC, scored once on the test split.",
+                ROLE_TRIAL: f"Tuning trial `{self.trial}` of head `{self.head}` ({self.head_type}): trained and scored "
+                            "on val only.",
+                ROLE_REFERENCE: "Closed-form ridge probe on the cell's initial backbone features: the yardstick of "
+                                "the health check, never a tested head."}.get(self.role, "")
+        score = f" Test SRCC {self.test['srcc']:.3f}." if "srcc" in self.test else ""
+        return f"{what}{score} Cell `{self.cell.key}` of grid `{self.grid}`."
 
     def tags(self) -> dict[str, str]:
         """Tags set when the run is created (they name it: claims search them)."""

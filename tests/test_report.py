@@ -483,3 +483,11 @@ def test_html_report_renders_in_chromium(report, tmp_path):
                (report.out_dir / "report.html").as_uri()]
     subprocess.run(command, capture_output=True, timeout=120, check=False)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_ui_links_open_each_grid_on_its_runs_table(store):
+    from benchmark.cli import ui_links
+
+    experiment_id = MlflowClient(store[1]).get_experiment_by_name(GRID).experiment_id
+    assert ui_links(store[1], "127.0.0.1", 5000) == [
+        f"  {GRID}: http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"]

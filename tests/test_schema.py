@@ -66,7 +66,7 @@ def test_a_record_reads_back_what_it_wrote():
     for name in ("grid", "cell", "head", "head_type", "role", "trial", "settings", "backbone", "image_policies", "sizes",
                  "head_hparams", "head_init", "tuning", "tuned", "fit", "test"):
         assert getattr(back, name) == getattr(record, name), name
-    assert record.run_name == "dor-k8 · resnet50 · s3 · seed1"
+    assert record.run_name == "dor-k8 · resnet50 · s3#1"
     assert record.params()["tuned.lr"] == "0.001" and "lr" not in record.params()
 
 

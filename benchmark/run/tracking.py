@@ -143,7 +143,7 @@ def log_record(client: MlflowClient, run_id: str, record: RunRecord) -> None:
     points = [Metric(name, value, now, step) for name, value, step in metrics]
     batches = list(itertools.zip_longest(_chunks(params_list, MAX_PARAMS), _chunks(points, MAX_METRICS),
                                          fillvalue=[])) or [([], [])]
-    late_tags = [RunTag(k, v) for k, v in tags.items() if k == "trial"]
+    late_tags = [RunTag(k, v) for k, v in tags.items() if k == "trial"] + [RunTag(DESCRIPTION_TAG, record.description)]
     for index, (params_batch, metrics_batch) in enumerate(batches):
         client.log_batch(run_id, params=params_batch, metrics=metrics_batch, tags=late_tags if index == 0 else [])
     if record.inputs:
