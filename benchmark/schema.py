@@ -64,6 +64,30 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 _TAGS = ("grid", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "head", "head_type", "regime",
          "split", "seed", "git_sha", "init_hash", "order_hash", "config_hash", "role")
 _HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX, _TUNED_PREFIX = "head.", "image_policy.", "backbone.", "tuned."
+TRIAL_SCORES_PARAM = "tuning.val_srcc"
+BASE_TRIAL = "base"
+"""The key of the one trial of a grid without tuning."""
+
+
+def trial_key(values: dict[str, float]) -> str:
+    """The readable key of a tuning trial, e.g. ``lr=0.001,weight_decay=0.0001`` (``base`` without tuning).
+
+    Examples
+    --------
+    >>> trial_key({"lr": 3e-4, "weight_decay": 0.0})
+    'lr=0.0003,weight_decay=0'
+    >>> trial_values(trial_key({"lr": 3e-4}))
+    {'lr': 0.0003}
+    """
+    return ",".join(f"{name}={value:g}" for name, value in values.items()) or BASE_TRIAL
+
+
+def trial_values(key: str) -> dict[str, float]:
+    """The tuned values a trial key names (:func:`trial_key` read back)."""
+    if key == BASE_TRIAL:
+        return {}
+    return {name: float(value) for name, value in (part.split("=", 1) for part in key.split(","))}
+
 
 
 def test_metric(name: str) -> str:
@@ -189,6 +213,8 @@ class RunRecord:
     head_init: str = ""
     tuning: tuple[str, ...] = ()
     tuned: dict[str, float] = field(default_factory=dict)
+    trial_scores: dict[str, float] = field(default_factory=dict)
+    """A result run's evidence for its selection: every trial's val SRCC (trial key -> value)."""
     fit: FitSummary | None = None
     test: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)
@@ -253,6 +279,8 @@ class RunRecord:
             values[f"{_HEAD_PREFIX}init"] = self.head_init
         if self.tuning:
             values["tuning"] = list(self.tuning)
+        if self.trial_scores:
+            values[TRIAL_SCORES_PARAM] = self.trial_scores
         values.update({f"{_TUNED_PREFIX}{k}": v for k, v in self.tuned.items()})
         return {k: _encode(v) for k, v in values.items()}
 
@@ -290,7 +318,7 @@ class RunRecord:
         if "best_val_srcc" in metrics:
             fit = FitSummary(int(metrics.get("best_epoch", -1)), metrics["best_val_srcc"],
                              metrics.get("train_seconds", math.nan), int(metrics.get("nonfinite_batches", 0)))
-        named = set(SIZE_COLUMNS) | {"tuning"}
+        named = set(SIZE_COLUMNS) | {"tuning", TRIAL_SCORES_PARAM}
         settings = {k: v for k, v in params.items()
                     if k not in named and not k.startswith((_HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX,
                                                             _TUNED_PREFIX))}
@@ -305,7 +333,8 @@ class RunRecord:
             image_policies=prefixed(_POLICY_PREFIX),
             sizes=Sizes(*(int(params[k]) for k in SIZE_COLUMNS)) if all(k in params for k in SIZE_COLUMNS) else None,
             head_hparams=head, head_init=init,
-            tuning=tuple(params.get("tuning", ())), tuned=prefixed(_TUNED_PREFIX), fit=fit,
+            tuning=tuple(params.get("tuning", ())), tuned=prefixed(_TUNED_PREFIX),
+            trial_scores=dict(params.get(TRIAL_SCORES_PARAM, {})), fit=fit,
             test={name: metrics[test_metric(name)] for name in METRIC_NAMES if test_metric(name) in metrics},
             inputs=tuple(_dataset_ref(entry) for entry in getattr(run.inputs, "dataset_inputs", None) or ()),
             parent_run_id=tags.get(PARENT_TAG, ""), run_id=run.info.run_id, status=run.info.status,
@@ -335,6 +364,7 @@ class RunRecord:
         }
         row.update({f"{_HEAD_PREFIX}{k}": v for k, v in self.head_hparams.items()})
         row.update({f"{_TUNED_PREFIX}{k}": v for k, v in self.tuned.items()})
+        row["trial_scores"] = self.trial_scores
         fit = self.fit or FitSummary(-1, math.nan, math.nan, 0)
         row.update(asdict(fit))
         row.update({test_metric(name): self.test.get(name, math.nan) for name in METRIC_NAMES})
@@ -439,8 +469,8 @@ def _int(text: str | None) -> int:
         return -1
 
 
-__all__ = ["BLANK_ROW_COLUMNS", "BackboneParams", "CONFIG_ARTIFACT", "CURVES", "Cell", "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EXPIRED",
+__all__ = ["BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams", "CONFIG_ARTIFACT", "CURVES", "Cell", "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EXPIRED",
            "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILURE_TAG", "FIT_COLUMNS", "FitSummary", "GRID_TAG",
            "GridRecord", "HEAD_PARAM_PREFIX", "HeadRecord", "PARENT_TAG", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS",
            "PROBE_HEAD", "ROLE_REFERENCE", "ROLE_RESULT", "ROLE_TRIAL", "RunRecord", "SIZE_COLUMNS", "SOURCE", "Sizes",
-           "TRACEBACK_ARTIFACT", "TUNED_PREFIX", "WEIGHTS_ARTIFACT", "WorkKey", "test_metric"]
+           "TRACEBACK_ARTIFACT", "TRIAL_SCORES_PARAM", "TUNED_PREFIX", "WEIGHTS_ARTIFACT", "WorkKey", "test_metric", "trial_key", "trial_values"]

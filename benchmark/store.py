@@ -224,11 +224,11 @@ def open_client(uri: str, lock_timeout_s: float = 600.0, retry: RetryPolicy | No
             f"migrating {path}; if no such process is alive, delete the lock file and retry") from err
 
 
-def all_runs(client: MlflowClient, experiment_id: str) -> list:
-    """Every active run of the experiment (all pages)."""
+def all_runs(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
+    """Every active run of the experiment that matches ``filter_string`` (all pages)."""
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=5000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:

@@ -196,8 +196,9 @@ class _Writer:
                 for c in curves]
         chosen = select_trial([f.best_val_srcc for f in fits]) if len(self.trials) > 1 else 0
         trial = self.trials[chosen]
+        scores = {t.key: f.best_val_srcc for t, f in zip(self.trials, fits)} if len(self.trials) > 1 else {}
         result = self.record(cell, spec, ROLE_RESULT, n_test, trial=trial.key, tuned=trial.values,
-                             fit=fits[chosen], curves=curves[chosen], test=metrics)
+                             trial_scores=scores, fit=fits[chosen], curves=curves[chosen], test=metrics)
         parent = self.write(result, predictions)
         if len(self.trials) > 1:
             for index, other in enumerate(self.trials):

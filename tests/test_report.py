@@ -491,3 +491,22 @@ def test_ui_links_open_each_grid_on_its_runs_table(store):
     experiment_id = MlflowClient(store[1]).get_experiment_by_name(GRID).experiment_id
     assert ui_links(store[1], "127.0.0.1", 5000) == [
         f"  {GRID}: http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"]
+
+
+def test_tuning_flags_a_head_whose_val_srcc_rises_at_the_edge_only(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_synthetic_grid(uri, "tuned", ["efficientnet_lite0"], ["mse", "dor"], ["bundled"], N_SPLITS, 2, {}, N_TEST,
+                         seed=3, lr_profile={"mse": [0.0, 0.02, 0.05], "dor": [0.0, 0.03, 0.0]})
+    result = build_report("tuned", uri, tmp_path / "report")
+    health = pd.read_csv(tmp_path / "report" / "health.csv").set_index("head")
+    assert health.loc["mse", "tuning_edge"] and health.loc["mse", "peak"] == pytest.approx(3e-3)
+    assert health.loc["mse", "edge_gain"] == pytest.approx(0.03, abs=0.01)  # over the best inner value
+    assert not health.loc["dor", "tuning_edge"] and health.loc["dor", "peak"] == pytest.approx(1e-3)
+    assert int(health.loc["dor", "selected"].split()[1].split(":")[1]) >= 15  # mostly its inner optimum
+    assert any("mse: the selected lr sits on an edge" in w and "widen `tuning:`" in w for w in result.warnings)
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
+    result_runs = runs[runs["role"] == "result"]
+    trial_columns = ["val_srcc[lr=0.0003]", "val_srcc[lr=0.001]", "val_srcc[lr=0.003]"]
+    picked = result_runs[trial_columns].to_numpy().argmax(axis=1)
+    assert (result_runs["tuned.lr"].to_numpy() == np.array([3e-4, 1e-3, 3e-3])[picked]).all()
+    assert (result_runs["best_val_srcc"].to_numpy() == result_runs[trial_columns].max(axis=1).to_numpy()).all()

@@ -12,9 +12,10 @@ fire readily, it is not a significance test); ``below_probe`` when ``gap < -GAP_
 it brackets each head's optimum. Per pair_key, head and tuned setting: how often the selected value is
 the smallest or largest of the grid's values (``edge_rate``), the head's val SRCC at each value averaged
 over its cells (``profile``), the value where that mean peaks (``peak``) and, when it peaks at an edge,
-how much the edge beats its inner neighbour, paired over the cells (``edge_gain`` ± ``edge_gain_se``).
-``tuning_edge`` when the selection sits on an edge in more than ``EDGE_RATE`` of the cells AND the mean
-profile rises towards that edge by more than two standard errors. Selections on an edge alone are not
+how much the edge beats the best value inside the budget, paired over the cells (``edge_gain`` ±
+``edge_gain_se``). ``tuning_edge`` when the selection sits on an edge in more than ``EDGE_RATE`` of the cells
+AND the edge beats every inner value by more than two standard errors and ``EDGE_TOLERANCE``: val SRCC
+still rises at the edge. Selections on an edge alone are not
 evidence: with a flat profile, val noise puts 2/3 of them on an edge of a three-value budget (2/5 of a
 five-value one), and the head's test score would be the same whichever value won; a head whose val SRCC
 still rises at the edge may have its optimum outside the budget.
@@ -34,6 +35,8 @@ GAP_TOLERANCE = 0.02
 """SRCC a head may lose to the probe before it is flagged (with more than two standard errors)."""
 EDGE_RATE = 1 / 3
 """Share of cells whose selection may sit on an edge of the tuning budget before the profile is checked."""
+EDGE_TOLERANCE = 0.01
+"""Val SRCC an edge of the budget may gain over the best inner value before it is read as a rising profile."""
 HEALTH_COLUMNS = ["pair_key", "head", "n_splits", "mean_srcc", "probe_srcc", "gap", "se", "below_probe"]
 TUNING_COLUMNS = ["pair_key", "head", "setting", "values", "selected", "edge_rate", "profile", "peak", "edge_gain",
                   "edge_gain_se", "tuning_edge"]
@@ -98,8 +101,9 @@ def tuning_diagnostics(results: pd.DataFrame, trials: pd.DataFrame, grid: GridRe
             peak = float(profile.idxmax()) if profile.notna().any() else math.nan
             gain = se = math.nan
             if peak in (ordered[0], ordered[-1]):
-                neighbour = ordered[1] if peak == ordered[0] else ordered[-2]
-                d = (per_cell[peak] - per_cell[neighbour]).dropna()
+                others = ordered[1:-1] or [v for v in ordered if v != peak]  # a two-value budget: the other value
+                inner = profile[others].idxmax()
+                d = (per_cell[peak] - per_cell[inner]).dropna()
                 gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.nan
             edge_rate = float(chosen.isin((ordered[0], ordered[-1])).mean()) if len(chosen) else math.nan
             rows.append({"pair_key": pair_key, "head": head, "setting": setting,
@@ -107,7 +111,7 @@ def tuning_diagnostics(results: pd.DataFrame, trials: pd.DataFrame, grid: GridRe
                          "selected": " ".join(f"{v:g}:{int((chosen == v).sum())}" for v in values),
                          "edge_rate": edge_rate, "profile": " ".join(f"{profile[v]:.4f}" for v in values),
                          "peak": peak, "edge_gain": gain, "edge_gain_se": se,
-                         "tuning_edge": bool(edge_rate > EDGE_RATE and gain > 2 * se)})
+                         "tuning_edge": bool(edge_rate > EDGE_RATE and gain > max(2 * se, EDGE_TOLERANCE))})
     return pd.DataFrame(rows, columns=TUNING_COLUMNS)
 
 
@@ -119,11 +123,11 @@ def health_warnings(gaps: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
              "recipe, not the loss" for row in gaps[gaps["below_probe"]].itertuples()]
     edge = [f"{row.pair_key} {row.head}: the selected {row.setting} sits on an edge of the tuning budget in "
             f"{row.edge_rate:.0%} of the cells ({row.selected}) and its val SRCC still rises towards {row.peak:g} "
-            f"(+{row.edge_gain:.3f} ± {row.edge_gain_se:.3f} over the next value): the budget may not bracket this "
+            f"(+{row.edge_gain:.3f} ± {row.edge_gain_se:.3f} over the best inner value): the budget may not bracket this "
             "head's optimum: widen `tuning:`"
             for row in tuning[tuning["tuning_edge"]].itertuples()]
     return below + edge
 
 
-__all__ = ["EDGE_RATE", "GAP_TOLERANCE", "HEALTH_COLUMNS", "TUNING_COLUMNS", "health_warnings", "probe_gaps",
+__all__ = ["EDGE_RATE", "EDGE_TOLERANCE", "GAP_TOLERANCE", "HEALTH_COLUMNS", "TUNING_COLUMNS", "health_warnings", "probe_gaps",
            "tuning_diagnostics"]

@@ -190,8 +190,8 @@ def _health(page: ReportPage) -> str:
             f"{'widen the budget' if r.tuning_edge else 'ok'}</td></tr>" for r in tuned.itertuples())
         text += ("<h3>Tuning selections</h3><p>How many cells selected each value (on val SRCC), the head's mean val "
                  "SRCC at each value, and — where that mean peaks at an edge of the budget — how much the edge beats "
-                 "its neighbour (± SE over cells). A head is flagged when its selections sit on an edge in more than a "
-                 "third of the cells and its val SRCC still rises towards that edge.</p>"
+                 "the best inner value (± SE over cells). A head is flagged when its selections sit on an edge in more "
+                 "than a third of the cells and its val SRCC still rises at that edge.</p>"
                  "<div class='scroll'><table id='tuning'><tr><th>cell</th><th>head</th><th>setting</th>"
                  "<th>selected</th><th>on an edge</th><th>mean val SRCC per value</th><th>peak</th>"
                  f"<th>edge gain</th><th>flag</th></tr>{rows}</table></div>")

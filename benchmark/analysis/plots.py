@@ -3,7 +3,7 @@
 Each function takes tidy DataFrames built by :mod:`benchmark.analysis.report` and an output path. Figures are
 built with :class:`matplotlib.figure.Figure` and its Agg canvas, never through ``pyplot``, so plotting
 changes no global backend or state and leaks no open figure. Titles are wrapped to the width they have and
-figures are saved with a tight bounding box, so no title, label or legend is ever cut at an edge.
+every figure uses matplotlib's constrained layout, so no title, label or legend is cut at an edge.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def _text_inches(labels: list[str], fontsize: float) -> float:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    """Save a constrained-layout figure with a tight bounding box (nothing drawn outside the canvas is cut)
-    and fast PNG compression (level 1: several times faster to encode, files ~1.5x larger)."""
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15, pil_kwargs={"compress_level": 1})
+    """Save a constrained-layout figure (the layout keeps titles, labels and outside legends on the canvas)
+    with fast PNG compression (level 1: several times faster to encode, files ~1.5x larger)."""
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
 
 
 def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:

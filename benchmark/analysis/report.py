@@ -45,12 +45,13 @@ from benchmark.analysis.report_data import (
     load_runs,
     select_experiment,
     shown_splits,
+    trial_table,
     usable_runs,
     warn,
 )
 from benchmark.metrics import METRIC_NAMES
 from benchmark.provenance import write_provenance
-from benchmark.schema import FIT_COLUMNS, ROLE_REFERENCE, ROLE_TRIAL, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
+from benchmark.schema import FIT_COLUMNS, ROLE_REFERENCE, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
 from benchmark.store import open_client, resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     predictions = load_predictions(client, usable, splits, warnings)
     add_bootstrap(stats_df, predictions, splits, warnings)
     across = across_datasets(stats_df, warnings)
-    trials = runs[(runs["role"] == ROLE_TRIAL) & (runs["status"] == "FINISHED")]
+    trials = trial_table(usable)
     tuning = tuning_diagnostics(usable, trials, record)
     gaps = probe_gaps(scores, probes)
     health = gaps.merge(tuning, on=["pair_key", "head"], how="outer") if len(tuning) else gaps
@@ -174,7 +175,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         frame.to_csv(files[f"{file_name}.csv"], index=False)
 
     result.n_runs, result.n_missing = len(usable), len(missing)
-    result.n_unfinished = int((runs[runs["role"] != ROLE_TRIAL]["status"].isin(["RUNNING", "KILLED"])).sum())
+    result.n_unfinished = int(runs["status"].isin(["RUNNING", "KILLED"]).sum())
     result.n_pairs, result.n_stats_rows = len(deltas), len(stats_df)
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
@@ -194,7 +195,7 @@ def run_table(usable: pd.DataFrame, probes: pd.DataFrame, trials: pd.DataFrame) 
     """``runs.csv``: result and probe runs, each result with its hyper-parameters, its selected trial's tuned
     values and every trial's val SRCC (columns ``val_srcc[<trial>]``)."""
     frame = pd.concat([usable, probes], ignore_index=True)
-    extra = [c for c in frame.columns if c.startswith(("head.", TUNED_PREFIX)) and c != "head_init"]
+    extra = [c for c in frame.columns if c.startswith(("head.", TUNED_PREFIX))]
     if len(trials):
         val = trials.pivot_table(index="parent_run_id", columns="trial", values="best_val_srcc", aggfunc="last")
         val.columns = [f"val_srcc[{c}]" for c in val.columns]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,12 @@ from benchmark.schema import (
     PREDICTIONS_ARTIFACT,
     ROLE_REFERENCE,
     ROLE_RESULT,
+    ROLE_TRIAL,
+    TUNED_PREFIX,
     GridRecord,
     RunRecord,
     test_metric,
+    trial_values,
 )
 
 log = logging.getLogger(__name__)
@@ -92,9 +95,13 @@ def load_grid_record(client: MlflowClient, experiment_id: str) -> GridRecord:
 
 
 def load_runs(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
-    """Every active run of an experiment as one row (:meth:`RunRecord.as_row`); runs that do not name their
-    place in the grid (not written by the harness) are left out."""
-    records = [RunRecord.from_mlflow(run) for run in all_runs(client, experiment_id)]
+    """Every active result and reference run of an experiment as one row (:meth:`RunRecord.as_row`); runs
+    that do not name their place in the grid (not written by the harness) are left out.
+
+    Tuning trials are not read: each result run carries every trial's val SRCC (``trial_scores``), which is
+    all the report needs of them (:func:`trial_table`), and a grid holds several trials per result.
+    """
+    records = [RunRecord.from_mlflow(run) for run in all_runs(client, experiment_id, f"tags.role != '{ROLE_TRIAL}'")]
     rows = [record.as_row() for record in records if record.placeable]
     if not rows:
         return pd.DataFrame(columns=list(BLANK_ROW_COLUMNS))
@@ -146,6 +153,7 @@ class Scores:
 
     runs: pd.DataFrame
     per_split: pd.DataFrame
+    _wide: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, usable: pd.DataFrame) -> Scores:
@@ -173,10 +181,24 @@ class Scores:
 
     def wide(self, metric: str, per_seed: bool = False) -> pd.DataFrame:
         """A metric with one column per head: rows (pair_key, split) — or (pair_key, split, seed)."""
-        table = self.runs if per_seed else self.per_split
-        index = ["pair_key", "split", "seed"] if per_seed else ["pair_key", "split"]
-        return table.pivot_table(index=index, columns="head", values=test_metric(metric), dropna=False,
-                                 aggfunc="first")
+        if (metric, per_seed) not in self._wide:
+            table = self.runs if per_seed else self.per_split
+            index = ["pair_key", "split", "seed"] if per_seed else ["pair_key", "split"]
+            self._wide[metric, per_seed] = table.pivot_table(index=index, columns="head", values=test_metric(metric),
+                                                             dropna=False, aggfunc="first")
+        return self._wide[metric, per_seed]
+
+
+def trial_table(usable: pd.DataFrame) -> pd.DataFrame:
+    """Every tuning trial of the usable result runs, one row each: ``pair_key, head, split, seed,
+    parent_run_id, trial``, the trial's tuned values (``tuned.<setting>``) and its ``best_val_srcc``."""
+    rows = [{"pair_key": run.pair_key, "head": run.head, "split": run.split, "seed": run.seed,
+             "parent_run_id": run.run_id, "trial": key, "best_val_srcc": value,
+             **{f"{TUNED_PREFIX}{name}": v for name, v in trial_values(key).items()}}
+            for run in usable.itertuples() if isinstance(run.trial_scores, dict)
+            for key, value in run.trial_scores.items()]
+    return pd.DataFrame(rows, columns=None if rows else ["pair_key", "head", "split", "seed", "parent_run_id",
+                                                          "trial", "best_val_srcc"])
 
 
 def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
@@ -261,4 +283,4 @@ def load_learning_curves(client: MlflowClient, usable: pd.DataFrame, splits: pd.
 
 __all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportError", "Scores", "find_missing", "load_grid_record",
            "load_learning_curves", "load_predictions", "load_runs", "select_experiment", "shown_splits",
-           "split_runs", "usable_runs", "warn"]
+           "split_runs", "trial_table", "usable_runs", "warn"]

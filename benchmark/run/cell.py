@@ -239,6 +239,7 @@ class CellRun:
     def _write_result(self, writer: RunWriter, outcome: HeadOutcome) -> dict[str, float]:
         fit = outcome.fit
         record = self.record(outcome.head, ROLE_RESULT, trial=outcome.selected.key, tuned=outcome.selected.values,
+                             trial_scores=outcome.val_srcc if len(self.trials) > 1 else {},
                              fit=replace(fit.summary(), train_seconds=outcome.train_seconds), curves=fit.curves)
         metrics = self._score(writer, record, outcome.test_u)
         if metrics and self.grid.save_weights:

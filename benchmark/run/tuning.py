@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from benchmark.config import HeadSpec, TrainSettings
 from benchmark.run.inputs import CellInputs
 from benchmark.run.training import TrialFit, fit, fit_frozen, predict_u
+from benchmark.schema import trial_key
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,11 @@ def trial_list(base: TrainSettings, tuning: Sequence[tuple[str, Sequence[float]]
     >>> trial_list(base, [])[0].key
     'base'
     """
-    if not tuning:
-        return [Trial("base", {}, base)]
     names = [name for name, _ in tuning]
     trials = []
     for combination in itertools.product(*(values for _, values in tuning)):
         values = dict(zip(names, (float(v) for v in combination), strict=True))
-        key = ",".join(f"{name}={value:g}" for name, value in values.items())
-        trials.append(Trial(key, values, replace(base, **values)))
+        trials.append(Trial(trial_key(values), values, replace(base, **values)))
     return trials
 
 
