@@ -20,11 +20,19 @@ Native-resolution patches (policy -> store -> positions -> patches -> mean score
     extract_patches(store, positions, pin_memory=False) -> uint8 [M, patch, patch, 3]
     mean_over_patches(predictions, per_image) -> per-image scores
     find_bad_images(labels) -> [(path, reason)]; cache_root()
+    bundled_is_built(recipe=DEFAULT_RECIPE, cache=None) -> bool (builds nothing); DEFAULT_RECIPE.n_rows
 
 The ``bundled`` dataset's labels are a proxy from full-reference metrics, not human opinion.
 """
 
-from benchmark.data.bundled import DEFAULT_RECIPE, BundledRecipe, build_bundled, load_bundled
+from benchmark.data.bundled import (
+    DEFAULT_RECIPE,
+    BundledRecipe,
+    build_bundled,
+    bundled_folder,
+    bundled_is_built,
+    load_bundled,
+)
 from benchmark.data.cache import cache_root
 from benchmark.data.datasets import dataset_info, image_folder, list_datasets, load_labels, read_label_file
 from benchmark.data.errors import (
@@ -81,6 +89,8 @@ __all__ = [
     "batch_test_positions",
     "build_bundled",
     "build_image_store",
+    "bundled_folder",
+    "bundled_is_built",
     "cache_root",
     "dataset_info",
     "decode_image",
