@@ -20,7 +20,8 @@ Native-resolution patches (policy -> store -> positions -> patches -> mean score
     train_patch_positions(shapes, indices, per_image, patch, generator) -> PatchPositions
     test_patch_positions(height, width, patch, n) -> (tops, lefts)
     batch_test_positions(shapes, indices, per_image, patch) -> PatchPositions
-    extract_patches(store, positions, pin_memory=False) -> uint8 [M, patch, patch, 3]
+    extract_patches(store, positions, pin_memory=False, flip=True) -> uint8 [M, patch, patch, 3]
+    flip_patches(patches, flips) -> patches (in place, on any device)
     mean_over_patches(predictions, per_image) -> per-image scores
     find_bad_images(labels, workers=None) -> [(path, reason)]; cache_root()
     bundled_is_built(recipe=DEFAULT_RECIPE, cache=None) -> bool (builds nothing); DEFAULT_RECIPE.n_rows
@@ -66,6 +67,7 @@ from benchmark.data.patches import (
     PatchPositions,
     batch_test_positions,
     extract_patches,
+    flip_patches,
     mean_over_patches,
     test_patch_positions,
     train_patch_positions,
@@ -109,6 +111,7 @@ __all__ = [
     "default_policy",
     "extract_patches",
     "find_bad_images",
+    "flip_patches",
     "image_folder",
     "list_datasets",
     "load_at_policy",
