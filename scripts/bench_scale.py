@@ -32,10 +32,11 @@ mosaics, recoloured (channel gains, gamma, saturation), then blurred, noised and
 varied strengths (final quality 55-95), so files weigh ~100-400 KB like the real ones; SPAQ-like JPEGs of
 3264 x 2448 to 4608 x 3456 (a quarter portrait) with sensor-like noise, quality 85-95.
 
-Writes ``--out/scale.json``, ``--out/scale.md`` and ``--out/provenance.json``.
+Writes ``--out/scale.json``, ``--out/scale.md`` and ``--out/provenance.json``. Every finished stage is
+also appended to ``--workdir/results.jsonl``; a rerun with the same settings skips those (``--fresh``: not).
 
 Usage: python scripts/bench_scale.py --workdir /big/disk/scale --out /tmp/scale
-       [--sizes 1000 3000 10073] [--spaq-images 300] [--lite0-images 200] [--workers N]
+       [--sizes 1000 3000 10073] [--spaq-images 300] [--lite0-images 200] [--workers N] [--fresh]
 (~35-45 min on 2 cores the first time, ~30 min with the generated sets cached; ~20 GB in --workdir)
 """
 
@@ -407,7 +408,18 @@ def run_stage_here(args: argparse.Namespace) -> None:
 def run_stage(args: argparse.Namespace, stage: str, dataset: str, size: int, root: Path, cache_dir: Path | None,
               **options: object) -> dict[str, object]:
     """Run one stage in a fresh subprocess (its own peak RSS), print and return its figures; ``cache_dir``
-    None keeps the user's cache (``bundled`` is read from there)."""
+    None keeps the user's cache (``bundled`` is read from there). A stage recorded in ``--workdir``'s
+    ``results.jsonl`` by an interrupted run with the same settings is not run again."""
+    label = f"{stage}{'/' + str(options['tag']) if 'tag' in options else ''}"
+    key = (dataset, size, label)
+    args.seen[key] = args.seen.get(key, 0) + 1
+    record = {"settings": args.settings, "key": [*key, args.seen[key]]}
+    results = args.workdir / "results.jsonl"
+    earlier = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    for row in earlier:
+        if {"settings": row["settings"], "key": row["key"]} == record:
+            print(f"  {dataset:9s} {size:6d} {label:22s} recorded by an earlier run, not repeated", flush=True)
+            return row["figures"]
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result = Path(handle.name)
     command = [sys.executable, __file__, "--stage", stage, "--dataset", dataset, "--size", str(size), "--root",
@@ -421,8 +433,9 @@ def run_stage(args: argparse.Namespace, stage: str, dataset: str, size: int, roo
     subprocess.run(command, check=True, env=env)
     figures = json.loads(result.read_text())
     result.unlink()
-    label = f"{stage}{'/' + str(options['tag']) if 'tag' in options else ''}"
     figures["label"] = label
+    with results.open("a") as handle:
+        handle.write(json.dumps({**record, "figures": figures}) + "\n")
     print(f"  {dataset:9s} {size:6d} {label:22s} {figures['wall_s']:8.1f} s {figures['per_s']:9.1f} "
           f"{figures['unit']}/s  cpu {figures['cpu_s']:7.1f} s  rss self {figures['peak_rss_self_mib']:5d} MiB  "
           f"worker {figures['peak_rss_largest_worker_mib']:5d}  tree pss {figures['peak_tree_pss_mib']:5d} "
@@ -448,10 +461,10 @@ def koniq_rows(args: argparse.Namespace, root: Path) -> list[dict[str, object]]:
         if size == args.sizes[0]:
             rows.append(run_stage(args, "features", "koniq10k", min(size, args.lite0_images), root,
                                   args.workdir / "cache" / "lite0", backbone=REFERENCE_BACKBONE, tag="lite0"))
-            shutil.rmtree(args.workdir / "cache" / "lite0")
+            shutil.rmtree(args.workdir / "cache" / "lite0", ignore_errors=True)
         rows.append(run_stage(args, "features", "koniq10k", size, root, cache_dir))
         rows.append(run_stage(args, "cell", "koniq10k", size, root, cache_dir))
-        shutil.rmtree(cache_dir)  # stores of every size would not fit beside each other on small disks
+        shutil.rmtree(cache_dir, ignore_errors=True)  # stores of every size need not fit side by side
     return rows
 
 
@@ -461,7 +474,7 @@ def spaq_rows(args: argparse.Namespace, root: Path) -> list[dict[str, object]]:
     rows = [run_stage(args, "labels", "spaq", 11125, root, cache_dir)]
     for stage in ("check", "store", "features"):
         rows.append(run_stage(args, stage, "spaq", args.spaq_images, root, cache_dir))
-    shutil.rmtree(cache_dir)
+    shutil.rmtree(cache_dir, ignore_errors=True)
     return rows
 
 
@@ -535,6 +548,7 @@ def main() -> None:
     parser.add_argument("--spaq-images", type=int, default=300, help="unique SPAQ-like photos")
     parser.add_argument("--lite0-images", type=int, default=200, help="images of the 1k set lite0 is timed on")
     parser.add_argument("--workers", type=int, default=usable_cores(), help="decoding workers")
+    parser.add_argument("--fresh", action="store_true", help="rerun stages an interrupted run recorded")
     # one stage, in a subprocess of the driver
     parser.add_argument("--stage", choices=tuple(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -549,6 +563,11 @@ def main() -> None:
         return
     if args.workdir is None or args.out is None:
         parser.error("--workdir and --out are required")
+    if args.fresh:
+        (args.workdir / "results.jsonl").unlink(missing_ok=True)
+    args.seen = {}
+    args.settings = {"sizes": args.sizes, "spaq_images": args.spaq_images, "lite0_images": args.lite0_images,
+                     "workers": args.workers}
     started = time.perf_counter()
     print(f"cores usable: {usable_cores()}; load average: {os.getloadavg()[0]:.2f}; workdir {args.workdir}; "
           f"features with {CHEAP_BACKBONE} (lite0 timed on {args.lite0_images} images and extrapolated)", flush=True)
