@@ -15,6 +15,8 @@ from benchmark.data import (
     BundledRecipe,
     RecipeError,
     build_bundled,
+    bundled_folder,
+    bundled_is_built,
     cache_root,
     dataset_info,
     load_bundled,
@@ -253,6 +255,22 @@ def test_cached_build_is_reused_and_killed_build_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         build_bundled(TINY, tmp_path, workers=1)
     assert list((tmp_path / "bundled").iterdir()) == []
+
+
+def test_is_built_reads_the_cache_without_building(tiny_builds: tuple[Path, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    first, _ = tiny_builds
+    root = first.parent.parent
+    assert bundled_folder(TINY, root) == first and bundled_is_built(TINY, root)
+    monkeypatch.setenv("DOR_IQA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bundled, "_build_scene", lambda task: pytest.fail("built during a dry run"))
+    assert not bundled_is_built() and not bundled_is_built(TINY, tmp_path)
+    assert bundled_folder() == tmp_path / "cache" / "bundled" / DEFAULT_RECIPE.key()
+    assert DEFAULT_RECIPE.n_rows == 1700 and TINY.n_rows == 4 * 2 * 4 * 3
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the cache root
+    partial = tmp_path / "bundled" / TINY.key()
+    (partial / "images").mkdir(parents=True)  # a folder without labels.csv is not a finished build
+    assert not bundled_is_built(TINY, tmp_path)
 
 
 def test_recipe_key_changes_with_the_recipe_and_bad_recipes_are_refused() -> None:

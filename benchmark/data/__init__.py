@@ -13,18 +13,30 @@ Native-resolution patches (policy -> store -> positions -> patches -> mean score
 
     ImagePolicy(resize, train_patches=1, test_patches=None); ShorterSide(pixels); default_policy(dataset)
     parse_image_policy(mapping, where, defaults=None) -> ImagePolicy; DATASET_POLICIES
-    build_image_store(labels, policy, patch, cache_dir=None, workers=None, crop_pct=0.875) -> ImageStore
+    build_image_store(labels, policy, patch, cache_dir=None, workers=None, crop_pct=0.875, processes=True)
+        -> ImageStore                                  # parallel, resumable after a kill, published whole
+    undersized_images(labels, policy, patch, crop_pct=0.875) -> [(path, (w, h))]   # headers only
+    check_patch_size(labels, policy, patch, crop_pct=0.875)   # raises PatchSizeError naming them
     train_patch_positions(shapes, indices, per_image, patch, generator) -> PatchPositions
     test_patch_positions(height, width, patch, n) -> (tops, lefts)
     batch_test_positions(shapes, indices, per_image, patch) -> PatchPositions
-    extract_patches(store, positions, pin_memory=False) -> uint8 [M, patch, patch, 3]
+    extract_patches(store, positions, pin_memory=False, flip=True) -> uint8 [M, patch, patch, 3]
+    flip_patches(patches, flips) -> patches (in place, on any device)
     mean_over_patches(predictions, per_image) -> per-image scores
-    find_bad_images(labels) -> [(path, reason)]; cache_root()
+    find_bad_images(labels, workers=None) -> [(path, reason)]; cache_root()
+    bundled_is_built(recipe=DEFAULT_RECIPE, cache=None) -> bool (builds nothing); DEFAULT_RECIPE.n_rows
 
 The ``bundled`` dataset's labels are a proxy from full-reference metrics, not human opinion.
 """
 
-from benchmark.data.bundled import DEFAULT_RECIPE, BundledRecipe, build_bundled, load_bundled
+from benchmark.data.bundled import (
+    DEFAULT_RECIPE,
+    BundledRecipe,
+    build_bundled,
+    bundled_folder,
+    bundled_is_built,
+    load_bundled,
+)
 from benchmark.data.cache import cache_root
 from benchmark.data.datasets import dataset_info, image_folder, list_datasets, load_labels, read_label_file
 from benchmark.data.errors import (
@@ -39,15 +51,23 @@ from benchmark.data.errors import (
     RecipeError,
     ScoreOutOfRangeError,
     SplitError,
+    StoreSpaceError,
     UnknownDatasetError,
 )
 from benchmark.data.images import decode_image, find_bad_images
 from benchmark.data.labels import load_custom_labels
-from benchmark.data.patch_store import ImageStore, build_image_store, load_at_policy
+from benchmark.data.patch_store import (
+    ImageStore,
+    build_image_store,
+    check_patch_size,
+    load_at_policy,
+    undersized_images,
+)
 from benchmark.data.patches import (
     PatchPositions,
     batch_test_positions,
     extract_patches,
+    flip_patches,
     mean_over_patches,
     test_patch_positions,
     train_patch_positions,
@@ -77,16 +97,21 @@ __all__ = [
     "ScoreOutOfRangeError",
     "ShorterSide",
     "SplitError",
+    "StoreSpaceError",
     "UnknownDatasetError",
     "batch_test_positions",
     "build_bundled",
     "build_image_store",
+    "bundled_folder",
+    "bundled_is_built",
     "cache_root",
+    "check_patch_size",
     "dataset_info",
     "decode_image",
     "default_policy",
     "extract_patches",
     "find_bad_images",
+    "flip_patches",
     "image_folder",
     "list_datasets",
     "load_at_policy",
@@ -103,4 +128,5 @@ __all__ = [
     "to_float_chw",
     "train_patch_positions",
     "u_to_mos",
+    "undersized_images",
 ]

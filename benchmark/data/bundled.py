@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 RECIPE_VERSION = 3
 MOS_SCALE = (1.0, 5.0)
 MIN_CROP = 32
+LABELS_FILE = "labels.csv"
 _PIXEL_LIBRARIES = ("pillow", "numpy", "scipy", "scikit-image", "torch", "piq")
 _SOURCE_COLUMNS = ("level", "crop", "photo", "crop_top", "crop_left", "crop_scale")
 
@@ -224,13 +225,33 @@ def _build_into(recipe: BundledRecipe, folder: Path, workers: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def bundled_is_built(recipe: BundledRecipe = DEFAULT_RECIPE, cache: str | Path | None = None) -> bool:
-    """Whether the recipe's dataset is in the cache already (a dry run must not build it)."""
-    return (_folder(recipe, cache) / "labels.csv").is_file()
+def bundled_folder(recipe: BundledRecipe = DEFAULT_RECIPE, cache: str | Path | None = None) -> Path:
+    """Return the cache folder a recipe is (or would be) built into; nothing is created or read.
 
-
-def _folder(recipe: BundledRecipe, cache: str | Path | None) -> Path:
+    Parameters
+    ----------
+    recipe : BundledRecipe
+        The recipe; :data:`DEFAULT_RECIPE` by default.
+    cache : str or Path, optional
+        Cache root; :func:`~benchmark.data.cache.cache_root` when None.
+    """
     return Path(cache if cache is not None else cache_root()) / "bundled" / recipe.key()
+
+
+def bundled_is_built(recipe: BundledRecipe = DEFAULT_RECIPE, cache: str | Path | None = None) -> bool:
+    """Whether a recipe's build is complete in the cache, WITHOUT building anything (for dry runs).
+
+    A build publishes its folder only when complete, so a folder holding ``labels.csv`` is a finished
+    build; the row count needs no build either: ``recipe.n_rows`` (read from the photos' headers).
+
+    Parameters
+    ----------
+    recipe : BundledRecipe
+        The recipe; :data:`DEFAULT_RECIPE` by default.
+    cache : str or Path, optional
+        Cache root; :func:`~benchmark.data.cache.cache_root` when None.
+    """
+    return (bundled_folder(recipe, cache) / LABELS_FILE).is_file()
 
 
 def build_bundled(
@@ -252,7 +273,7 @@ def build_bundled(
     Path
         ``<cache>/bundled/<recipe key>`` holding ``images/``, ``labels.csv`` and ``recipe.json``.
     """
-    folder = _folder(recipe, cache)
+    folder = bundled_folder(recipe, cache)
     if bundled_is_built(recipe, cache):
         return folder
     logger.info("building bundled dataset (%d images) into %s", recipe.n_rows, folder)
@@ -261,7 +282,7 @@ def build_bundled(
         workers = len(os.sched_getaffinity(0))
     with atomic_directory(folder) as temp:
         labels = _build_into(recipe, temp, min(workers, len(recipe.scenes)))
-        labels.round(6).to_csv(temp / "labels.csv", index=False)
+        labels.round(6).to_csv(temp / LABELS_FILE, index=False)
         (temp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     logger.info("built bundled dataset in %.1f s", time.perf_counter() - start)
     return folder
@@ -288,8 +309,8 @@ def load_bundled(
         crop_scale`` and the raw metric columns.
     """
     folder = build_bundled(recipe, cache, workers)
-    source = str(folder / "labels.csv")
-    table = pd.read_csv(folder / "labels.csv", dtype={"image": str, "ref": str, "distortion": str, "photo": str})
+    source = str(folder / LABELS_FILE)
+    table = pd.read_csv(folder / LABELS_FILE, dtype={"image": str, "ref": str, "distortion": str, "photo": str})
     mos = parse_scores(table["mos"], source)
     check_scale(mos, source, *MOS_SCALE)
     check_unique(table["image"].tolist(), source)

@@ -50,6 +50,10 @@ class CorruptImageError(DataError, OSError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Rebuild from ``(path, reason)``, so the error crosses from a decoding worker process intact."""
+        return type(self), (self.path, self.reason)
+
 
 class InvalidScoreError(DataError, ValueError):
     """Scores that are missing (NaN) or not numbers."""
@@ -120,3 +124,16 @@ class PatchSizeError(DataError, ValueError):
         )
         self.patch = patch
         self.images = list(images)
+
+
+class StoreSpaceError(DataError, OSError):
+    """Too little free disk space for an image store, found before anything is decoded."""
+
+    def __init__(self, folder: str, needed: int, free: int) -> None:
+        super().__init__(
+            f"the image store {folder} needs {needed / 2**30:.2f} GiB but its disk has {free / 2**30:.2f} GiB free. "
+            "Free some space, or point the cache elsewhere (DOR_IQA_CACHE=/big/disk)."
+        )
+        self.folder = folder
+        self.needed = needed
+        self.free = free

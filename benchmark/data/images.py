@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from benchmark.data.errors import CorruptImageError, MissingImagesError
+from benchmark.data.parallel import map_chunks
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -86,29 +89,67 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def find_bad_images(labels: pd.DataFrame) -> list[tuple[str, str]]:
+def _decode_problem(path: str) -> str | None:
+    """Why one file does not fully decode ("file not found", the PIL error), or None when it does."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except FileNotFoundError:
+        return "file not found"
+    except _DECODE_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@dataclass(frozen=True)
+class _DecodeCheck:
+    """Worker task of :func:`find_bad_images`: ``(row, reason)`` of the bad files among some rows."""
+
+    paths: Sequence[str]
+
+    def __call__(self, rows: list[int]) -> list[tuple[int, str]]:
+        problems = ((row, _decode_problem(self.paths[row])) for row in rows)
+        return [(row, reason) for row, reason in problems if reason is not None]
+
+
+def find_bad_images(labels: pd.DataFrame, workers: int | None = None) -> list[tuple[str, str]]:
     """List every image of a label table that is missing or that PIL cannot fully decode.
 
     Parameters
     ----------
     labels : pandas.DataFrame
         A label table with an ``image`` column of paths.
+    workers : int, optional
+        Decoding processes; None = the CPU cores this process may use (:func:`usable_cores`).
 
     Returns
     -------
     list of (str, str)
         ``(path, reason)`` for each bad file, in table order; empty when all decode.
     """
-    bad = []
-    for path in tqdm(labels["image"].tolist(), desc="checking images", unit="img", disable=None):
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except FileNotFoundError:
-            bad.append((path, "file not found"))
-        except _DECODE_ERRORS as exc:
-            bad.append((path, f"{type(exc).__name__}: {exc}"))
-    return bad
+    paths = [str(path) for path in labels["image"]]
+    found = map_chunks(_DecodeCheck(paths), range(len(paths)), workers or usable_cores(), "checking images")
+    return [(paths[row], reason) for row, reason in sorted(bad for _, chunk in found for bad in chunk)]
+
+
+def header_sizes(paths: Sequence[str], workers: int | None = None) -> list[tuple[int, int]]:
+    """Return every file's ``(width, height)`` from its header, without decoding pixels.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Image files.
+    workers : int, optional
+        Threads reading headers (the work is mostly waiting on the disk); None = :func:`usable_cores`.
+
+    Raises
+    ------
+    CorruptImageError
+        Naming the first file (in ``paths`` order) whose header PIL cannot read.
+    """
+    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
+        return list(tqdm(pool.map(image_size, paths), total=len(paths), desc="reading headers", unit="img",
+                         disable=None, leave=False))
 
 
 def file_states(paths: Sequence[str], source: str) -> list[tuple[str, int, int]]:
@@ -134,5 +175,5 @@ def file_states(paths: Sequence[str], source: str) -> list[tuple[str, int, int]]
 
 
 def usable_cores() -> int:
-    """Number of CPU cores this process may run on (the default count of decoding threads)."""
+    """Number of CPU cores this process may run on (the default count of decoding workers)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -192,8 +192,12 @@ def batch_test_positions(shapes: ArrayLike, indices: Sequence[int], per_image: i
     return PatchPositions(images, tops, lefts, torch.zeros(len(tops), dtype=torch.bool), patch, per_image)
 
 
-def extract_patches(store: ImageStore, positions: PatchPositions, pin_memory: bool = False) -> torch.Tensor:
+def extract_patches(store: ImageStore, positions: PatchPositions, pin_memory: bool = False,
+                    flip: bool = True) -> torch.Tensor:
     """Copy a batch of patches out of the store.
+
+    Each patch is one numpy copy out of the memory map (C code, no torch op per patch: torch's
+    intra-op threads would start a parallel region for every patch, ruinous on a busy machine).
 
     Parameters
     ----------
@@ -203,6 +207,9 @@ def extract_patches(store: ImageStore, positions: PatchPositions, pin_memory: bo
         From :func:`train_patch_positions` or :func:`batch_test_positions`.
     pin_memory : bool
         Allocate the result in page-locked memory for a fast non-blocking copy to a GPU (needs CUDA).
+    flip : bool
+        Apply ``positions.flips`` here (:func:`flip_patches`); False leaves that to the caller, e.g. on the
+        GPU after the copy, where it costs nothing.
 
     Returns
     -------
@@ -214,12 +221,47 @@ def extract_patches(store: ImageStore, positions: PatchPositions, pin_memory: bo
     size = positions.patch
     out = torch.empty((len(positions.images), size, size, 3), dtype=torch.uint8, pin_memory=pin_memory)
     target = out.numpy()
-    rows = zip(positions.images.tolist(), positions.tops.tolist(), positions.lefts.tolist(), positions.flips.tolist())
-    for k, (image, top, left, flip) in enumerate(rows):
-        target[k] = store.image(image)[top : top + size, left : left + size]
-        if flip:  # torch flips a contiguous patch ~10x faster than numpy copies a reversed view
-            out[k] = out[k].flip(1)
-    return out
+    pixels = store.pixels.view(np.ndarray)  # plain array: numpy.memmap slicing costs ~20 % more per patch
+    images = positions.images.numpy()
+    starts, heights, widths = store.offsets[images], store.shapes[images, 0], store.shapes[images, 1]
+    rows = zip(starts.tolist(), heights.tolist(), widths.tolist(), positions.tops.tolist(), positions.lefts.tolist())
+    for k, (start, height, width, top, left) in enumerate(rows):
+        image = pixels[start : start + height * width * 3].reshape(height, width, 3)
+        target[k] = image[top : top + size, left : left + size]
+    return flip_patches(out, positions.flips) if flip else out
+
+
+def flip_patches(patches: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Flip the patches ``flips`` marks horizontally, in place, on whatever device they are.
+
+    On a GPU one indexing op flips them all; on the CPU each is flipped by its own op, since torch's
+    batched indexing of uint8 tensors is ~20x slower there (6 ms vs 0.4 ms for 64 patches of 224 px).
+
+    Parameters
+    ----------
+    patches : torch.Tensor
+        uint8 (or float) [M, patch, patch, 3], as :func:`extract_patches` gives them.
+    flips : torch.Tensor
+        bool [M] (CPU), e.g. ``PatchPositions.flips``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``patches`` itself.
+
+    Examples
+    --------
+    >>> flip_patches(torch.arange(8).reshape(2, 1, 2, 2), torch.tensor([False, True]))[:, 0].tolist()
+    [[[0, 1], [2, 3]], [[6, 7], [4, 5]]]
+    """
+    rows = flips.nonzero().flatten()
+    if patches.device.type == "cpu":
+        for row in rows.tolist():
+            patches[row] = patches[row].flip(1)
+    elif len(rows):
+        rows = rows.to(patches.device)
+        patches[rows] = patches[rows].flip(2)
+    return patches
 
 
 def mean_over_patches(predictions: torch.Tensor, per_image: int) -> torch.Tensor:

@@ -11,12 +11,22 @@ A source returns ``(inputs, per_image)``: the inputs of ``per_image`` consecutiv
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.data import ImagePolicy, batch_test_positions, extract_patches, train_patch_positions
+from benchmark.data import (
+    ImagePolicy,
+    PatchPositions,
+    batch_test_positions,
+    extract_patches,
+    flip_patches,
+    train_patch_positions,
+)
 from benchmark.run.features import Preprocessing
 
 
@@ -103,7 +113,14 @@ class FeatureSource:
 
 
 class ImageSource:
-    """Image stores at each dataset's policy → random training patches, fixed test patches, normalised."""
+    """Image stores at each dataset's policy → random training patches, fixed test patches, normalised.
+
+    Patches are copied out of the store on the host as uint8, moved to the device, flipped and normalised
+    there. :meth:`prefetch` lets a training loop announce its next batch: its positions are drawn at once
+    (the generator is used in the same order as without it) and its patches copied in a background
+    thread while the caller's step runs; a later call for other rows rolls the generator back first, so
+    the patches every call returns never depend on whether or what was prefetched.
+    """
 
     def __init__(self, rows: RowTable, policies: list[ImagePolicy], prep: Preprocessing, seed: int, device: str):
         self.rows = rows
@@ -114,30 +131,77 @@ class ImageSource:
         self.cuda = device.startswith("cuda")
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-prefetch")
+        self._pending: _Prefetched | None = None
 
     def restart(self) -> "ImageSource":
         """Rewind the patch stream to its seed, so the next trial draws the same patches as the first."""
+        self._discard()
         self.generator.manual_seed(self.seed)
         return self
 
-    def _inputs(self, table: int, positions) -> torch.Tensor:
-        patches = extract_patches(self.stores[table], positions, pin_memory=self.cuda)
-        return self.prep.inputs(patches.to(self.device, non_blocking=True), channels_last=self.cuda)
+    def prefetch(self, indices: np.ndarray, train: bool = True) -> None:
+        """Start preparing the inputs of the next ``train_inputs(indices)`` (``eval_inputs`` when not ``train``).
+
+        The patch positions are drawn now, from the cell's generator, and the patches copied in a
+        background thread; the matching call then only waits for that copy. At most one batch is
+        prefetched (a new prefetch discards an unused one, rolling the generator back).
+        """
+        self._discard()
+        state = self.generator.get_state() if train else None
+        table, positions = self._positions(indices, train)
+        copy = self._copier.submit(extract_patches, self.stores[table], positions, self.cuda, False)
+        self._pending = _Prefetched(train, np.array(indices, copy=True), state, table, positions, copy)
+
+    def _discard(self) -> None:
+        """Drop an unused prefetch and give its generator draws back."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.copy.cancel()
+            if pending.state is not None:
+                self.generator.set_state(pending.state)
+
+    def _positions(self, indices: np.ndarray, train: bool) -> tuple[int, PatchPositions]:
+        """The table of the rows and their patch positions (training draws come from the generator)."""
+        table, rows = self.rows.locate(indices)
+        shapes, policy = self.stores[table].shapes, self.policies[table]
+        if train:
+            return table, train_patch_positions(shapes, rows, policy.train_patches, self.prep.patch, self.generator)
+        return table, batch_test_positions(shapes, rows, policy.test_patches, self.prep.patch)
+
+    def _inputs(self, indices: np.ndarray, train: bool) -> tuple[torch.Tensor, int]:
+        pending = self._pending
+        if pending is not None and pending.train == train and np.array_equal(pending.indices, indices):
+            self._pending = None
+            table, positions, patches = pending.table, pending.positions, pending.copy.result()
+        else:
+            self._discard()
+            table, positions = self._positions(indices, train)
+            patches = extract_patches(self.stores[table], positions, pin_memory=self.cuda, flip=False)
+        patches = flip_patches(patches.to(self.device, non_blocking=True), positions.flips)
+        return self.prep.inputs(patches, channels_last=self.cuda), positions.per_image
 
     def train_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
         """``train_patches`` random patches (and flips) per image, drawn from the cell's generator."""
-        table, rows = self.rows.locate(indices)
-        per_image = self.policies[table].train_patches
-        positions = train_patch_positions(self.stores[table].shapes, rows, per_image, self.prep.patch, self.generator)
-        return self._inputs(table, positions), per_image
+        return self._inputs(indices, train=True)
 
     def eval_inputs(self, indices: np.ndarray) -> tuple[torch.Tensor, int]:
         """The fixed ``test_patches`` of every image."""
-        table, rows = self.rows.locate(indices)
-        per_image = self.policies[table].test_patches
-        return self._inputs(table, batch_test_positions(self.stores[table].shapes, rows, per_image,
-                                                        self.prep.patch)), per_image
+        return self._inputs(indices, train=False)
 
     def eval_patches(self, indices: np.ndarray) -> int:
         """Patches per image that :meth:`eval_inputs` gives for these rows."""
         return self.policies[self.rows.locate(indices)[0]].test_patches
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """A batch announced to :meth:`ImageSource.prefetch`: its rows, the generator state before its draws,
+    its positions and the background copy of its patches."""
+
+    train: bool
+    indices: np.ndarray
+    state: torch.Tensor | None
+    table: int
+    positions: PatchPositions
+    copy: Future
