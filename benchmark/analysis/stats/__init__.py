@@ -13,6 +13,8 @@ over ``J >= 10`` random train/test splits and ``S_j`` seeds per split (or their 
   Bayesian posterior (with ROPE), falling back to the corrected test with one seed per split;
 * :mod:`~benchmark.analysis.stats.power` — power and minimum detectable effect of the corrected and the VC
   test, split and seed variance components, designs ("How many splits do I need?");
+* :mod:`~benchmark.analysis.stats.failures` — exact paired test of two heads' failure rates, worst-rank
+  sensitivity of a failed run's score;
 * :mod:`~benchmark.analysis.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions,
   resampling images or whole references;
 * :mod:`~benchmark.analysis.stats.ranks` — independent (backbone, dataset) blocks; Friedman test, average ranks,
@@ -43,6 +45,7 @@ from benchmark.analysis.stats.components import (
     worst_share_critical,
     worst_share_p,
 )
+from benchmark.analysis.stats.failures import PairedFailureTest, paired_failure_test, worst_rank_fill
 from benchmark.analysis.stats.frequentist import (
     MIN_DATASETS_FOR_SIGNIFICANCE,
     across_dataset_wilcoxon,
@@ -86,6 +89,7 @@ __all__ = [
     "VC_SATTERTHWAITE",
     "VC_WORST_SHARE",
     "VERDICTS",
+    "PairedFailureTest",
     "SplitSeedMoments",
     "StatsInputError",
     "VCPosterior",
@@ -110,6 +114,7 @@ __all__ = [
     "nemenyi_critical_difference",
     "paired_bootstrap_srcc_ci",
     "paired_bootstrap_srcc_cis",
+    "paired_failure_test",
     "rejection_rate",
     "rowwise_srcc",
     "split_seed_moments",
@@ -122,6 +127,7 @@ __all__ = [
     "vc_ttest",
     "verdict",
     "wilcoxon_p",
+    "worst_rank_fill",
     "worst_share_critical",
     "worst_share_p",
 ]
