@@ -464,10 +464,13 @@ def _ordered_scores() -> pd.DataFrame:
     )
 
 
+DATASETS = ["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k", "SPAQ", "PIPAL", "FLIVE", "BID", "CID2013"]
+
+
 def _run_table() -> pd.DataFrame:
-    # 5 datasets x 2 splits x 2 seeds x 3 heads; within a (dataset, split, seed) dor > coral > mse.
+    # 10 datasets x 2 splits x 2 seeds x 3 heads; within a (dataset, split, seed) dor > coral > mse.
     rows = []
-    for b, dataset in enumerate(["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k"]):
+    for b, dataset in enumerate(DATASETS):
         for split in (0, 1):
             for seed in (0, 1):
                 base = 0.6 + 0.05 * b + 0.02 * split + 0.01 * seed
@@ -479,12 +482,12 @@ def _run_table() -> pd.DataFrame:
 def test_independent_blocks_average_seeds_then_splits() -> None:
     scores, note = independent_blocks(_run_table(), "test_srcc")
     assert note is None
-    assert scores.shape == (5, 3)
+    assert scores.shape == (10, 3)
     # LIVE: seeds average to 0.605 (split 0) and 0.625 (split 1) -> 0.615 for mse.
     assert scores.loc[("r50", "LIVE")].to_dict() == pytest.approx({"coral": 0.625, "dor": 0.645, "mse": 0.615})
     assert scores.loc[("r50", "KonIQ-10k"), "mse"] == pytest.approx(0.815)
     assert average_ranks(scores).to_dict() == {"dor": 1.0, "coral": 2.0, "mse": 3.0}
-    assert friedman_test(scores)[0] == pytest.approx(10.0)  # 5 blocks, same order: chi2 = N (k - 1)
+    assert friedman_test(scores)[0] == pytest.approx(20.0)  # 10 blocks, same order: chi2 = N (k - 1)
 
 
 def test_independent_blocks_drop_incomplete_runs_with_a_note() -> None:
@@ -501,7 +504,7 @@ def test_independent_blocks_refuse_too_few_blocks_or_heads() -> None:
     runs = _run_table()
     scores, reason = independent_blocks(runs[runs["dataset"] != "LIVE"], "test_srcc")
     assert scores is None
-    assert reason.startswith("only 4 complete (backbone, dataset) block(s)") and "at least 5" in reason
+    assert reason.startswith("only 9 complete (backbone, dataset) block(s)") and "at least 10" in reason
     scores, reason = independent_blocks(runs[runs["head"] != "coral"], "test_srcc")
     assert scores is None and reason.startswith("only 2 head(s)")
     no_dor_on_live = runs[~((runs["dataset"] == "LIVE") & (runs["head"] == "dor"))]

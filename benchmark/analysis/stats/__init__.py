@@ -18,7 +18,7 @@ over ``J >= 10`` random train/test splits and ``S_j`` seeds per split (or their 
 * :mod:`~benchmark.analysis.stats.bootstrap` — paired bootstrap CI of ΔSRCC on one split's test predictions,
   resampling images or whole references;
 * :mod:`~benchmark.analysis.stats.ranks` — independent (backbone, dataset) blocks; Friedman test, average ranks,
-  Nemenyi critical difference over them.
+  Nemenyi critical difference (and when to draw it) and pairwise signed-rank tests with Holm over them.
 
 Every name is importable from ``benchmark.analysis.stats`` directly.
 """
@@ -72,9 +72,11 @@ from benchmark.analysis.stats.power import (
 from benchmark.analysis.stats.ranks import (
     MIN_INDEPENDENT_BLOCKS,
     average_ranks,
+    critical_difference_decision,
     friedman_test,
     independent_blocks,
     nemenyi_critical_difference,
+    pairwise_signed_rank_holm,
 )
 
 __all__ = [
@@ -103,6 +105,7 @@ __all__ = [
     "corrected_resampled_ci",
     "corrected_resampled_ttest",
     "corrected_ttest_power",
+    "critical_difference_decision",
     "cross_dataset_caveat",
     "design_table",
     "friedman_test",
@@ -115,6 +118,7 @@ __all__ = [
     "paired_bootstrap_srcc_ci",
     "paired_bootstrap_srcc_cis",
     "paired_failure_test",
+    "pairwise_signed_rank_holm",
     "rejection_rate",
     "rowwise_srcc",
     "split_seed_moments",
