@@ -1,8 +1,43 @@
 """Calibration study: error rates, power and verdicts of the suite's statistics on simulated grids.
 
-Each simulated *cell* mimics the benchmark's protocol: one dataset, ``J`` random train/val/test
-splits (whole reference groups on one side), and ridge-regression "heads" trained on every split;
-per-split test SRCC differences go through the suite's own functions (``benchmark.analysis.stats``). Studies:
+Two kinds of simulation go through the suite's own functions (``benchmark.analysis.stats``).
+
+**Per-run differences with split and seed noise** (the tests of ``stats.csv``). A per-run difference is
+``d_js = Δ + a_j + e_js``: ``a_j`` the split's own difference, ``e_js`` one run's training noise.
+
+``structured``
+    The harness's real split structure: ``bundled``'s 18 content groups at their real sizes (16 of 100
+    images, 2 of 50), split by ``benchmark.data.splits.make_split`` (0.6/0.2/0.2) with fresh split seeds
+    per grid. Every grid draws a per-group test effect ``t_k`` and training effect ``g_k`` (i.i.d.
+    normal, mean 0 over datasets, so Δ is the expected difference over datasets and the dataset's own
+    mean is what correlates its splits); ``a_j`` = mean of ``t`` over split j's test images + mean of
+    ``g`` over its training images, scaled so that its within-grid variance is the measured
+    ``var_split`` = 0.0046 (dor - mse, efficientnet_lite0, ``results/default-seeds``), plus seed noise
+    ``e ~ N(0, 0.0069)`` (the measured ``var_seed``, ratio 1.5). Four scenarios: (i) no split effect,
+    (ii) test composition only, (iii) the training share that makes the between-split correlation
+    ``n_test / (n_test + n_train)`` — what the corrected test assumes — and (iv) a 25 % training share.
+    For J in {10, 20, 50} and S in {1, 2, 3, 5}: type-I error and power at 0, 0.5, 1 and 2 x the VC test's
+    MDE80 at J = 10, S = 2, of the naive paired t, the corrected t (both on split means), the VC t and the
+    Bayes-VC significance rule (``variance_components_test``'s two decisions; with one seed per split
+    both fall back to the corrected test), and the Bayes verdict rates.
+``shares``
+    The df rules of the VC t over every split share ``λ = σ²_a / (σ²_a + σ²_e / S)`` on the exact normal
+    model (r = 0.32): type-I errors computed exactly (``rejection_rate``), the Bayes-VC rule's simulated.
+    This is the evidence for the rule ``vc_ttest`` uses (worst share for J < 30, Satterthwaite for J >= 30).
+
+What the harness null (``scripts/calibration_harness.py``: one head against itself under another seed of
+the same split) can and cannot show: its per-split differences have no split x head term (``a_j = 0``), so
+they are i.i.d. seed noise — scenario (i) on the real training noise (its real distribution, failures
+included). It shows whether a test is liberal or how conservative it is when only seed noise varies
+(the corrected test, which inflates that noise by ``1 + rJ``, then never rejects). It cannot show the
+calibration of any test when the split itself changes the difference (scenarios ii-iv), in particular the
+training-set share under which every test that assumes ``ρ = n_test / (n_test + n_train)`` is liberal,
+nor the power against a split-dependent difference; only a simulation with a split effect, as here, does.
+
+**Ridge-regression heads** (one seed per split, no training noise: the corrected test's fallback
+setting, and the per-split statistics where the correlation arises from real fitting on overlapping
+training sets rather than from a model of it). Each simulated *cell* is one dataset, ``J`` random
+train/val/test splits (whole reference groups on one side) and ridge "heads" trained on every split:
 
 ``null``
     Two heads of exactly equal expected quality, 500 independent rows, 80/20 splits: type-I error
@@ -15,8 +50,9 @@ per-split test SRCC differences go through the suite's own functions (``benchmar
     for a suite-like setting (500 rows, heads that differ a lot) and a large one (2000 rows,
     similar heads) where equivalence can be shown.
 ``friedman``
-    Three heads of equal quality on 6 cells: type-I error of the Friedman test over (cell x split)
-    blocks — what the report did — vs over independent cell blocks (``independent_blocks``).
+    Three heads of equal quality on 10 cells (``MIN_INDEPENDENT_BLOCKS``): type-I error of the Friedman
+    test over (cell x split) blocks vs over independent cell blocks (``independent_blocks``), and how
+    often the critical-difference diagram is drawn and a pairwise signed-rank test with Holm rejects.
 ``reference_groups``
     The ``effects`` study with the suite's protocol: 33 references x 50 images, splits by
     reference, features and label noise shared within a reference.
@@ -28,7 +64,7 @@ per-split test SRCC differences go through the suite's own functions (``benchmar
     Coverage of the paired bootstrap CI of ΔSRCC on one test set of 7 references x 50 images whose
     heads misjudge some references: image bootstrap vs reference bootstrap (percentile, BCa).
 
-Model. Features ``x ~ N(0, I)`` form a shared block and one private block per head; ``y = x·c +
+Ridge model. Features ``x ~ N(0, I)`` form a shared block and one private block per head; ``y = x·c +
 noise``; head ``h`` is a ridge regression on [shared, private_h]. With equal private variances
 swapping two heads' blocks leaves the joint distribution unchanged, so the heads have exactly
 equal expected SRCC (the null) while their predictions are strongly correlated, like heads on one
@@ -42,15 +78,15 @@ With reference groups a share of the feature variance and of the noise is common
 — unchanged.
 
 Every figure goes to ``summary.json`` (rates with 95 % Wilson intervals and their counts), the
-per-cell values to one CSV per study, and ``type1_error.png`` / ``verdicts.png`` show the null and
-verdict studies; the default run takes about two minutes on two CPU cores. These are ridge-regression
-simulations, not the suite's own training cells: a null grid run through ``dor-bench`` (two identical
-heads, different head seeds) remains the check that the tests are calibrated where they are used.
+per-cell or per-row values to one CSV per study, ``structured.md`` / ``shares.md`` tabulate the two
+new studies and ``structured.png``, ``shares.png``, ``type1_error.png`` and ``verdicts.png`` plot them;
+the default run takes about 20 minutes on two CPU cores (most of it ``make_split`` for 100,000 split seeds
+and the Bayes-VC quadrature).
 
-Usage::
+Usage (from the repository root, so that ``benchmark`` is this checkout)::
 
-    python scripts/calibration.py --out /tmp/calibration --seed 0
-    python scripts/calibration.py --out /tmp/coverage33 --studies bootstrap_coverage --coverage-refs 33
+    PYTHONPATH=. python scripts/calibration.py --out results/calibration --seed 0
+    PYTHONPATH=. python scripts/calibration.py --out /tmp/vc --studies structured shares --n-structured-grids 200
 """
 
 from __future__ import annotations
@@ -72,18 +108,34 @@ from tqdm import tqdm
 from benchmark.provenance import write_provenance
 from benchmark.analysis.stats import (
     DEFAULT_ROPE,
+    MIN_INDEPENDENT_BLOCKS,
+    SATTERTHWAITE_MIN_SPLITS,
     VERDICTS,
+    SplitSeedMoments,
+    VarianceComponents,
+    balanced_moments,
     bayesian_correlated_ttest,
     corrected_resampled_ttest,
+    critical_difference_decision,
+    design_table,
     friedman_test,
     independent_blocks,
     mde80,
     naive_paired_ttest,
+    pairwise_signed_rank_holm,
     paired_bootstrap_srcc_ci,
+    rejection_rate,
     rowwise_srcc,
+    uses_vc_test,
+    vc_mde80,
+    vc_posterior,
+    vc_ttest,
     verdict,
     wilcoxon_p,
+    worst_share_critical,
 )
+from benchmark.data.bundled import DEFAULT_RECIPE
+from benchmark.data.splits import make_split
 from benchmark.analysis.stats.bootstrap import _pearson_rows, _weighted_centred_ranks
 
 NULL_TESTS = {
@@ -91,7 +143,9 @@ NULL_TESTS = {
     "naive_t": "naive paired t-test",
     "wilcoxon": "Wilcoxon signed-rank",
 }
-STUDIES = ("null", "effects", "friedman", "reference_groups", "cross_dataset", "bootstrap_coverage")
+STUDIES = ("null", "effects", "friedman", "reference_groups", "cross_dataset", "bootstrap_coverage", "shares",
+           "structured")
+"""In this order each study gets its child of the seed's generator: appending a study leaves the others' numbers."""
 EFFECTS_IN_ROPES = (0.0, 0.5, 2.0, 3.0)
 """True SRCC differences of the effect studies, in ROPE units."""
 TRAINING_SETS_FOR_TRUTH = 500
@@ -413,8 +467,13 @@ def reference_groups_study(args: argparse.Namespace, rng: np.random.Generator,
 
 
 def friedman_study(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd.DataFrame]) -> dict:
-    """Friedman type-I error, three equal heads: (cell x split) blocks vs independent cell blocks."""
-    n_cells = 6
+    """Three equal heads on 10 cells: Friedman over (cell x split) vs independent cell blocks, and post-hoc rates.
+
+    Over the cell blocks also: how often the critical-difference diagram would be drawn
+    (``critical_difference_decision``) and how often any pair is significant by the pairwise signed-rank
+    tests with Holm (``pairwise_signed_rank_holm``) — both family-wise errors under this null.
+    """
+    n_cells = MIN_INDEPENDENT_BLOCKS
     model = GridModel(n_refs=500, private_variances=(0.1, 0.1, 0.1))
     srcc = simulate(model, args.n_friedman_grids * n_cells, rng, "friedman")
     heads = ["h0", "h1", "h2"]
@@ -430,13 +489,17 @@ def friedman_study(args: argparse.Namespace, rng: np.random.Generator, tables: d
         if cell_blocks is None:
             raise RuntimeError(reason)
         rows.append({"p_cell_split_blocks": friedman_test(split_blocks)[1],
-                     "p_cell_blocks": friedman_test(cell_blocks)[1]})
+                     "p_cell_blocks": friedman_test(cell_blocks)[1],
+                     "cd_drawn": critical_difference_decision(cell_blocks, args.alpha)[0],
+                     "any_pair_holm": bool(pairwise_signed_rank_holm(cell_blocks, args.alpha)["significant"].any())})
     table = pd.DataFrame(rows)
     tables["friedman"] = table
     return {
         "settings": {**asdict(model), "n_cells": n_cells, "n_grids": args.n_friedman_grids},
         "cell_split_blocks": {"n_blocks": n_cells * model.n_splits, **rate(table["p_cell_split_blocks"] < args.alpha)},
         "cell_blocks": {"n_blocks": n_cells, **rate(table["p_cell_blocks"] < args.alpha)},
+        "critical_difference_drawn": rate(table["cd_drawn"]),
+        "pairwise_signed_rank_holm_any": rate(table["any_pair_holm"]),
     }
 
 
@@ -578,6 +641,223 @@ def bootstrap_coverage_study(args: argparse.Namespace, rng: np.random.Generator,
     return out
 
 
+# ------------------------------------------------------------------- per-run differences: split and seed noise
+MEASURED = VarianceComponents(var_split=0.0046, var_seed=0.0069)
+"""dor - mse on efficientnet_lite0 (``results/default-seeds/stats.csv``): within-grid split variance of the true
+per-split difference and training noise of one run's difference, in SRCC²."""
+STRUCTURED_SPLITS = (10, 20, 50)
+STRUCTURED_SEEDS = (1, 2, 3, 5)
+EFFECTS_IN_MDE = (0.0, 0.5, 1.0, 2.0)
+"""True differences of the structured study, in units of the VC test's MDE80 at J = 10, S = 2."""
+SCENARIOS = {
+    "seed_only": "(i) no split effect, seed noise only",
+    "test_composition": "(ii) split effect from test-set composition only",
+    "nadeau_bengio": "(iii) Nadeau-Bengio correlation (test + the training share that gives it)",
+    "train_share_25": "(iv) 25 % of the split effect from training-set composition",
+}
+VC_TESTS = {
+    "naive_t": "naive paired t (split means)",
+    "corrected_t": "corrected t (split means)",
+    "vc_t": "VC t (suite rule, fallback at S = 1)",
+    "bayes_vc": "Bayes-VC significance (fallback at S = 1)",
+}
+SHARE_SPLITS = (10, 20, 30, 50, 100)
+SHARE_SEEDS = (2, 3, 5)
+SHARE_VALUES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SHARE_RATIO = 0.32
+SHARE_TESTS = {
+    "vc_t": "VC t, suite rule (worst share J < 30, Satterthwaite J >= 30)",
+    "satterthwaite": "VC t, Satterthwaite at every J",
+    "df_j_minus_1": "VC t, df = J - 1",
+    "corrected_t": "corrected t (split means)",
+    "bayes_vc": "Bayes-VC significance (simulated)",
+}
+
+
+def bundled_labels() -> pd.DataFrame:
+    """A label table with the ``ref`` groups of ``bundled`` at their real sizes (16 of 100 images, 2 of 50)."""
+    per_crop = len(DEFAULT_RECIPE.distortions) * len(DEFAULT_RECIPE.levels)
+    sizes = {scene: count * per_crop for scene, count in DEFAULT_RECIPE.crop_counts.items()}
+    return pd.DataFrame({"ref": np.repeat(list(sizes), list(sizes.values()))})
+
+
+@dataclass(frozen=True)
+class SplitPool:
+    """The harness's splits of ``bundled`` for split seeds 0 .. n - 1 (``make_split``, fractions 0.6/0.2/0.2).
+
+    ``test_weights[i, k]`` is the share of split ``i``'s test images that belong to group ``k`` (0 if the
+    group is not in the test set), so a per-group effect ``t`` gives the test-set mean ``test_weights @ t``;
+    likewise ``train_weights``.
+    """
+
+    test_weights: np.ndarray
+    train_weights: np.ndarray
+    n_train: np.ndarray
+    n_test: np.ndarray
+
+    @property
+    def ratio(self) -> float:
+        """``n_test / n_train`` as the report computes it (mean sizes)."""
+        return float(self.n_test.mean() / self.n_train.mean())
+
+    @staticmethod
+    def correlation(weights: np.ndarray) -> float:
+        """Correlation of ``weights @ u`` between two random splits, ``u`` i.i.d. over groups:
+        ``|E w|² / E|w|²`` (the covariance comes from the dataset's own mean, shared by its splits)."""
+        return float(np.sum(weights.mean(axis=0) ** 2) / np.mean(np.sum(weights**2, axis=1)))
+
+
+def split_pool(n_seeds: int) -> SplitPool:
+    """Memberships of ``make_split``'s splits for seeds ``0 .. n_seeds - 1``."""
+    labels = bundled_labels()
+    groups = labels["ref"].unique()
+    test, train = np.zeros((n_seeds, groups.size)), np.zeros((n_seeds, groups.size))
+    for seed in tqdm(range(n_seeds), desc="make_split", leave=False):
+        parts = make_split(labels, seed)
+        for weights, part in ((test, "test"), (train, "train")):
+            counts = parts[part]["ref"].value_counts()
+            weights[seed] = counts.reindex(groups, fill_value=0).to_numpy() / counts.sum()
+    group_sizes = labels["ref"].value_counts().reindex(groups).to_numpy(dtype=float)
+    return SplitPool(test, train, n_train=(train > 0) @ group_sizes, n_test=(test > 0) @ group_sizes)
+
+
+def scenario_scales(pool: SplitPool, var_split: float) -> dict[str, dict]:
+    """Per scenario: the SDs of the per-group test and training effects, the train share and the correlation.
+
+    The split effect ``a = w_test @ t + w_train @ g`` (``t, g`` i.i.d. normal per group, mean 0 over
+    datasets, so Δ is the expected difference) has between-split correlation
+    ``ρ = (1 - s) ρ_test + s ρ_train`` for a training share ``s`` of ``Var(a)``; its within-grid variance
+    ``(1 - ρ) Var(a)`` is set to ``var_split`` (what ``split_seed_variance`` measures). Scenario (iii) takes
+    ``s`` so that ``ρ = r / (1 + r) = n_test / (n_test + n_train)``, the correlation the corrected test assumes.
+    """
+    e_test = float(np.mean(np.sum(pool.test_weights**2, axis=1)))
+    e_train = float(np.mean(np.sum(pool.train_weights**2, axis=1)))
+    rho_test, rho_train = pool.correlation(pool.test_weights), pool.correlation(pool.train_weights)
+    rho_nb = pool.ratio / (1.0 + pool.ratio)
+    shares = {"seed_only": None, "test_composition": 0.0,
+              "nadeau_bengio": (rho_nb - rho_test) / (rho_train - rho_test), "train_share_25": 0.25}
+    out = {}
+    for name, share in shares.items():
+        if share is None:
+            out[name] = {"train_share": None, "correlation": None, "sd_test_effect": 0.0, "sd_train_effect": 0.0}
+            continue
+        rho = (1.0 - share) * rho_test + share * rho_train
+        var_a = var_split / (1.0 - rho)
+        out[name] = {"train_share": share, "correlation": rho,
+                     "sd_test_effect": float(np.sqrt((1.0 - share) * var_a / e_test)),
+                     "sd_train_effect": float(np.sqrt(share * var_a / e_train))}
+    return out
+
+
+def split_mean_tests(means: np.ndarray, n_train: float, n_test: float, rope: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Naive p, corrected p, corrected-posterior (fallback) p and verdict of every grid's split means."""
+    # scipy's ttest_1samp along the split axis is naive_paired_ttest, vectorised.
+    naive = stats.ttest_1samp(means, 0.0, axis=1).pvalue
+    corrected = np.array([corrected_resampled_ttest(m, n_train, n_test)[1] for m in means])
+    verdicts = [verdict(*bayesian_correlated_ttest(m, n_train, n_test, rope)) for m in means]
+    return naive, corrected, corrected, verdicts
+
+
+def vc_tests(d: np.ndarray, ratio: float, rope: float) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """VC t p, Bayes-VC two-sided posterior tail, verdict and ``V̂`` of every grid of ``d`` (grids, J, S)."""
+    m = balanced_moments(d)
+    res = vc_ttest(m, ratio)
+    post = vc_posterior(m, ratio)
+    probs = np.stack(post.rope(rope), axis=1)
+    return res.p, post.two_sided(), [verdict(*row) for row in probs], res.se**2
+
+
+def structured_study(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd.DataFrame]) -> dict:
+    """Type-I error and power of the per-split tests on the harness's real split structure, with seed noise.
+
+    Every grid draws per-group test and training effects (:func:`scenario_scales`), takes J consecutive
+    split seeds of :func:`split_pool` (fresh ones per grid) and S seeds of independent training noise
+    ``e ~ N(0, var_seed)`` per split: ``d_js = Δ + a_j + e_js``. The same draws serve every J, S and Δ
+    (common random numbers); all tests use the pool's ``n_test / n_train``.
+    """
+    grids, j_max, s_max = args.n_structured_grids, max(STRUCTURED_SPLITS), max(STRUCTURED_SEEDS)
+    pool = split_pool(grids * j_max)
+    ratio, n_train, n_test = pool.ratio, float(pool.n_train.mean()), float(pool.n_test.mean())
+    scales = scenario_scales(pool, MEASURED.var_split)
+    mde_ref = vc_mde80(MEASURED, 10, 2, ratio, args.alpha)
+    index = np.arange(grids)[:, None] * j_max + np.arange(j_max)  # grid g: seeds g J_max .. g J_max + J_max - 1
+    unit_test, unit_train = rng.standard_normal((2, grids, pool.test_weights.shape[1]))
+    noise = np.sqrt(MEASURED.var_seed) * rng.standard_normal((grids, j_max, s_max))
+    rows, scenario_out = [], {}
+    for name, scale in scales.items():
+        a = (np.einsum("gjk,gk->gj", pool.test_weights[index], scale["sd_test_effect"] * unit_test)
+             + np.einsum("gjk,gk->gj", pool.train_weights[index], scale["sd_train_effect"] * unit_train))
+        within = float(np.mean(a.var(axis=1, ddof=1)))
+        measured_rho = 1.0 - within / float(a.var()) if a.var() > 0 else None
+        scenario_out[name] = {**scale, "label": SCENARIOS[name], "measured_correlation": measured_rho,
+                              "measured_within_grid_split_variance": within}
+        for j in STRUCTURED_SPLITS:
+            for s in STRUCTURED_SEEDS:
+                for k in tqdm(EFFECTS_IN_MDE, desc=f"{name} J={j} S={s}", leave=False):
+                    d = k * mde_ref + a[:, :j, None] + noise[:, :j, :s]
+                    naive, corrected, bayes, verdicts = split_mean_tests(d.mean(axis=2), n_train, n_test, args.rope)
+                    vc, var_hat = corrected, np.full(grids, np.nan)
+                    if uses_vc_test(j, s):
+                        vc, bayes, verdicts, var_hat = vc_tests(d, ratio, args.rope)
+                    means = d.mean(axis=(1, 2))
+                    base = {"scenario": name, "n_splits": j, "n_seeds": s, "effect_in_mde": k,
+                            "delta": k * mde_ref, "var_mean_over_mean_vhat": float(means.var(ddof=1) / var_hat.mean())}
+                    for test, p in (("naive_t", naive), ("corrected_t", corrected), ("vc_t", vc), ("bayes_vc", bayes)):
+                        rows.append({**base, "test": test, **rate(p < args.alpha)})
+                    for v in VERDICTS:
+                        rows.append({**base, "test": f"verdict: {v}", **rate(np.array(verdicts) == v)})
+    table = pd.DataFrame(rows)
+    tables["structured"] = table
+    return {"settings": {"n_grids": grids, "measured_components": asdict(MEASURED), "n_train": n_train,
+                         "n_test": n_test, "test_train_ratio": ratio, "nadeau_bengio_correlation": ratio / (1 + ratio),
+                         "test_effect_correlation": pool.correlation(pool.test_weights),
+                         "train_effect_correlation": pool.correlation(pool.train_weights),
+                         "mde80_vc_j10_s2": mde_ref, "split_seeds": f"0 .. {grids * j_max - 1}"},
+            "scenarios": scenario_out,
+            "design_table_measured": design_table(MEASURED, ratio, alpha=args.alpha).to_dict("records")}
+
+
+def share_study(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd.DataFrame]) -> dict:
+    """Type-I error of the VC df rules over every split share, on the exact normal model.
+
+    The null distribution of the VC t depends on the share ``λ = σ²_a / (σ²_a + h σ²_e)`` alone (for given
+    J, S, r). The t rules' type-I errors are computed exactly (``rejection_rate``; the corrected test's in
+    closed form); the Bayes-VC rule's by simulating the sufficient statistics ``(d̄, s²_m, MSW)``.
+    """
+    r, alpha = SHARE_RATIO, args.alpha
+    rows = []
+    for j in SHARE_SPLITS:
+        for s in SHARE_SEEDS:
+            nu, h = j * (s - 1), 1.0 / s
+            worst = worst_share_critical(j, nu, h, r, alpha) if j < SATTERTHWAITE_MIN_SPLITS else None
+            rules = {
+                "satterthwaite": lambda df: stats.t.ppf(1 - alpha / 2, df),
+                "df_j_minus_1": lambda df, j=j: np.full_like(df, stats.t.ppf(1 - alpha / 2, j - 1)),
+            }
+            rules["vc_t"] = rules["satterthwaite"] if worst is None else (lambda df, c=worst: np.full_like(df, c))
+            for share in tqdm(SHARE_VALUES, desc=f"shares J={j} S={s}", leave=False):
+                var_split, var_seed = share, (1.0 - share) / h
+                v = var_split * (1 / j + r) + h * var_seed / j
+                base = {"n_splits": j, "n_seeds": s, "share": share}
+                for test, critical in rules.items():
+                    size = rejection_rate(0.0, var_split, var_seed, j, nu, h, r, critical)
+                    rows.append({**base, "test": test, "rate": size, "ci95_low": size, "ci95_high": size})
+                # Corrected test on split means: t = Z sqrt(V / ((1/J + r) σ²_m)) / sqrt(χ²/k), σ²_m = 1.
+                size = 2 * stats.t.sf(stats.t.ppf(1 - alpha / 2, j - 1) * np.sqrt((1 / j + r) / v), j - 1)
+                rows.append({**base, "test": "corrected_t", "rate": size, "ci95_low": size, "ci95_high": size})
+                n = args.n_share_grids
+                m = SplitSeedMoments(mean=np.sqrt(v) * rng.standard_normal(n),
+                                     var_means=rng.chisquare(j - 1, n) / (j - 1),
+                                     msw=var_seed * rng.chisquare(nu, n) / nu, n_splits=j, seed_df=nu, h=h)
+                rows.append({**base, "test": "bayes_vc", **rate(vc_posterior(m, r).two_sided() < alpha)})
+    table = pd.DataFrame(rows)
+    tables["shares"] = table
+    worst_rows = table.loc[table.groupby(["n_splits", "n_seeds", "test"])["rate"].idxmax()]
+    return {"settings": {"test_train_ratio": r, "shares": list(SHARE_VALUES), "n_bayes_grids": args.n_share_grids},
+            "max_over_shares": worst_rows[["n_splits", "n_seeds", "test", "rate", "share"]].to_dict("records")}
+
+
 # ---------------------------------------------------------------------------------------------- output
 def plot_type1(null: dict, alpha: float, path: Path) -> None:
     """Bar chart of each test's type-I error with its 95 % CI and the nominal alpha line."""
@@ -587,14 +867,13 @@ def plot_type1(null: dict, alpha: float, path: Path) -> None:
     err = np.array([[tests[k]["rate"] - tests[k]["ci95_low"] for k in NULL_TESTS],
                     [tests[k]["ci95_high"] - tests[k]["rate"] for k in NULL_TESTS]])
     # A bare Figure (no pyplot) renders through the Agg canvas: no GUI backend, no global state.
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     ax.bar(labels, rates, yerr=err, capsize=6, color=["#4C72B0", "#DD8452", "#55A868"])
     ax.axhline(alpha, color="black", linestyle="--", linewidth=1, label=f"nominal α = {alpha:g}")
     ax.set_ylabel(f"type-I error ({tests['corrected_t']['n']} null cells, 95 % Wilson CI)")
     ax.set_title("Calibration of per-cell tests under the null")
     ax.legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=150)
 
 
@@ -602,7 +881,7 @@ def plot_verdicts(studies: dict[str, dict], path: Path) -> None:
     """Stacked verdict rates per setting and true difference."""
     colors = {"a better": "#55A868", "b better": "#C44E52", "equivalent": "#4C72B0", "undecided": "#BBBBBB"}
     settings = list(studies)
-    fig = Figure(figsize=(4 * len(settings), 4))
+    fig = Figure(figsize=(4 * len(settings), 4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(settings), sharey=True))
     for ax, name in zip(axes, settings, strict=True):
         effects = studies[name]["effects"]
@@ -616,8 +895,109 @@ def plot_verdicts(studies: dict[str, dict], path: Path) -> None:
         ax.set_xlabel("true ΔSRCC")
     axes[0].set_ylabel("share of simulated cells")
     axes[-1].legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=150)
+
+
+TEST_COLOURS = {"naive_t": "#DD8452", "corrected_t": "#4C72B0", "vc_t": "#55A868", "bayes_vc": "#8172B3",
+                "satterthwaite": "#C44E52", "df_j_minus_1": "#937860"}
+
+
+def plot_structured(table: pd.DataFrame, alpha: float, path: Path) -> None:
+    """Type-I error (top) and power at 1 MDE (bottom) per scenario, design and test."""
+    designs = [(j, s) for j in STRUCTURED_SPLITS for s in STRUCTURED_SEEDS]
+    labels = [f"{j}×{s}" for j, s in designs]
+    fig = Figure(figsize=(16, 7), layout="constrained")
+    axes = fig.subplots(2, len(SCENARIOS), sharey="row")
+    for col, scenario in enumerate(SCENARIOS):
+        for row, effect in enumerate((0.0, 1.0)):
+            ax = axes[row, col]
+            part = table[(table["scenario"] == scenario) & (table["effect_in_mde"] == effect)]
+            for test, label in VC_TESTS.items():
+                rates = part[part["test"] == test].set_index(["n_splits", "n_seeds"]).loc[designs, "rate"]
+                ax.plot(labels, rates.to_numpy(), marker="o", color=TEST_COLOURS[test], label=label)
+            if row == 0:
+                ax.axhline(alpha, color="black", linestyle="--", linewidth=1)
+                ax.axhspan(alpha, 0.06, color="grey", alpha=0.15, linewidth=0)
+                ax.set_title(SCENARIOS[scenario].split(" (")[0].split(") ", 1)[-1], fontsize=10)
+            ax.tick_params(axis="x", labelrotation=90, labelsize=8)
+            ax.set_xlabel("splits × seeds per split")
+        axes[0, col].set_ylim(0, 0.15)
+    axes[0, 0].set_ylabel(f"type-I error (α = {alpha:g})")
+    axes[1, 0].set_ylabel("power at Δ = 1 MDE80")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(VC_TESTS), fontsize=9)
+    fig.suptitle("Per-split tests on bundled's split structure with seed noise (var_seed / var_split = 1.5); "
+                 "MDE80 of the VC test at J = 10, S = 2; the naive t runs off the top (structured.md)", fontsize=11)
+    fig.savefig(path, dpi=150)
+
+
+def plot_shares(table: pd.DataFrame, alpha: float, path: Path) -> None:
+    """Type-I error over the split share, one panel per J; S = 2 solid, S = 5 dashed."""
+    fig = Figure(figsize=(4 * len(SHARE_SPLITS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(SHARE_SPLITS), sharey=True)
+    for ax, j in zip(axes, SHARE_SPLITS, strict=True):
+        for test, label in SHARE_TESTS.items():
+            for s, style in ((2, "-"), (5, "--")):
+                part = table[(table["n_splits"] == j) & (table["n_seeds"] == s) & (table["test"] == test)]
+                ax.plot(part["share"], part["rate"], style, color=TEST_COLOURS[test],
+                        label=label if s == 2 else None)
+        ax.axhline(alpha, color="black", linewidth=1)
+        ax.axhspan(alpha, 0.06, color="grey", alpha=0.15, linewidth=0)
+        ax.set_title(f"J = {j} splits", fontsize=10)
+        ax.set_xlabel("split share λ = σ²_a / (σ²_a + σ²_e / S)")
+        ax.set_ylim(0, 0.16)
+    axes[0].set_ylabel(f"type-I error at α = {alpha:g}")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(SHARE_TESTS), fontsize=9,
+               title="S = 2 solid, S = 5 dashed; grey band: α to 0.06", title_fontsize=9)
+    fig.suptitle(f"VC df rules over the unknown split share (normal model, r = {SHARE_RATIO})")
+    fig.savefig(path, dpi=150)
+
+
+def structured_markdown(table: pd.DataFrame, summary: dict) -> str:
+    """One row per scenario, J and S; per test: type-I error / power at 0.5, 1, 2 MDE."""
+    settings = summary["settings"]
+    lines = [f"Per-split tests on `bundled`'s split structure ({settings['n_grids']} grids per row; "
+             f"var_split = {MEASURED.var_split}, var_seed = {MEASURED.var_seed}, n_test/n_train = "
+             f"{settings['test_train_ratio']:.3f}; MDE80 of the VC test at J = 10, S = 2: "
+             f"{settings['mde80_vc_j10_s2']:.3f} SRCC). Cells: type-I error / power at 0.5, 1, 2 × MDE. "
+             "S = 1: the VC and Bayes-VC columns are the fallback (corrected test on split means).", "",
+             "| scenario | train share | ρ (exact / measured) | J | S | " + " | ".join(VC_TESTS.values()) + " |",
+             "|---|---|---|---|---|" + "---|" * len(VC_TESTS)]
+    for scenario, info in summary["scenarios"].items():
+        share = "—" if info["train_share"] is None else f"{info['train_share']:.3f}"
+        rho = "—" if info["correlation"] is None else (f"{info['correlation']:.3f} / "
+                                                       f"{info['measured_correlation']:.3f}")
+        for j in STRUCTURED_SPLITS:
+            for s in STRUCTURED_SEEDS:
+                part = table[(table["scenario"] == scenario) & (table["n_splits"] == j) & (table["n_seeds"] == s)]
+                cells = []
+                for test in VC_TESTS:
+                    rates = part[part["test"] == test].set_index("effect_in_mde")["rate"]
+                    size = rates.loc[0.0]
+                    mark = "**" if size > 0.06 else ""
+                    cells.append(f"{mark}{size:.3f}{mark} / " + " · ".join(f"{rates.loc[k]:.2f}"
+                                                                         for k in EFFECTS_IN_MDE[1:]))
+                lines.append(f"| {scenario} | {share} | {rho} | {j} | {s} | " + " | ".join(cells) + " |")
+    lines += ["", "Type-I errors above 0.06 in bold."]
+    return "\n".join(lines) + "\n"
+
+
+def shares_markdown(table: pd.DataFrame) -> str:
+    """Largest type-I error over the split shares, and the share where it occurs, per J, S and rule."""
+    lines = [f"Largest type-I error over split shares λ in {list(SHARE_VALUES)} (normal model, r = {SHARE_RATIO}, "
+             "α = 0.05; exact for the t rules, simulated for Bayes-VC). Cells: max (at λ).", "",
+             "| J | S | " + " | ".join(SHARE_TESTS.values()) + " |", "|---|---|" + "---|" * len(SHARE_TESTS)]
+    for (j, s), part in table.groupby(["n_splits", "n_seeds"]):
+        cells = []
+        for test in SHARE_TESTS:
+            rows = part[part["test"] == test]
+            worst = rows.loc[rows["rate"].idxmax()]
+            mark = "**" if worst["rate"] > 0.06 else ""
+            cells.append(f"{mark}{worst['rate']:.3f}{mark} ({worst['share']:g})")
+        lines.append(f"| {j} | {s} | " + " | ".join(cells) + " |")
+    lines += ["", "Above 0.06 in bold."]
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -639,6 +1019,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-coverage-sims", type=int, default=200)
     ap.add_argument("--coverage-refs", type=int, nargs="+", default=[7], help="test-set references (default 7)")
     ap.add_argument("--coverage-resamples", type=int, default=1000)
+    ap.add_argument("--n-structured-grids", type=int, default=2000, help="grids per row of the structured study")
+    ap.add_argument("--n-share-grids", type=int, default=10_000, help="simulated grids per share (Bayes-VC)")
     args = ap.parse_args(argv)
     if args.n_sims < 1 or args.n_splits < 2 or not 0 < args.test_fraction < 1:
         ap.error("need --n-sims >= 1, --n-splits >= 2 and 0 < --test-fraction < 1")
@@ -673,7 +1055,17 @@ def print_summary(summary: dict) -> None:
                   f"mean MDE80 {e['mean_mde80']:.4f}")
     if "friedman" in summary:
         f = summary["friedman"]
-        print(f"friedman  (cell x split) blocks {fmt(f['cell_split_blocks'])}; cell blocks {fmt(f['cell_blocks'])}")
+        print(f"friedman  (cell x split) blocks {fmt(f['cell_split_blocks'])}; cell blocks {fmt(f['cell_blocks'])}; "
+              f"CD drawn {fmt(f['critical_difference_drawn'])}; any pair (signed-rank, Holm) "
+              f"{fmt(f['pairwise_signed_rank_holm_any'])}")
+    if "shares" in summary:
+        for row in summary["shares"]["max_over_shares"]:
+            print(f"shares  J={row['n_splits']:3d} S={row['n_seeds']} {row['test']:>14}: max type-I "
+                  f"{row['rate']:.3f} at share {row['share']:g}")
+    if "structured" in summary:
+        for name, info in summary["structured"]["scenarios"].items():
+            print(f"structured  {name}: train share {info['train_share']}, correlation {info['correlation']} "
+                  f"(measured {info['measured_correlation']})")
     for study in ("cross_dataset", "bootstrap_coverage"):
         for name, res in summary.get(study, {}).items():
             if name != "settings":
@@ -686,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
     runners: dict[str, Callable[[argparse.Namespace, np.random.Generator, dict], dict]] = {
         "null": null_study, "effects": effects_study, "friedman": friedman_study,
         "reference_groups": reference_groups_study, "cross_dataset": cross_dataset_study,
-        "bootstrap_coverage": bootstrap_coverage_study,
+        "bootstrap_coverage": bootstrap_coverage_study, "shares": share_study, "structured": structured_study,
     }
     summary: dict = {"settings": {"seed": args.seed, "alpha": args.alpha, "rope": args.rope}, "durations_s": {}}
     tables: dict[str, pd.DataFrame] = {}
@@ -706,6 +1098,13 @@ def main(argv: list[str] | None = None) -> int:
         plot_type1(summary["null"], args.alpha, args.out / "type1_error.png")
     if verdict_studies(summary):
         plot_verdicts(verdict_studies(summary), args.out / "verdicts.png")
+    if "shares" in summary:
+        plot_shares(tables["shares"], args.alpha, args.out / "shares.png")
+        (args.out / "shares.md").write_text(shares_markdown(tables["shares"]), encoding="utf-8")
+    if "structured" in summary:
+        plot_structured(tables["structured"], args.alpha, args.out / "structured.png")
+        (args.out / "structured.md").write_text(structured_markdown(tables["structured"], summary["structured"]),
+                                                encoding="utf-8")
     duration = time.perf_counter() - start
     write_provenance(
         args.out,

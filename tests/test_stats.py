@@ -33,6 +33,7 @@ from benchmark.analysis.stats import (
     independent_blocks,
     mde80,
     mde_vs_splits,
+    vc_mde80,
     naive_paired_ttest,
     nemenyi_critical_difference,
     paired_bootstrap_srcc_ci,
@@ -241,12 +242,16 @@ def test_split_seed_variance_edge_cases() -> None:
 def test_mde_vs_splits_table() -> None:
     components = VarianceComponents(4e-4, 9e-4)
     table = mde_vs_splits(components, 1 / 3, n_splits=(5, 10, 50), n_seeds=(1, 4))
-    assert list(table.columns) == ["n_splits", "n_seeds", "sd_delta", "mde80", "floor"]
+    assert list(table.columns) == ["n_splits", "n_seeds", "test", "sd_delta", "mde80", "floor"]
     assert table["n_seeds"].tolist() == [1, 1, 1, 4, 4, 4]
-    row = table.iloc[4]  # J = 10, S = 4: sd = sqrt(4e-4 + 9e-4 / 4) = 0.025
-    assert row["sd_delta"] == pytest.approx(0.025)
-    assert row["mde80"] == pytest.approx(mde80(0.025, 10, 1 / 3))
-    assert row["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3) * 0.025, rel=1e-5)
+    assert table["test"].tolist() == ["corrected"] * 3 + ["vc-worst-share", "vc-worst-share", "vc-satterthwaite"]
+    one_seed = table.iloc[1]  # J = 10, S = 1: the corrected test on sd = sqrt(4e-4 + 9e-4)
+    assert one_seed["mde80"] == pytest.approx(mde80(math.sqrt(13e-4), 10, 1 / 3))
+    assert one_seed["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3 * 13e-4), rel=1e-5)
+    row = table.iloc[4]  # J = 10, S = 4: the VC test; only var_split carries the n_test/n_train term
+    assert row["sd_delta"] == pytest.approx(0.025)  # sqrt(4e-4 + 9e-4 / 4)
+    assert row["mde80"] == pytest.approx(vc_mde80(components, 10, 4, 1 / 3))
+    assert row["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3 * 4e-4), rel=1e-5)
     plain = mde_vs_splits(0.03, 0.25, n_splits=(10,))
     assert plain["n_seeds"].isna().all() and plain["mde80"].iloc[0] == pytest.approx(mde80(0.03, 10, 0.25))
     with pytest.raises(StatsInputError, match="n_seeds needs a VarianceComponents"):
@@ -459,10 +464,13 @@ def _ordered_scores() -> pd.DataFrame:
     )
 
 
+DATASETS = ["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k", "SPAQ", "PIPAL", "FLIVE", "BID", "CID2013"]
+
+
 def _run_table() -> pd.DataFrame:
-    # 5 datasets x 2 splits x 2 seeds x 3 heads; within a (dataset, split, seed) dor > coral > mse.
+    # 10 datasets x 2 splits x 2 seeds x 3 heads; within a (dataset, split, seed) dor > coral > mse.
     rows = []
-    for b, dataset in enumerate(["LIVE", "CSIQ", "TID2013", "KADID-10k", "KonIQ-10k"]):
+    for b, dataset in enumerate(DATASETS):
         for split in (0, 1):
             for seed in (0, 1):
                 base = 0.6 + 0.05 * b + 0.02 * split + 0.01 * seed
@@ -474,12 +482,12 @@ def _run_table() -> pd.DataFrame:
 def test_independent_blocks_average_seeds_then_splits() -> None:
     scores, note = independent_blocks(_run_table(), "test_srcc")
     assert note is None
-    assert scores.shape == (5, 3)
+    assert scores.shape == (10, 3)
     # LIVE: seeds average to 0.605 (split 0) and 0.625 (split 1) -> 0.615 for mse.
     assert scores.loc[("r50", "LIVE")].to_dict() == pytest.approx({"coral": 0.625, "dor": 0.645, "mse": 0.615})
     assert scores.loc[("r50", "KonIQ-10k"), "mse"] == pytest.approx(0.815)
     assert average_ranks(scores).to_dict() == {"dor": 1.0, "coral": 2.0, "mse": 3.0}
-    assert friedman_test(scores)[0] == pytest.approx(10.0)  # 5 blocks, same order: chi2 = N (k - 1)
+    assert friedman_test(scores)[0] == pytest.approx(20.0)  # 10 blocks, same order: chi2 = N (k - 1)
 
 
 def test_independent_blocks_drop_incomplete_runs_with_a_note() -> None:
@@ -496,7 +504,7 @@ def test_independent_blocks_refuse_too_few_blocks_or_heads() -> None:
     runs = _run_table()
     scores, reason = independent_blocks(runs[runs["dataset"] != "LIVE"], "test_srcc")
     assert scores is None
-    assert reason.startswith("only 4 complete (backbone, dataset) block(s)") and "at least 5" in reason
+    assert reason.startswith("only 9 complete (backbone, dataset) block(s)") and "at least 10" in reason
     scores, reason = independent_blocks(runs[runs["head"] != "coral"], "test_srcc")
     assert scores is None and reason.startswith("only 2 head(s)")
     no_dor_on_live = runs[~((runs["dataset"] == "LIVE") & (runs["head"] == "dor"))]

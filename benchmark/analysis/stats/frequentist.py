@@ -1,9 +1,11 @@
 """Frequentist tests of per-split differences, the multiple-comparison correction, across-dataset Wilcoxon.
 
 * :func:`corrected_resampled_ttest` — Nadeau & Bengio (2003), and :func:`corrected_resampled_ci`,
-  the confidence interval that inverts it; the only per-split test whose type-I error is near
-  alpha (0.048 at alpha = .05 over 1000 simulated null cells with 80/20 splits, 0.006-0.030 with
-  60/20/20 splits, ``results/calibration``);
+  the confidence interval that inverts it, on split means: type-I error near alpha (0.048 at alpha = .05
+  over 1000 simulated null cells with 80/20 splits, 0.006-0.030 with 60/20/20 splits,
+  ``results/calibration``). With several seeds per split it over-corrects the seed noise; the
+  variance-components test (:mod:`~benchmark.analysis.stats.components`) separates the two and falls back
+  to this test with one seed per split;
 * :func:`naive_paired_ttest` and :func:`wilcoxon_p` — descriptive only, for comparison with published
   practice: both ignore the overlap of the training sets and are anti-conservative on per-split
   differences (type-I error 0.258 and 0.255 at alpha = .05 in the same calibration);

@@ -1,17 +1,19 @@
-"""What a grid could have seen: power and minimum detectable effect of the corrected resampled t-test.
+"""What a grid could have seen: power and minimum detectable effect (MDE) of the per-split tests.
 
-* :func:`corrected_ttest_power` — power of the two-sided corrected test for a true mean difference;
-* :func:`mde80` — the smallest true mean difference detected with 80 % power;
+* :func:`corrected_ttest_power`, :func:`mde80` — the corrected resampled t-test on per-split differences
+  (seeds averaged), the test of a grid with one seed per split;
 * :func:`split_seed_variance` — split-to-split and seed-to-seed variance of per-run differences;
-* :func:`mde_vs_splits` — MDE over numbers of splits (and seeds): "How many splits do I need?".
+* :func:`vc_power`, :func:`vc_mde80` — the variance-components test
+  (:mod:`~benchmark.analysis.stats.components`) of a grid with ``S >= 2`` seeds per split;
+* :func:`design_table` — MDE and cost of a few (splits, seeds) designs from a pilot's components, and
+  :func:`mde_vs_splits` — the same over a product of J and S: "How many splits do I need?".
 
-The model behind all four is the one under which the corrected test is exact: per-split
-differences ``d_j`` with within-grid variance ``sigma**2`` (what ``var(d, ddof=1)`` estimates) whose
-mean has variance ``(1/J + n_test/n_train) * sigma**2``. The statistic is then noncentral t with
-``J - 1`` degrees of freedom and noncentrality ``delta / sqrt((1/J + n_test/n_train) * sigma**2)``.
-Where the correction over-states that variance the test is conservative and the true power a little
-higher: with 60/20/20 splits the simulated ``Var(mean d) / E[var(d)]`` was 0.24-0.43 against the
-assumed 0.43-0.45 (type-I error 0.006-0.030 at alpha = .05, ``results/calibration``).
+For the corrected test the model is the one under which it is exact: per-split differences with
+within-grid variance ``sigma**2`` whose mean has variance ``(1/J + n_test/n_train) * sigma**2``; the
+statistic is noncentral t with ``J - 1`` df. For the VC test it is ``d_js = Δ + a_j + e_js`` with
+``Var(d̄) = var_split (1/J + r) + var_seed / (J S)``: the seed noise is divided by ``J S`` and only the
+split part carries ``r = n_test / n_train``, so as J grows the MDE falls to ``2.80 sqrt(r var_split)``
+whatever S, while the corrected test's floor ``2.80 sqrt(r (var_split + var_seed / S))`` keeps the seed noise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ import pandas as pd
 from scipy import optimize, stats
 
 from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit
+from benchmark.analysis.stats.components import (
+    FALLBACK_TEST,
+    MIN_SEED_DF,
+    SATTERTHWAITE_MIN_SPLITS,
+    VC_SATTERTHWAITE,
+    VC_WORST_SHARE,
+    rejection_rate,
+    split_seed_moments,
+    worst_share_critical,
+)
 
 TARGET_POWER = 0.80
 
@@ -175,13 +187,12 @@ def mde80(sd: float, n_splits: int, test_train_ratio: float, alpha: float = 0.05
 
 
 def split_seed_variance(table: pd.DataFrame, split: str = "split", value: str = "delta") -> VarianceComponents:
-    """Split and seed variance of per-run differences (one-way random-effects ANOVA, moments).
+    """Split and seed variance of per-run differences (random-effects moments, as the VC test uses them).
 
-    With ``k`` splits, ``n_i`` runs (seeds) in split ``i`` and ``N = sum(n_i)``:
-    ``MSW = sum((y - mean_i)**2) / (N - k)`` estimates ``var_seed``;
-    ``MSB = sum(n_i (mean_i - mean)**2) / (k - 1)`` estimates ``var_seed + n0 * var_split`` with
-    ``n0 = (N - sum(n_i**2) / N) / (k - 1)``; so ``var_split = max(0, (MSB - MSW) / n0)`` (truncated at 0,
-    as is usual for the method-of-moments estimator).
+    ``var_seed = MSW``, the pooled within-split variance (``Σ (S_j - 1)`` df), and
+    ``var_split = max(0, s²_m - h·MSW)`` with ``s²_m`` the variance of the split means and ``h = mean_j 1/S_j``
+    (unbiased for unbalanced seeds too; truncated at 0, as usual for a moment estimator). See
+    :func:`~benchmark.analysis.stats.components.split_seed_moments`.
 
     Parameters
     ----------
@@ -206,28 +217,157 @@ def split_seed_variance(table: pd.DataFrame, split: str = "split", value: str = 
     Examples
     --------
     >>> runs = pd.DataFrame({"split": [0, 0, 1, 1, 2, 2], "delta": [0.01, 0.03, 0.05, 0.07, 0.03, 0.05]})
-    >>> c = split_seed_variance(runs)  # MSW = 6e-4 / 3, MSB = 2 * 8e-4 / 2, n0 = 2
-    >>> round(c.var_seed, 6), round(c.var_split, 6)
+    >>> c = split_seed_variance(runs)  # MSW = 6e-4 / 3; split means 0.02, 0.06, 0.04: s²_m = 4e-4
+    >>> round(c.var_seed, 6), round(c.var_split, 6)  # 4e-4 - 2e-4 / 2
     (0.0002, 0.0003)
     """
-    # Hand-written: statsmodels fits this model by (RE)ML (MixedLM), not by the moment estimator.
-    missing = [c for c in (split, value) if c not in table.columns]
-    if missing:
-        raise StatsInputError(f"the table lacks column(s) {missing}; it has {list(table.columns)}.")
-    values = table[value].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise StatsInputError(f"column {value!r} holds NaN/inf; a failed run must be redone, not averaged in.")
-    groups = table.groupby(split, sort=False)[value]
-    sizes, means = groups.size().to_numpy(), groups.mean().to_numpy()
-    k, n = sizes.size, values.size
-    if k < 2:
-        raise StatsInputError(f"need at least 2 splits to separate split variance, got {k}.")
-    if n == k:
+    m = split_seed_moments(table, split, value)
+    if m.seed_df == 0:
         return VarianceComponents(math.nan, math.nan)
-    within = float(((values - groups.transform("mean").to_numpy()) ** 2).sum()) / (n - k)
-    between = float((sizes * (means - values.mean()) ** 2).sum()) / (k - 1)
-    n0 = (n - float((sizes**2).sum()) / n) / (k - 1)
-    return VarianceComponents(max(0.0, (between - within) / n0), within)
+    return VarianceComponents(float(m.var_split), float(m.msw))
+
+
+def _components_variance(components: VarianceComponents) -> None:
+    if not all(math.isfinite(v) and v >= 0.0 for v in (components.var_split, components.var_seed)):
+        raise StatsInputError(f"var_split and var_seed must be finite and >= 0, got {components}.")
+
+
+def uses_vc_test(n_splits: int, n_seeds: int) -> bool:
+    """Whether a balanced J x S grid gets the VC test (``J (S - 1) >= 5`` seed df) rather than the fallback."""
+    return n_splits * (n_seeds - 1) >= MIN_SEED_DF
+
+
+def vc_power(delta: float, components: VarianceComponents, n_splits: int, n_seeds: int, test_train_ratio: float,
+             alpha: float = 0.05) -> float:
+    """Power of the two-sided VC t-test (:func:`~benchmark.analysis.stats.components.vc_ttest`) of a balanced grid.
+
+    Exact under the model (:func:`~benchmark.analysis.stats.components.rejection_rate`): ``d̄ ~ N(delta, V)``
+    with ``V = var_split (1/J + r) + var_seed / (J S)``, and ``V̂`` and the critical value computed from each
+    ``(s²_m, MSW)`` as the test does — the worst-share critical value for ``J < 30``, Satterthwaite's df
+    (capped at ``J - 1``, the truncation of ``σ̂²_a`` at 0 included) for ``J >= 30``.
+
+    Parameters
+    ----------
+    delta : float
+        True mean difference.
+    components : VarianceComponents
+        ``var_split`` (within-grid variance of the split's true difference) and ``var_seed``; not both 0.
+    n_splits, n_seeds : int
+        ``J`` and ``S``, with ``J (S - 1) >= 5`` (else the grid gets the corrected test:
+        :func:`corrected_ttest_power`).
+    test_train_ratio : float
+        ``r = n_test / n_train``.
+    alpha : float, default 0.05
+        Two-sided level.
+
+    Returns
+    -------
+    float
+        Power; at ``delta = 0`` the type-I error (at most ``alpha`` for ``J < 30``).
+
+    Examples
+    --------
+    >>> c = VarianceComponents(var_split=0.0046, var_seed=0.0069)
+    >>> round(vc_power(0.0, c, 10, 2, 0.32), 3), round(vc_power(0.2, c, 10, 2, 0.32), 3)
+    (0.05, 0.878)
+    """
+    _components_variance(components)
+    check_open_unit(alpha, "alpha")
+    if not uses_vc_test(n_splits, n_seeds):
+        raise StatsInputError(f"a {n_splits} x {n_seeds} grid has J (S - 1) < {MIN_SEED_DF} seed df: it gets the "
+                              "corrected test (corrected_ttest_power).")
+    if components.var_split + components.var_seed == 0.0:
+        raise StatsInputError("power needs var_split + var_seed > 0.")
+    nu, h = n_splits * (n_seeds - 1), 1.0 / n_seeds
+    if n_splits >= SATTERTHWAITE_MIN_SPLITS:
+        def critical(df: np.ndarray) -> np.ndarray:
+            return stats.t.ppf(1.0 - alpha / 2.0, df)
+    else:
+        fixed = worst_share_critical(n_splits, nu, h, float(test_train_ratio), alpha)
+
+        def critical(df: np.ndarray) -> np.ndarray:
+            return np.full_like(df, fixed)
+    return rejection_rate(delta, components.var_split, components.var_seed, n_splits, nu, h, test_train_ratio,
+                          critical)
+
+
+def vc_mde80(components: VarianceComponents, n_splits: int, n_seeds: int, test_train_ratio: float,
+             alpha: float = 0.05) -> float:
+    """Smallest true mean difference the VC t-test of a balanced J x S grid detects with 80 % power.
+
+    Solves :func:`vc_power` ``= 0.80`` with ``scipy.optimize.brentq``. As J grows it falls to
+    ``2.80 sqrt(r var_split)`` whatever S (the seed noise averages out over J S runs).
+
+    Examples
+    --------
+    >>> c = VarianceComponents(var_split=0.0046, var_seed=0.0069)  # dor - mse, efficientnet_lite0
+    >>> [round(vc_mde80(c, j, 2, 0.32), 4) for j in (10, 50, 1000)], round(2.8016 * (0.32 * 0.0046) ** 0.5, 4)
+    ([0.1786, 0.1232, 0.1082], 0.1075)
+    """
+    def shortfall(delta: float) -> float:
+        return vc_power(delta, components, n_splits, n_seeds, test_train_ratio, alpha) - TARGET_POWER
+
+    scale = math.sqrt(components.var_split * (1.0 / n_splits + test_train_ratio)
+                      + components.var_seed / (n_splits * n_seeds))
+    high = _limit_noncentrality(alpha) * scale
+    while shortfall(high) < 0.0:
+        high *= 2.0
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10 * high))
+
+
+DEFAULT_DESIGNS = ((10, 1), (10, 2), (20, 2), (50, 2), (30, 3), (100, 1))
+"""(splits, seeds per split) designs :func:`design_table` tabulates by default."""
+
+
+def design_table(components: VarianceComponents, test_train_ratio: float,
+                 designs: Sequence[tuple[int, int]] = DEFAULT_DESIGNS, alpha: float = 0.05) -> pd.DataFrame:
+    """MDE80 and cost of (splits, seeds) designs, for a pilot grid's variance components.
+
+    Each design is tested the way :func:`~benchmark.analysis.stats.components.variance_components_test` would
+    test it: the VC t-test (:func:`vc_mde80`) when ``J (S - 1) >= 5``, otherwise the corrected test on split
+    means (:func:`mde80` with ``sd = sqrt(var_split + var_seed / S)``: its nominal MDE, which treats the seed
+    noise as if it were correlated like split variation — under the VC model that test's real power at the
+    80 % point is somewhat higher, as :func:`corrected_ttest_power` assumes the correction is exact).
+
+    Parameters
+    ----------
+    components : VarianceComponents
+        A pilot's :func:`split_seed_variance`.
+    test_train_ratio : float
+        ``n_test / n_train``.
+    designs : sequence of (int, int)
+        ``(n_splits, n_seeds)`` pairs.
+    alpha : float, default 0.05
+        Two-sided level.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per design: ``n_splits, n_seeds, runs_per_head`` (``J S``), ``test`` (``"vc-worst-share"``,
+        ``"vc-satterthwaite"`` or ``"corrected"``), ``mde80`` and ``floor`` (that test's MDE as J grows at
+        this S).
+
+    Examples
+    --------
+    >>> table = design_table(VarianceComponents(0.0046, 0.0069), 0.32, designs=[(10, 1), (10, 2), (50, 2)])
+    >>> print(table.round(4).to_string(index=False))  # doctest: +NORMALIZE_WHITESPACE
+     n_splits  n_seeds  runs_per_head             test  mde80  floor
+           10        1             10        corrected 0.2189 0.1700
+           10        2             20   vc-worst-share 0.1786 0.1075
+           50        2            100 vc-satterthwaite 0.1232 0.1075
+    """
+    _components_variance(components)
+    limit = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio)
+    rows = []
+    for j, s in designs:
+        if uses_vc_test(j, s):
+            test = VC_SATTERTHWAITE if j >= SATTERTHWAITE_MIN_SPLITS else VC_WORST_SHARE
+            mde, floor = vc_mde80(components, j, s, test_train_ratio, alpha), limit * math.sqrt(components.var_split)
+        else:
+            sd = components.sd(s)
+            test, mde, floor = FALLBACK_TEST, mde80(sd, j, test_train_ratio, alpha), limit * sd
+        rows.append({"n_splits": j, "n_seeds": s, "runs_per_head": j * s, "test": test, "mde80": mde, "floor": floor})
+    return pd.DataFrame(rows, columns=["n_splits", "n_seeds", "runs_per_head", "test", "mde80", "floor"])
 
 
 def mde_vs_splits(
@@ -239,9 +379,10 @@ def mde_vs_splits(
 ) -> pd.DataFrame:
     """The 80 %-power minimum detectable effect for several numbers of splits (and of seeds).
 
-    For a README table "How many splits do I need?": the MDE falls with J towards the floor
-    ``2.80 * sqrt(n_test/n_train) * sd`` (:func:`mde80`) that more splits cannot lower; with a
-    variance decomposition, more seeds lower ``sd`` itself.
+    For a README table "How many splits do I need?". With a plain SD (seeds already averaged) it is the
+    corrected test's :func:`mde80`, whose floor ``2.80 sqrt(n_test/n_train) sd`` more splits cannot lower. With
+    variance components every (J, S) is tested as :func:`design_table` says: the VC test for ``S >= 2``
+    (floor ``2.80 sqrt(r var_split)``, the seed noise averages out), the corrected test with one seed.
 
     Parameters
     ----------
@@ -256,13 +397,13 @@ def mde_vs_splits(
         Seeds per split to tabulate; needs ``spread`` to be a :class:`VarianceComponents` (a plain SD
         already holds the seeds it was measured with). Default: 1 seed for components.
     alpha : float, default 0.05
-        Two-sided level of the corrected test.
+        Two-sided level.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``n_splits, n_seeds`` (``<NA>`` for a plain SD), ``sd_delta`` (SD of the per-split
-        difference), ``mde80`` and ``floor`` (its limit as J grows).
+        Columns ``n_splits, n_seeds`` (``<NA>`` for a plain SD), ``test``, ``sd_delta`` (SD of the per-split
+        difference, seeds averaged), ``mde80`` and ``floor`` (its limit as J grows).
 
     Examples
     --------
@@ -270,24 +411,21 @@ def mde_vs_splits(
     >>> table.pivot(index="n_splits", columns="n_seeds", values="mde80").round(4)  # doctest: +NORMALIZE_WHITESPACE
     n_seeds        1       3
     n_splits
-    10        0.0748  0.0549
-    30        0.0633  0.0464
+    10        0.0748  0.0542
+    30        0.0633  0.0402
     """
     if isinstance(spread, VarianceComponents):
-        seeds = list(n_seeds or (1,))
-        sds = [spread.sd(s) for s in seeds]
-    else:
-        if n_seeds is not None:
-            raise StatsInputError(
-                "n_seeds needs a VarianceComponents spread (split_seed_variance); a plain SD already holds "
-                "the seeds it was measured with."
-            )
-        seeds, sds = [pd.NA], [float(spread)]
-    floor_factor = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio)
-    rows = [
-        {"n_splits": j, "n_seeds": s, "sd_delta": sd, "mde80": mde80(sd, j, test_train_ratio, alpha),
-         "floor": floor_factor * sd}
-        for s, sd in zip(seeds, sds, strict=True)
-        for j in n_splits
-    ]
+        designs = [(j, s) for s in (n_seeds or (1,)) for j in n_splits]
+        table = design_table(spread, test_train_ratio, designs, alpha)
+        table.insert(4, "sd_delta", [spread.sd(s) for _, s in designs])
+        return table.drop(columns="runs_per_head").astype({"n_seeds": "Int64"})
+    if n_seeds is not None:
+        raise StatsInputError(
+            "n_seeds needs a VarianceComponents spread (split_seed_variance); a plain SD already holds "
+            "the seeds it was measured with."
+        )
+    sd = float(spread)
+    floor = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio) * sd
+    rows = [{"n_splits": j, "n_seeds": pd.NA, "test": FALLBACK_TEST, "sd_delta": sd,
+             "mde80": mde80(sd, j, test_train_ratio, alpha), "floor": floor} for j in n_splits]
     return pd.DataFrame(rows).astype({"n_seeds": "Int64"})

@@ -2,7 +2,13 @@
 
 * :func:`independent_blocks` — one block per (backbone, dataset) group, splits and seeds averaged: the
   blocks these tests need (splits of one dataset share training data, so they are not blocks);
-* :func:`friedman_test`, :func:`average_ranks`, :func:`nemenyi_critical_difference` — on such blocks.
+* :func:`friedman_test`, :func:`average_ranks`, :func:`nemenyi_critical_difference` — on such blocks;
+* :func:`critical_difference_decision` — whether a critical-difference diagram is warranted: enough blocks
+  and a Friedman test that rejects (the Nemenyi post-hoc test means nothing otherwise);
+* :func:`pairwise_signed_rank_holm` — Benavoli et al. (2016)'s alternative to mean-rank post-hoc tests:
+  a Wilcoxon signed-rank test per pair of heads over the blocks, Holm-adjusted. A mean-rank test compares
+  two heads through the ranks of all the others (adding or dropping a third head can change it); the
+  signed-rank test uses only the two heads' own paired scores.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmark.analysis.stats._inputs import StatsInputError
+from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit
+from benchmark.analysis.stats.frequentist import holm, wilcoxon_p
 
-MIN_INDEPENDENT_BLOCKS = 5
-"""Fewest blocks for a Friedman test / critical-difference diagram. With 3 heads and 4 blocks even a
-perfectly consistent order gives chi2 = 8 (p = 0.018), with 3 blocks p = 0.0498: fewer blocks leave the
-test no room, and its chi-square approximation is poor with few blocks (Demšar 2006 asks for more than 10)."""
+MIN_INDEPENDENT_BLOCKS = 10
+"""Fewest blocks for a Friedman test / critical-difference diagram: the Friedman statistic's chi-square
+approximation and the Nemenyi critical difference are large-sample results, which Demšar (2006) uses
+with N > 10 blocks (with 3 heads and 4 blocks even a perfectly consistent order gives p = 0.018, with 3
+blocks p = 0.0498). On 500 simulated null grids of 10 cell blocks (``results/calibration``, study
+``friedman``) the Friedman test rejected in 0.046, and a pairwise signed-rank test with Holm in 0.046."""
 MIN_HEADS = 3
 
 
@@ -35,8 +44,8 @@ def independent_blocks(
 
     The J splits of one cell share most of their training data, so their results are strongly
     correlated; ranking heads over (cell x split) blocks counts each cell J times and makes the
-    Friedman test anti-conservative: with three equal heads on 6 cells x 10 splits it rejected in
-    0.316 of 500 simulated grids at alpha = .05, against 0.060 over the 6 cell blocks
+    Friedman test anti-conservative: with three equal heads on 10 cells x 10 splits it rejected in
+    0.310 of 500 simulated grids at alpha = .05, against 0.046 over the 10 cell blocks
     (``results/calibration``, study ``friedman``). This builds one
     block per ``block`` group instead: seeds are averaged within a split, then splits within the
     block, using only the (split, seed) runs where every head has a value so that all heads are
@@ -63,9 +72,10 @@ def independent_blocks(
     (scores, note) : (pandas.DataFrame or None, str or None)
         ``scores``: rows = blocks (indexed by the ``block`` columns), columns = heads, values = the
         split-averaged metric — the input of :func:`friedman_test`, :func:`average_ranks` and
-        :func:`nemenyi_critical_difference`. ``None`` when fewer than 5 complete blocks or fewer than
-        3 heads remain; ``note`` then says why. ``note`` also lists runs left out because another
-        head lacks the same (split, seed), and blocks left out for having no complete run; else None.
+        :func:`nemenyi_critical_difference`. ``None`` when fewer than 10 complete blocks
+        (:data:`MIN_INDEPENDENT_BLOCKS`) or fewer than 3 heads remain; ``note`` then says why. ``note`` also
+        lists runs left out because another head lacks the same (split, seed), and blocks left out for
+        having no complete run; else None.
 
     Raises
     ------
@@ -74,14 +84,14 @@ def independent_blocks(
 
     Examples
     --------
-    >>> runs = pd.DataFrame({"backbone": "r50", "dataset": np.repeat(list("ABCDE"), 6),
-    ...                      "split": np.tile([0, 0, 0, 1, 1, 1], 5), "head": ["mse", "dor", "coral"] * 10,
-    ...                      "test_srcc": np.tile([0.80, 0.82, 0.81, 0.70, 0.74, 0.71], 5)})
+    >>> runs = pd.DataFrame({"backbone": "r50", "dataset": np.repeat(list("ABCDEFGHIJ"), 6),
+    ...                      "split": np.tile([0, 0, 0, 1, 1, 1], 10), "head": ["mse", "dor", "coral"] * 20,
+    ...                      "test_srcc": np.tile([0.80, 0.82, 0.81, 0.70, 0.74, 0.71], 10)})
     >>> scores, note = independent_blocks(runs, "test_srcc", seed=None)
     >>> scores.round(3).iloc[0].to_dict(), len(scores), note
-    ({'coral': 0.76, 'dor': 0.78, 'mse': 0.75}, 5, None)
+    ({'coral': 0.76, 'dor': 0.78, 'mse': 0.75}, 10, None)
     >>> independent_blocks(runs[runs["dataset"] != "E"], "test_srcc", seed=None)[1]
-    'only 4 complete (backbone, dataset) block(s); a Friedman test / critical-difference diagram needs at least 5'
+    'only 9 complete (backbone, dataset) block(s); a Friedman test / critical-difference diagram needs at least 10'
     """
     block = list(block)
     keys = [*block, split, *([seed] if seed is not None else [])]
@@ -207,3 +217,95 @@ def nemenyi_critical_difference(k_heads: int, n_blocks: int, alpha: float = 0.05
         raise StatsInputError(f"alpha must lie in (0, 1), got {alpha}.")
     q = stats.studentized_range.ppf(1.0 - alpha, k_heads, np.inf) / math.sqrt(2.0)
     return float(q * math.sqrt(k_heads * (k_heads + 1) / (6.0 * n_blocks)))
+
+
+def critical_difference_decision(scores: pd.DataFrame | None, alpha: float = 0.05) -> tuple[bool, str]:
+    """Whether a critical-difference diagram is warranted, and why (for the report to print either way).
+
+    The Nemenyi critical difference is a post-hoc test: it is drawn only when there are at least
+    :data:`MIN_INDEPENDENT_BLOCKS` independent blocks and :data:`MIN_HEADS` heads, and the Friedman test
+    rejects "all heads perform alike" at ``alpha``. Otherwise the diagram's bars would suggest differences
+    the omnibus test did not find.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame or None
+        Rows = independent blocks, columns = heads (:func:`independent_blocks`); None when that returned
+        none.
+    alpha : float, default 0.05
+        Level of the Friedman test.
+
+    Returns
+    -------
+    (draw, reason) : (bool, str)
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> scores = pd.DataFrame({"mse": rng.normal(0.70, 0.05, 12)}).assign(dor=lambda t: t["mse"] + 0.02,
+    ...                                                                    coral=lambda t: t["mse"] + 0.01)
+    >>> critical_difference_decision(scores)
+    (True, 'Friedman chi2 = 24, p = 6.1e-06 < 0.05 over 12 blocks: the critical-difference diagram is warranted')
+    >>> critical_difference_decision(scores.iloc[:9])[1]
+    'only 9 independent block(s); a Friedman test / critical-difference diagram needs at least 10'
+    """
+    check_open_unit(alpha, "alpha")
+    if scores is None or len(scores) < MIN_INDEPENDENT_BLOCKS:
+        n = 0 if scores is None else len(scores)
+        return False, (f"only {n} independent block(s); a Friedman test / critical-difference diagram needs at "
+                       f"least {MIN_INDEPENDENT_BLOCKS}")
+    if scores.shape[1] < MIN_HEADS:
+        return False, f"only {scores.shape[1]} head(s); a critical-difference diagram needs at least {MIN_HEADS}"
+    statistic, p = friedman_test(scores)
+    summary = f"Friedman chi2 = {statistic:.3g}, p = {p:.2g}"
+    if p >= alpha:
+        return False, (f"{summary} >= {alpha:g} over {len(scores)} blocks: no evidence that the heads differ, so "
+                       "no critical-difference diagram (its post-hoc bars would be unfounded)")
+    return True, f"{summary} < {alpha:g} over {len(scores)} blocks: the critical-difference diagram is warranted"
+
+
+def pairwise_signed_rank_holm(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Wilcoxon signed-rank test of every pair of heads over the blocks, Holm-adjusted (Benavoli et al. 2016).
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Rows = independent blocks, columns = heads (>= 2), no NaN (:func:`independent_blocks`).
+    alpha : float, default 0.05
+        Family-wise level of ``significant``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair (``head_a``, ``head_b`` in column order): ``n_blocks``, ``mean_diff`` and
+        ``median_diff`` (A minus B), ``n_a_better``, ``p`` (two-sided,
+        :func:`~benchmark.analysis.stats.frequentist.wilcoxon_p`), ``p_holm`` (over all pairs) and
+        ``significant`` (``p_holm < alpha``). With fewer than 6 non-zero differences a pair cannot reach
+        p < .05 (the exact test's smallest p is ``2 / 2**n``).
+
+    Examples
+    --------
+    >>> scores = pd.DataFrame({"a": [0.71, 0.62, 0.80, 0.55, 0.66, 0.74, 0.69],
+    ...                        "b": [0.70, 0.60, 0.77, 0.54, 0.61, 0.70, 0.68],
+    ...                        "c": [0.72, 0.59, 0.81, 0.57, 0.64, 0.75, 0.70]})
+    >>> pairwise_signed_rank_holm(scores)[["head_a", "head_b", "n_a_better", "p", "p_holm"]].round(4)
+      head_a head_b  n_a_better       p  p_holm
+    0      a      b           7  0.0156  0.0469
+    1      a      c           2  0.8750  0.8750
+    2      b      c           1  0.0312  0.0625
+    """
+    # Hand-written loop over pairs; the tests themselves are scipy's Wilcoxon and statsmodels' Holm.
+    table = _score_table(scores, min_heads=2)
+    check_open_unit(alpha, "alpha")
+    heads = list(table.columns)
+    rows = []
+    for i, head_a in enumerate(heads):
+        for head_b in heads[i + 1 :]:
+            diff = (table[head_a] - table[head_b]).to_numpy()
+            rows.append({"head_a": head_a, "head_b": head_b, "n_blocks": diff.size, "mean_diff": diff.mean(),
+                         "median_diff": float(np.median(diff)), "n_a_better": int((diff > 0).sum()),
+                         "p": wilcoxon_p(diff)})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["significant"] = out["p_holm"] < alpha
+    return out
