@@ -1,4 +1,4 @@
-"""``dor-bench``: run a grid, list what exists, report a grid, score images with a trained run."""
+"""``dor-bench``: run a grid, list what exists, report a grid, plan a design, score images with a trained run."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def _report(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report written to {result.out_dir}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from benchmark.analysis.design import design_plan
+
+    plan = design_plan(args.grid, args.tracking_uri, args.target_mde)
+    print("MDE80 (smallest true ΔSRCC detected with 80 % power, α = .05) and runs per head of each design, from the "
+          "grid's split and seed variance (var_split, var_seed) and r = n_test/n_train:")
+    for (pair_key, head_a, head_b), rows in plan.groupby(["pair_key", "head_a", "head_b"], sort=False):
+        first = rows.iloc[0]
+        print(f"\n{pair_key}  {head_a} − {head_b}: var_split {first['var_split']:.2e}, var_seed "
+              f"{first['var_seed']:.2e}, r {first['r']:.3f}")
+        print(rows[["n_splits", "n_seeds", "runs_per_head", "test", "mde80", "floor"]].to_string(
+            index=False, na_rep="–", float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -197,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--pair", action="append", type=_head_pair, metavar="A:B",
                      help="test head A against head B instead of the grid's compare: list (repeatable)")
     rep.set_defaults(func=_report)
+
+    plan = sub.add_parser("plan", help="MDE and cost of (splits, seeds) designs from a finished pilot grid's variance")
+    plan.add_argument("--grid", help="grid (experiment) name; default: the only one in the store")
+    plan.add_argument("--tracking-uri", help="MLflow tracking URI")
+    plan.add_argument("--target-mde", type=float, metavar="DELTA",
+                      help="instead of the standard designs, the fewest splits reaching MDE80 <= DELTA for 1, 2, 3 "
+                           "and 5 seeds per split")
+    plan.set_defaults(func=_plan)
 
     ui = sub.add_parser("ui", help="open the store in mlflow ui and print the URL of each grid's runs table")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")

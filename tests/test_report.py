@@ -55,7 +55,8 @@ def stats_csv(report):
 
 def _row(stats_csv, pair_key, head_a, head_b, metric="srcc"):
     rows = stats_csv[(stats_csv["pair_key"] == pair_key) & (stats_csv["head_a"] == head_a)
-                     & (stats_csv["head_b"] == head_b) & (stats_csv["metric"] == metric)]
+                     & (stats_csv["head_b"] == head_b) & (stats_csv["metric"] == metric)
+                     & (stats_csv["analysis"] == "complete-case")]
     assert len(rows) == 1
     return rows.iloc[0]
 
@@ -87,6 +88,8 @@ def test_stats_rows_cover_every_cell_pair_and_metric(stats_csv):
 def test_strong_effect_is_found_and_its_ci_holds_the_truth(stats_csv, pair_key):
     row = _row(stats_csv, pair_key, "dor", "mse")
     assert row["ci_low"] < 0.05 < row["ci_high"] and row["p_corrected"] < 0.01
+    assert row["test"] == "corrected" and "one seed per split" in row["test_note"]  # S = 1: the fallback
+    assert row["p"] == row["p_corrected"] and row["analysis"] == "complete-case"
     assert row["mean_delta"] == pytest.approx(0.05, abs=0.01)
     assert row["p_naive"] < row["p_corrected"]  # the correction is more conservative
     assert row["boot_ci_low"] < row["boot_ci_high"] and row["boot_ci_high"] > 0
@@ -138,7 +141,7 @@ def test_pairs_average_runs_and_take_differences(report):
 def test_holm_is_statsmodels_holm_over_the_within_dataset_cells(stats_csv):
     for _, rows in stats_csv.groupby("metric"):
         family = rows[~rows["descriptive"]]
-        assert np.allclose(family["p_holm"], multipletests(family["p_corrected"], method="holm")[1])
+        assert np.allclose(family["p_holm"], multipletests(family["p"], method="holm")[1])
         assert rows.loc[rows["descriptive"], "p_holm"].isna().all()
 
 
@@ -215,18 +218,20 @@ def test_dor_variants_summary(report, stats_csv):
     assert (summary["srcc_dor"] > summary["srcc_mse"]).all()
     assert (summary["rmse_dor-seed"] > summary["rmse_dor"]).all()  # the seed code's +1/2-bin bias
     first = summary.set_index("pair_key").loc[PAIR_KEYS[0]]
-    assert first["p_dor_vs_mse"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "mse")["p_corrected"])
-    assert first["p_dor_vs_dor_seed"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["p_corrected"])
+    assert first["p_dor_vs_mse"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "mse")["p"])
+    assert first["p_dor_vs_dor_seed"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["p"])
     text = (report.out_dir / "summary_dor_variants.md").read_text()
     assert "DOR as published (dor-seed) vs corrected (dor) vs MSE" in text
 
 
-def test_across_datasets_reports_the_small_n_caveat(report):
+def test_across_datasets_tests_within_dataset_cells_only(report):
     across = pd.read_csv(report.out_dir / "across_datasets.csv")
-    row = across[(across["head_a"] == "dor") & (across["head_b"] == "mse") & (across["metric"] == "srcc")].iloc[0]
-    assert row["n_datasets"] == 2 and row["n_positive"] == 2
-    assert row["p_wilcoxon"] == pytest.approx(0.5)  # exact: 2 / 2**2
-    assert "cannot reach p < .05" in row["caveat"]
+    rows = across[(across["head_a"] == "dor") & (across["head_b"] == "mse") & (across["metric"] == "srcc")]
+    within, cross = (rows[rows["scope"] == scope].iloc[0] for scope in ("within-dataset", "cross-dataset"))
+    assert within["n_datasets"] == 1 and within["datasets"] == "bundled->bundled"
+    assert within["p_wilcoxon"] == pytest.approx(1.0)  # exact: 2 / 2**1
+    assert "cannot reach p < .05" in within["caveat"]
+    assert cross["datasets"] == "koniq->livec" and np.isnan(cross["p_wilcoxon"]) and "descriptive" in cross["caveat"]
     assert any("cannot reach p < .05" in w for w in report.warnings)
 
 
@@ -392,26 +397,82 @@ def test_a_diverged_run_counts_against_its_head(store, tmp_path):
     assert rows[1][1] == "dor" and rows[1][2].endswith("[1 failed]")
 
 
-def test_critical_difference_ranks_independent_blocks_only(tmp_path):
+def test_critical_difference_needs_ten_independent_blocks_and_a_friedman_rejection(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     datasets = ["live", "csiq", "tid2013", "kadid10k", "koniq10k"]
-    write_synthetic_grid(uri, "five", ["efficientnet_lite0"], HEADS, datasets, 3, 1, EFFECT, 30, seed=2,
-                         probe_effect=None)
-    result = build_report("five", uri, tmp_path / "report")
+    backbones = ["efficientnet_lite0", "resnet50"]
+    write_synthetic_grid(uri, "ten", backbones, HEADS, datasets, 3, 1, EFFECT, 30, seed=2, probe_effect=None)
+    result = build_report("ten", uri, tmp_path / "report")
     assert "critical_difference.png" in result.files
     assert not any("critical-difference" in w for w in result.warnings)
-    fewer = build_report("five", uri, tmp_path / "fewer", pairs=[("dor", "mse")])
+    ranks = pd.read_csv(result.files["ranks.csv"])  # Benavoli et al. (2016): pairwise signed-rank tests, Holm
+    dor_mse = ranks[(ranks["head_a"] == "dor") & (ranks["head_b"] == "mse")].iloc[0]
+    assert dor_mse["n_blocks"] == 10 and dor_mse["n_a_better"] == 10 and dor_mse["p"] == pytest.approx(2 / 2**10)
+    fewer = build_report("ten", uri, tmp_path / "fewer", pairs=[("dor", "mse")])
     assert "critical_difference.png" in fewer.files  # ranks all heads whatever pairs are tested
     from benchmark.analysis.comparisons import rank_blocks
     from benchmark.analysis.report_data import load_runs, usable_runs
 
     client = MlflowClient(uri)
-    usable = usable_runs(load_runs(client, client.get_experiment_by_name("five").experiment_id), [])
+    usable = usable_runs(load_runs(client, client.get_experiment_by_name("ten").experiment_id), [])
     blocks = rank_blocks(Scores.of(usable), [])
-    assert blocks.shape == (5, 3)  # one block per (backbone, dataset), not 15 (cell, split) blocks
+    assert blocks.shape == (10, 3)  # one block per (backbone, dataset), not 30 (cell, split) blocks
     warnings = []
     assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:4])]), warnings) is None
-    assert "only 4 complete" in warnings[0] and "not independent blocks" in warnings[0]
+    assert "only 8 complete" in warnings[0] and "not independent blocks" in warnings[0]
+
+
+def test_no_critical_difference_diagram_when_friedman_does_not_reject(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_synthetic_grid(uri, "null", ["efficientnet_lite0", "resnet50"], HEADS,
+                         ["live", "csiq", "tid2013", "kadid10k", "koniq10k"], 3, 1, {}, 30, seed=3, probe_effect=None)
+    result = build_report("null", uri, tmp_path / "report")
+    assert "critical_difference.png" not in result.files and "ranks.csv" in result.files
+    assert any("no evidence that the heads differ" in w for w in result.warnings)
+
+
+def test_two_seeds_get_the_variance_components_test(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_synthetic_grid(uri, "vc", ["efficientnet_lite0"], HEADS, ["bundled"], N_SPLITS, 2, EFFECT, N_TEST, seed=4)
+    result = build_report("vc", uri, tmp_path / "report")
+    stats_csv = pd.read_csv(result.files["stats.csv"])
+    assert (stats_csv["test"] == "vc-worst-share").all() and (stats_csv["n_seeds"] == 2).all()
+    row = _row(stats_csv, PAIR_KEYS[0], "dor", "mse")
+    runs = pd.read_csv(result.files["runs.csv"])
+    runs = runs[runs["role"] == "result"].pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
+    d = (runs["dor"] - runs["mse"]).unstack("seed").to_numpy()  # J x S
+    m, msw = d.mean(axis=1), ((d - d.mean(axis=1, keepdims=True)) ** 2).sum() / (N_SPLITS * (2 - 1))
+    var_split = max(0.0, m.var(ddof=1) - msw / 2)
+    r = N_TEST / (3 * N_TEST)
+    assert row["var_seed"] == pytest.approx(msw) and row["var_split"] == pytest.approx(var_split)
+    assert row["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + r) + msw / (2 * N_SPLITS)))
+    assert row["r"] == pytest.approx(r) and row["mean_delta"] == pytest.approx(d.mean())
+    assert row["mde80"] > 0 and row["verdict"] == "a better" and row["significant"]
+
+
+def test_failures_are_tested_apart_and_scored_as_the_worst_run_in_a_sensitivity_row(store, tmp_path):
+    root, _ = store
+    shutil.copy(root / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(GRID).experiment_id], max_results=1000)
+    for split in ("2", "5"):
+        run = next(r for r in runs if r.data.tags["pair_key"] == PAIR_KEYS[0] and r.data.tags["split"] == split
+                   and r.data.tags["head"] == "mse" and r.data.tags["role"] == "result")
+        client.set_tag(run.info.run_id, "failure", "diverged: non-finite test predictions")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    result = build_report(GRID, uri, tmp_path / "report")
+    stats_csv = pd.read_csv(result.files["stats.csv"])
+    rows = stats_csv[(stats_csv["pair_key"] == PAIR_KEYS[0]) & (stats_csv["head_a"] == "dor")
+                     & (stats_csv["head_b"] == "mse") & (stats_csv["metric"] == "srcc")].set_index("analysis")
+    primary, worst = rows.loc["complete-case"], rows.loc["worst-rank"]
+    assert (primary["failures_a"], primary["failures_b"], primary["n_splits"]) == (0, 2, N_SPLITS - 2)
+    assert primary["p_failures"] == pytest.approx(0.5)  # exact McNemar: 2 discordant pairs, both one way
+    assert worst["n_splits"] == N_SPLITS and worst["descriptive"] and np.isnan(worst["p_holm"])
+    assert worst["mean_delta"] > primary["mean_delta"]  # mse's failures now count as its worst runs
+    parser = _Cells("verdicts")
+    parser.feed(result.files["report.html"].read_text())
+    assert any("failed runs as the worst run" in row.get("pair", "") for row in parser.rows)
 
 
 class _Cells(HTMLParser):
@@ -467,6 +528,7 @@ def test_html_report_shows_the_numbers_of_stats_csv(report, stats_csv):
         assert (below, rope, above) == pytest.approx(tuple(expected[["p_below", "p_rope", "p_above"]]), abs=5e-3)
         assert row["verdict"].startswith(expected["verdict"]) and float(row["mde80"]) == pytest.approx(
             expected["mde80"], abs=5e-4)
+        assert row["test"] == expected["test"]
     assert parser.images and all((report.out_dir / image).is_file() for image in parser.images)
     assert "http://" not in text and "https://" not in text  # self-contained: nothing fetched
     health = _Cells("probe")

@@ -7,6 +7,7 @@ from contextlib import redirect_stderr
 
 import pandas as pd
 import pytest
+from PIL import Image
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
@@ -51,6 +52,19 @@ def test_a_missing_image_is_named_before_anything_runs(grid_file, tracking_uri, 
     path = grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
     code, err = _run(path, tracking_uri)
     assert code == 1 and "datasets.tiny:" in err and "gone.png" in err
+    assert _store_untouched(tracking_uri)
+
+
+def test_images_smaller_than_the_patch_are_named_from_their_headers_before_anything_runs(
+        grid_file, tracking_uri, tiny_dataset, tmp_path):
+    labels = pd.read_csv(tiny_dataset)
+    Image.new("RGB", (40, 30)).save(tmp_path / "thumb.png")
+    labels.loc[2, "image"] = str(tmp_path / "thumb.png")
+    csv = tmp_path / "small.csv"
+    labels.to_csv(csv, index=False)
+    path = grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
+    code, err = _run(path, tracking_uri)
+    assert code == 1 and "datasets.tiny: 1 images are smaller than the 64x64 patch" in err and "thumb.png (40x30)" in err
     assert _store_untouched(tracking_uri)
 
 

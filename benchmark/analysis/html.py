@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.analysis.comparisons import WORST_RANK, primary_rows
 from benchmark.schema import GridRecord
 
 PAGE = "report.html"
@@ -120,16 +121,20 @@ def _verdict_rows(stats: pd.DataFrame) -> str:
         for _, row in group.iterrows():
             descriptive = bool(row.get("descriptive", False))
             verdict = _e(row.get("verdict") or "no test") + (" (descriptive)" if descriptive else "")
+            sensitivity = row.get("analysis") == WORST_RANK
+            label = f"{_e(row['head_a'])} − {_e(row['head_b'])}" + (
+                '<br><span class="muted">failed runs as the worst run</span>' if sensitivity else "")
             rows.append(
-                "<tr>" + f'<td data-col="pair" style="white-space:nowrap">{_e(row["head_a"])} − {_e(row["head_b"])}</td>'
+                "<tr>" + f'<td data-col="pair" style="white-space:nowrap">{label}</td>'
                 + f'<td class="verdict" data-col="verdict">{verdict}</td>'
                 + _td("mean_delta", _num(row["mean_delta"], signed=True))
                 + _td("interval", f"[{_num(row['ci_low'], signed=True)}, {_num(row['ci_high'], signed=True)}]")
                 + f'<td data-col="posterior">{_bar(row)}</td>'
                 + _td("mde80", _num(row["mde80"]))
-                + _td("failures", f"{int(row['failures_a'])} / {int(row['failures_b'])}")
+                + _td("failures", f"{int(row['failures_a'])} / {int(row['failures_b'])}"
+                      + (f" (p = {row['p_failures']:.2g})" if row["failures_a"] + row["failures_b"] else ""))
                 + _td("n_splits", f"{int(row['n_splits'])} × {int(row['n_seeds'])}")
-                + f'<td class="muted" data-col="test">{_e(row.get("test", "corrected t"))}</td>' + "</tr>")
+                + f'<td class="muted" data-col="test">{_e(row["test"] or "none")}</td>' + "</tr>")
     return "\n".join(rows)
 
 
@@ -143,12 +148,18 @@ def _verdicts(page: ReportPage) -> str:
     return (f"<h2>Verdicts</h2><p>Per cell and compared pair, test SRCC of head A minus head B. The verdict reads the "
             f"posterior of the mean difference at 0.95: <i>a better</i>, <i>b better</i>, <i>equivalent</i> (inside "
             f"the ROPE ± {rope:g}) or <i>undecided</i>. MDE80 is the smallest true difference this grid detects with 80 % "
-            "power. Cross-dataset cells share one fixed test set: their statistics are descriptive only.</p>"
+            "power. The interval and the p-value behind the tables' significance marks come from the test named in the "
+            "last column: <i>vc-worst-share</i> / <i>vc-satterthwaite</i>, the variance-components test that separates "
+            "split from seed noise, or <i>corrected</i>, the corrected resampled t-test it falls back to with one seed per "
+            "split. Failed runs are left out of the differences; their counts are compared on their own (exact McNemar p), "
+            "and a second row scores them as the cell's worst run to show whether that changes the verdict. "
+            "Cross-dataset cells share one fixed test set: their statistics are descriptive only.</p>"
             f"<div class='scroll'><table id='verdicts'>{header}{_verdict_rows(srcc)}</table></div>")
 
 
 def _blind_spots(page: ReportPage) -> str:
-    srcc = page.stats[(page.stats["metric"] == "srcc") & ~page.stats["descriptive"].astype(bool)]
+    primary = primary_rows(page.stats)
+    srcc = primary[(primary["metric"] == "srcc") & ~primary["descriptive"].astype(bool)]
     rope = page.grid.rope
     items = []
     for _, row in srcc.iterrows():

@@ -32,7 +32,14 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark.analysis import plots, stats, tables
-from benchmark.analysis.comparisons import across_datasets, add_bootstrap, cell_stats, paired_deltas, rank_blocks
+from benchmark.analysis.comparisons import (
+    across_datasets,
+    add_bootstrap,
+    cell_stats,
+    paired_deltas,
+    primary_rows,
+    rank_blocks,
+)
 from benchmark.analysis.health import health_warnings, probe_gaps, tuning_diagnostics
 from benchmark.analysis.html import PAGE, ReportPage, write_html
 from benchmark.analysis.report_data import (
@@ -153,6 +160,8 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     predictions = load_predictions(client, usable, splits, warnings)
     add_bootstrap(stats_df, predictions, splits, warnings)
     across = across_datasets(stats_df, warnings)
+    primary = primary_rows(stats_df)
+    blocks = rank_blocks(scores, warnings)
     trials = trial_table(usable)
     tuning = tuning_diagnostics(usable, trials, record)
     gaps = probe_gaps(scores, probes)
@@ -162,15 +171,18 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     log.debug("%.2f s: runs, statistics and predictions loaded", time.perf_counter() - start)
 
     files = result.files
-    paper = {metric: tables.paper_table(scores, stats_df, metric, record.reference, probes, health)
+    paper = {metric: tables.paper_table(scores, primary, metric, record.reference, probes, health)
              for metric in metrics}
     paper = {metric: table for metric, table in paper.items() if not table.empty}
-    files.update(tables.write_tables(out, paper, tables.dor_variants_summary(scores, stats_df), record.reference))
-    files.update(_write_plots(out, client, usable, scores, deltas, stats_df, predictions, splits, record, trials,
-                              warnings))
+    files.update(tables.write_tables(out, paper, tables.dor_variants_summary(scores, primary), record.reference))
+    files.update(_write_plots(out, client, usable, scores, deltas, primary, predictions, splits, record, trials,
+                              blocks, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
-    for file_name, frame in (("runs", run_table(usable, probe_runs, trials)), ("pairs", deltas), ("stats", stats_df),
-                             ("across_datasets", across), ("missing", missing), ("health", health)):
+    frames = {"runs": run_table(usable, probe_runs, trials), "pairs": deltas, "stats": stats_df,
+              "across_datasets": across, "missing": missing, "health": health}
+    if blocks is not None:
+        frames["ranks"] = stats.pairwise_signed_rank_holm(blocks)
+    for file_name, frame in frames.items():
         files[f"{file_name}.csv"] = out / f"{file_name}.csv"
         frame.to_csv(files[f"{file_name}.csv"], index=False)
 
@@ -206,7 +218,7 @@ def run_table(usable: pd.DataFrame, probes: pd.DataFrame, trials: pd.DataFrame) 
 
 def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: Scores, deltas: pd.DataFrame,
                  stats_df: pd.DataFrame, predictions: dict, splits: pd.Series, grid: GridRecord,
-                 trials: pd.DataFrame, warnings: list[str]) -> dict[str, Path]:
+                 trials: pd.DataFrame, blocks: pd.DataFrame | None, warnings: list[str]) -> dict[str, Path]:
     """Every plot whose data exists; returns {file name: path}."""
     written: dict[str, Path] = {}
     heads = scores.heads
@@ -234,8 +246,10 @@ def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: 
     k_table = k_ablation_table(scores, usable)
     if not k_table.empty:
         save("k_ablation.png", plots.k_ablation, k_table)
-    blocks = rank_blocks(scores, warnings)
-    if blocks is not None:
+    draw, reason = stats.critical_difference_decision(blocks)
+    if blocks is not None and not draw:
+        warn(warnings, f"critical-difference diagram: {reason}")
+    if draw:
         ranks = stats.average_ranks(blocks)
         cd = stats.nemenyi_critical_difference(blocks.shape[1], len(blocks))
         save("critical_difference.png", plots.critical_difference, ranks, cd, stats.friedman_test(blocks), len(blocks))

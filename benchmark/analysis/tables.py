@@ -178,7 +178,7 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
 
 def dor_variants_summary(scores: Scores, stats_df: pd.DataFrame) -> pd.DataFrame:
     """Per cell: mean SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and, for dor vs dor-seed
-    and dor vs mse (SRCC), the corrected-test p, the Bayesian verdict and the 80 %-power MDE; empty unless
+    and dor vs mse (SRCC), the primary test's p (``stats.csv``), the Bayesian verdict and the 80 %-power MDE; empty unless
     dor and one of the others are present."""
     heads = [h for h in DOR_VARIANTS if h in scores.heads]
     if "dor" not in heads or len(heads) < 2:
@@ -194,8 +194,8 @@ def dor_variants_summary(scores: Scores, stats_df: pd.DataFrame) -> pd.DataFrame
     for other in ("dor-seed", "mse"):
         if other in heads and not srcc.empty:
             rows = srcc[(srcc["head_a"] == "dor") & (srcc["head_b"] == other)].set_index("pair_key")
-            for statistic in ("p_corrected", "verdict", "mde80") if len(rows) else ():
-                name = f"{statistic.removesuffix('_corrected')}_dor_vs_{other.replace('-', '_')}"
+            for statistic in ("p", "verdict", "mde80") if len(rows) else ():
+                name = f"{statistic}_dor_vs_{other.replace('-', '_')}"
                 table[name] = rows[statistic].reindex(table["pair_key"]).to_numpy()
     return table.rename(columns={"column": "dataset"})
 

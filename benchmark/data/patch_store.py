@@ -230,9 +230,8 @@ def check_patch_size(labels: pd.DataFrame, policy: ImagePolicy, patch: int, crop
     CorruptImageError
         When a header cannot be read.
     """
-    small = undersized_images(labels, policy, patch, crop_pct, workers)
-    if small:
-        raise PatchSizeError(policy.describe(), patch, [path for path, _ in small], [size for _, size in small])
+    paths = [str(path) for path in labels["image"]]
+    _raise_undersized(paths, stored_sizes(paths, policy, patch, crop_pct, workers)[1], patch, policy)
 
 
 def stored_sizes(paths: Sequence[str], policy: ImagePolicy, patch: int, crop_pct: float = DEFAULT_CROP_PCT,

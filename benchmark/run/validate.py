@@ -2,7 +2,8 @@
 
 :func:`validate_grid` collects every problem of a grid — unknown backbones (with the closest timm names),
 pretrained weights that cannot be had (checked once, without minutes of hub retries), heads that reject
-their hyper-parameters, datasets whose labels or images are missing — and raises one
+their hyper-parameters, datasets whose labels or images are missing, images smaller than a backbone's patch
+at their policy resolution (read from the files' headers, nothing decoded) — and raises one
 :class:`GridValidationError` listing them all, so a grid never trains for minutes and then stops on a
 typo, and a grid that fails validation leaves the MLflow store untouched.
 """
@@ -23,7 +24,8 @@ from timm.models import get_pretrained_cfg
 
 from benchmark.run.cell_data import dataset_labels
 from benchmark.config import BackboneSpec, ConfigError, GridConfig
-from benchmark.data import DataError
+from benchmark.data import DataError, check_patch_size
+from benchmark.data.policy import DEFAULT_CROP_PCT
 from benchmark.data.bundled import bundled_is_built
 from benchmark.heads import get_head
 from benchmark.models import OFFLINE_LITE_WEIGHTS, PretrainedWeightsError, lite_checkpoint_path
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HUB_HOST = "huggingface.co"
 CONNECT_TIMEOUT_S = 3.0
+DEFAULT_PATCH = 224
+"""Patch side of a timm model whose pretrained config names no input size."""
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
@@ -52,7 +56,8 @@ def validate_grid(grid: GridConfig, data_root: str | None = None, dry_run: bool 
     problems = [problem for spec in grid.backbones for problem in _backbone_problems(spec)]
     problems += [problem for head in grid.heads for problem in _head_problems(head.label, head.type, head.hparams)]
     names = dict.fromkeys(name for pair in grid.datasets for name in (pair.train, pair.test))
-    problems += [problem for name in names for problem in _dataset_problems(grid, name, data_root, dry_run)]
+    patches = {_patch(grid, spec.name) for spec in grid.backbones if timm.is_model(spec.name)}
+    problems += [problem for name in names for problem in _dataset_problems(grid, name, data_root, dry_run, patches)]
     if problems:
         raise GridValidationError(f"grid '{grid.name}' ({grid.source}) cannot run; nothing was started:\n  - "
                                   + "\n  - ".join(problems))
@@ -123,11 +128,21 @@ def _head_problems(label: str, head_type: str, hparams: dict) -> list[str]:
     return []
 
 
-def _dataset_problems(grid: GridConfig, name: str, data_root: str | None, dry_run: bool) -> list[str]:
+def _patch(grid: GridConfig, backbone: str) -> tuple[int, float]:
+    """(patch side, crop fraction) a backbone's inputs have, from its timm pretrained config (no model built)."""
+    config = get_pretrained_cfg(backbone)
+    side = grid.image_size or (int(config.input_size[-1]) if config and config.input_size else DEFAULT_PATCH)
+    return side, float(config.crop_pct) if config and config.crop_pct else DEFAULT_CROP_PCT
+
+
+def _dataset_problems(grid: GridConfig, name: str, data_root: str | None, dry_run: bool,
+                      patches: set[tuple[int, float]]) -> list[str]:
     if dry_run and name == "bundled" and name not in grid.custom_datasets and not bundled_is_built():
         return []
     try:
-        dataset_labels(grid, name, data_root or grid.data_root)
+        labels, _ = dataset_labels(grid, name, data_root or grid.data_root)
+        for patch, crop_pct in sorted(patches, reverse=True):  # the largest patch names every undersized image
+            check_patch_size(labels, grid.image_policies[name], patch, crop_pct)
     except (DataError, OSError) as exc:
         return [f"datasets.{name}: {exc}"]
     return []

@@ -1,0 +1,115 @@
+"""``dor-bench plan``: how many splits and seeds a grid needs, from a finished (pilot) grid's variance.
+
+For every within-dataset cell and compared head pair of the pilot, the per-run SRCC differences give the
+split and seed variance components (:func:`benchmark.analysis.stats.split_seed_variance`) and
+``r = n_test / n_train``; :func:`benchmark.analysis.stats.design_table` turns them into the MDE80 and the
+number of runs per head of a few (splits, seeds) designs. With a target MDE, the smallest number of splits
+that reaches it is found for each number of seeds (or the design is marked out of reach: as splits grow the
+MDE cannot fall below ``2.80 sqrt(r var_split)`` whatever the seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from benchmark.analysis import stats
+from benchmark.analysis.comparisons import paired_runs
+from benchmark.analysis.report_data import ReportError, Scores, load_grid_record, load_runs, select_experiment, usable_runs
+from benchmark.store import open_client, resolve_tracking_uri
+
+TARGET_SEEDS = (1, 2, 3, 5)
+"""Seeds per split for which ``--target-mde`` searches the number of splits."""
+PLAN_COLUMNS = ["pair_key", "head_a", "head_b", "var_split", "var_seed", "r", "n_splits", "n_seeds", "runs_per_head",
+                "test", "mde80", "floor"]
+
+
+def pilot_components(scores: Scores, compare: Sequence[tuple[str, str]], metric: str = "srcc") -> pd.DataFrame:
+    """Per within-dataset cell and head pair: ``var_split, var_seed`` of the complete-case run differences.
+
+    Pairs whose pilot has one seed per split (the two components cannot be told apart) or fewer than 2
+    splits are left out.
+    """
+    rows = []
+    for cell in scores.cells.itertuples():
+        if cell.dataset != cell.test_dataset:
+            continue
+        for head_a, head_b in compare:
+            paired = paired_runs(scores, cell.pair_key, head_a, head_b, metric)
+            complete = paired[~(paired["failed_a"] | paired["failed_b"])]
+            if complete["split"].nunique() < 2:
+                continue
+            components = stats.split_seed_variance(complete.assign(delta=complete["value_a"] - complete["value_b"]))
+            if not math.isnan(components.var_seed):
+                rows.append({"pair_key": cell.pair_key, "head_a": head_a, "head_b": head_b,
+                             "var_split": components.var_split, "var_seed": components.var_seed})
+    return pd.DataFrame(rows, columns=["pair_key", "head_a", "head_b", "var_split", "var_seed"])
+
+
+SPLIT_STEPS = (3, 5, 8, 10, 15, 20, 25, 29, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
+"""Numbers of splits the target search tries. A scan, not a bisection: the MDE need not fall with J. When
+``var_split`` is near 0, Satterthwaite's df of ``V̂ = (1/J + r) s²_m - h r MSW`` (a negative coefficient)
+collapses, so from 30 splits, where the VC test switches to it, the MDE can rise again."""
+
+
+def splits_for_target(components: stats.VarianceComponents, n_seeds: int, test_train_ratio: float,
+                      target: float) -> int | None:
+    """The fewest splits J of :data:`SPLIT_STEPS` whose design reaches MDE80 <= ``target`` (its test has 80 %
+    power at ``target``, the test chosen as :func:`benchmark.analysis.stats.design_table` does); None if none does."""
+    def power(j: int) -> float:
+        if stats.uses_vc_test(j, n_seeds):
+            return stats.vc_power(target, components, j, n_seeds, test_train_ratio)
+        return stats.corrected_ttest_power(target, components.sd(n_seeds), j, test_train_ratio)
+
+    floor = stats.design_table(components, test_train_ratio, [(SPLIT_STEPS[-1], n_seeds)])["floor"].iloc[0]
+    if floor > target:  # no number of splits gets below the floor
+        return None
+    return next((j for j in SPLIT_STEPS if power(j) >= stats.TARGET_POWER), None)
+
+
+def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | None = None,
+                designs: Sequence[tuple[int, int]] = stats.DEFAULT_DESIGNS) -> pd.DataFrame:
+    """The designs of ``dor-bench plan`` for every within-dataset cell and pair of a finished grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`PLAN_COLUMNS`: one row per (cell, pair, design); with ``target_mde`` also the fewest splits
+        reaching it for each of :data:`TARGET_SEEDS` (``n_splits`` NaN where no number of splits
+        in :data:`SPLIT_STEPS` does).
+
+    Raises
+    ------
+    ReportError
+        When the grid has no usable runs or no pair with two or more seeds per split.
+    """
+    client = open_client(resolve_tracking_uri(tracking_uri))
+    name, experiment_id = select_experiment(client, grid)
+    record = load_grid_record(client, experiment_id)
+    usable = usable_runs(load_runs(client, experiment_id), [])
+    if usable.empty:
+        raise ReportError(f"grid {name!r} has no usable result runs; run it first (dor-bench run).")
+    pilot = pilot_components(Scores.of(usable), record.compare)
+    if pilot.empty:
+        raise ReportError(f"grid {name!r} has no within-dataset pair with two or more seeds in a split: split and "
+                          "seed variance cannot be told apart. Run a pilot with seeds: [0, 1].")
+    ratios = (usable["n_test"] / usable["n_train"]).groupby(usable["pair_key"]).mean()
+    rows = []
+    for pair in pilot.itertuples(index=False):
+        components, ratio = stats.VarianceComponents(pair.var_split, pair.var_seed), float(ratios[pair.pair_key])
+        chosen = list(designs)
+        if target_mde is not None:
+            found = {s: splits_for_target(components, s, ratio, target_mde) for s in TARGET_SEEDS}
+            chosen = [(j, s) for s, j in found.items() if j is not None]
+            rows += [{**pair._asdict(), "r": ratio, "n_seeds": s, "test": f"MDE80 <= {target_mde:g} out of reach"}
+                     for s, j in found.items() if j is None]
+        if chosen:
+            table = stats.design_table(components, ratio, chosen)
+            rows += [{**pair._asdict(), "r": ratio, **design} for design in table.to_dict("records")]
+    return pd.DataFrame(rows, columns=PLAN_COLUMNS).astype({"n_splits": "Int64", "n_seeds": "Int64",
+                                                            "runs_per_head": "Int64"})
+
+
+__all__ = ["PLAN_COLUMNS", "SPLIT_STEPS", "TARGET_SEEDS", "design_plan", "pilot_components", "splits_for_target"]
