@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
-    from benchmark.run.grid import execute, plan_grid
+    from benchmark.run.grid import default_workers, execute, plan_grid
     from benchmark.run.validate import GridValidationError, validate_grid
 
     grid = load_grid(args.config)
@@ -45,9 +45,10 @@ def _run(args: argparse.Namespace) -> int:
     options = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
     if args.slurm_partition:
         options["slurm_partition"] = args.slurm_partition
-    executor = args.executor or ("workers" if args.workers > 1 else "local")
+    workers = args.workers or default_workers(plan)
+    executor = args.executor or ("workers" if workers > 1 else "local")
     start = time.perf_counter()
-    outcomes = execute(plan, executor, args.workers, on_cell=_print_cell, options=options)
+    outcomes = execute(plan, executor, workers, on_cell=_print_cell, options=options)
     ran = sum(len(o.results) - len(o.busy) for o in outcomes)
     print(f"done: {ran} runs in {len({o.cell for o in outcomes})} cells, "
           f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("local", "workers", "submitit"),
                      help="where cells run: this process, --workers processes, or a Slurm job array "
                           "(default: workers when --workers > 1, else local)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes of the workers executor")
+    run.add_argument("--workers", type=int, help="worker processes of the workers executor (default: one per CPU "
+                                                 "core for a frozen grid, else 1)")
     run.add_argument("--data-root", help="folder holding the datasets' images (else $DOR_IQA_DATA)")
     run.add_argument("--slurm-cluster", help="submitit cluster: slurm (default when available), local or debug")
     run.add_argument("--slurm-partition", help="Slurm partition for the job array")

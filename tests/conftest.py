@@ -17,6 +17,17 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _cells_in_this_process(request, monkeypatch):
+    """``dor-bench run`` without ``--workers`` runs one process per core on a frozen grid; the tests run it in
+    this process (their monkeypatches reach the cells; spawned workers would not see them). Tests of the
+    workers executor pass ``--workers`` explicitly; tests marked ``real_workers`` see ``default_workers``."""
+    import benchmark.run.grid
+
+    if "real_workers" not in request.keywords:
+        monkeypatch.setattr(benchmark.run.grid, "default_workers", lambda plan: 1)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A 60-image `bundled` variant (5 scenes × 1 crop × 4 distortions × 3 levels) as a custom CSV dataset."""

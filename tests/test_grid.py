@@ -10,6 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
@@ -225,7 +226,8 @@ def test_submitit_local_executor(grid_file, tracking_uri, tmp_path):
 
 def test_sigkill_mid_grid_then_rerun_completes(grid_file, tracking_uri):
     path = grid_file(splits=4, epochs=8)
-    command = [sys.executable, "-m", "benchmark.cli", "run", "--config", path, "--tracking-uri", tracking_uri]
+    command = [sys.executable, "-m", "benchmark.cli", "run", "--config", path, "--tracking-uri", tracking_uri,
+               "--workers", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -283,3 +285,16 @@ def test_check_lists_unreadable_images(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"live: {len(paths)} images, 2 unreadable" in out
     assert all(str(file) in out for file in broken)
+
+
+@pytest.mark.real_workers
+def test_frozen_grids_default_to_one_worker_per_core_and_fine_tuning_to_one(grid_file, tracking_uri, monkeypatch):
+    from benchmark.run import grid as grid_module
+
+    monkeypatch.setattr(grid_module.os, "cpu_count", lambda: 16)
+    plan = plan_grid(load_grid(grid_file(splits=3)), tracking_uri, dry_run=True)
+    assert grid_module.default_workers(plan) == len(plan.todo) == 3  # never more workers than cells
+    monkeypatch.setattr(grid_module.os, "cpu_count", lambda: 2)
+    assert grid_module.default_workers(plan) == 2
+    finetune = plan_grid(load_grid(grid_file(regime="finetune")), tracking_uri, dry_run=True)
+    assert grid_module.default_workers(finetune) == 1

@@ -21,7 +21,7 @@ def _grid(grid_file, **overrides):
 
 def _launch(path, uri, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "benchmark.cli", "run", "--config", path, "--tracking-uri", uri, *extra]
+    command = [sys.executable, "-m", "benchmark.cli", "run", "--config", path, "--tracking-uri", uri, "--workers", "1", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

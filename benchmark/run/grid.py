@@ -235,6 +235,14 @@ RETRYING = ("local", "workers")
 """Executors that offer units held by other processes again until they are done (a job array makes one pass)."""
 
 
+def default_workers(plan: GridPlan) -> int:
+    """Worker processes when ``--workers`` is not given: one per core for frozen grids (each trains heads on
+    one thread, so the cores never share a cell's threads), else one (a fine-tune cell uses the whole GPU)."""
+    if plan.grid.regime != "frozen":
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(plan.todo)))
+
+
 def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: Done | None = None,
             options: dict | None = None) -> list[CellOutcome]:
     """Run every pending unit of the plan.
@@ -272,4 +280,4 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     return outcomes
 
 
-__all__ = ["EXECUTORS", "CellOutcome", "GridPlan", "execute", "plan_grid", "probe_cells", "run_cell"]
+__all__ = ["EXECUTORS", "CellOutcome", "GridPlan", "default_workers", "execute", "plan_grid", "probe_cells", "run_cell"]
