@@ -87,7 +87,8 @@ def _list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from benchmark.analysis.report import build_report
 
-    result = build_report(args.grid, args.tracking_uri, args.out, pairs=args.pair)
+    result = build_report(args.grid, args.tracking_uri, args.out, pairs=args.pair,
+                          split_correlation=args.split_correlation)
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report written to {result.out_dir}")

@@ -115,6 +115,10 @@ class GridConfig:
     not part of a run's config hash."""
     compare: tuple[tuple[str, str], ...] = ()
     """Head pairs (A, B) the report tests; analysis only (default: :func:`default_compare`)."""
+    split_correlation: float | None = None
+    """The ``r`` the report's tests inflate the split variance by; None: ``n_test / n_train`` (Nadeau & Bengio).
+    A larger value (``scripts/split_correlation.py`` measures it) makes every test more conservative;
+    analysis only."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -158,7 +162,7 @@ class GridConfig:
             name=self.name, regime=self.regime, backbones=tuple(b.name for b in self.backbones), heads=heads,
             datasets=tuple((d.train, d.test) for d in self.datasets), splits=tuple(range(self.splits)),
             seeds=self.seeds, rope=self.rope, compare=self.compare, tuning=dict(self.tuning),
-            split_fractions=self.split_fractions)
+            split_fractions=self.split_fractions, split_correlation=self.split_correlation)
 
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""
@@ -180,6 +184,7 @@ _TOP_KEYS = {
     "name", "backbones", "heads", "datasets", "splits", "seeds", "regime", "epochs", "batch_size",
     "early_stopping", "optimizer", "schedule", "frozen", "image_size", "label_norm", "split_fractions",
     "data_root", "custom_datasets", "save_weights", "head_init", "tuning", "image_policy", "rope", "compare",
+    "split_correlation",
 }
 _REQUIRED = ("name", "backbones", "heads", "datasets")
 
@@ -420,6 +425,8 @@ def parse_grid(data: Any, source: str = "<dict>") -> GridConfig:
         tuning=_tuning(r, data.get("tuning")),
         image_policies=_image_policies(r, data.get("image_policy"), datasets, custom),
         rope=r.number(data.get("rope", 0.01), "rope", float, 0.0, 1.0),
+        split_correlation=None if data.get("split_correlation") is None else r.number(
+            data["split_correlation"], "split_correlation", float, 0.0),
         source=source,
     )
     if len({h.label for h in grid.heads}) != len(grid.heads):

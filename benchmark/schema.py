@@ -403,6 +403,8 @@ class GridRecord:
     compare: tuple[tuple[str, str], ...]
     tuning: dict[str, tuple[float, ...]] = field(default_factory=dict)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_correlation: float | None = None
+    """``r`` of the tests; None: each cell's ``n_test / n_train``."""
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in the grid's order (backbone, dataset, split, seed)."""
@@ -430,7 +432,8 @@ class GridRecord:
                    seeds=tuple(data["seeds"]), rope=float(data["rope"]),
                    compare=tuple(tuple(pair) for pair in data["compare"]),
                    tuning={k: tuple(v) for k, v in data["tuning"].items()},
-                   split_fractions=tuple(data["split_fractions"]))
+                   split_fractions=tuple(data["split_fractions"]),
+                   split_correlation=data.get("split_correlation"))
 
     def with_compare(self, pairs: tuple[tuple[str, str], ...]) -> GridRecord:
         """The same grid with other pairs to compare (a report's ``--pair`` override)."""

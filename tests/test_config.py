@@ -5,7 +5,7 @@ import yaml
 
 from benchmark.config import ConfigError, HeadSpec, builtin_grids, load_grid, parse_grid
 from benchmark.run.seeding import CellSeeds, stable_seed
-from benchmark.schema import Cell
+from benchmark.schema import Cell, GridRecord
 
 MINIMAL = {"name": "g", "backbones": ["test_resnet"], "heads": {"mse": {}, "dor": {"num_bins": 8}},
            "datasets": ["bundled"]}
@@ -115,6 +115,8 @@ def test_head_variants_and_backbone_line():
     ({"tuning": {"lr": [1.0e-3, 1.0e-3]}}, "tuning.lr"),
     ({"tuning": {"momentum": [0.9]}}, "tuning.momentum"),
     ({"tuning": {"lr": ["fast"]}}, "tuning.lr"),
+    ({"split_correlation": -0.5}, "split_correlation"),
+    ({"split_correlation": "auto"}, "split_correlation"),
 ])
 def test_bad_values_name_the_key_and_file(tmp_path, patch, key):
     path = tmp_path / "grid.yaml"
@@ -129,6 +131,14 @@ def test_missing_file_and_required_key(tmp_path):
         load_grid(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="'heads': missing required key"):
         parse_grid({k: v for k, v in MINIMAL.items() if k != "heads"})
+
+
+def test_split_correlation_reaches_the_grid_record_and_not_the_run_identity():
+    plain, measured = parse_grid(MINIMAL), parse_grid({**MINIMAL, "split_correlation": 1.5})
+    assert plain.record().split_correlation is None and measured.record().split_correlation == 1.5
+    assert GridRecord.from_json(measured.record().to_json()).split_correlation == 1.5
+    cell = plain.cells()[0]
+    assert all(plain.run_config_hash(cell, h) == measured.run_config_hash(cell, h) for h in plain.heads)
 
 
 def test_resolved_yaml_round_trips():

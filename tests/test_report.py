@@ -448,6 +448,11 @@ def test_two_seeds_get_the_variance_components_test(tmp_path):
     assert row["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + r) + msw / (2 * N_SPLITS)))
     assert row["r"] == pytest.approx(r) and row["mean_delta"] == pytest.approx(d.mean())
     assert row["mde80"] > 0 and row["verdict"] == "a better" and row["significant"]
+    wider = build_report("vc", uri, tmp_path / "r15", split_correlation=1.5)  # a measured, larger r
+    row15 = _row(pd.read_csv(wider.files["stats.csv"]), PAIR_KEYS[0], "dor", "mse")
+    assert row15["r"] == 1.5 and row15["n_test"] == row["n_test"]
+    assert row15["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + 1.5) + msw / (2 * N_SPLITS)))
+    assert json.loads(wider.files["provenance.json"].read_text())["split_correlation"] == 1.5
 
 
 def test_failures_are_tested_apart_and_scored_as_the_worst_run_in_a_sensitivity_row(store, tmp_path):

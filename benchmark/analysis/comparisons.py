@@ -28,8 +28,9 @@ seed s) feed :mod:`benchmark.analysis.stats`; ``pairs.csv`` holds their seed ave
 * ``rope, p_below, p_rope, p_above, verdict`` — the test's posterior probabilities that Δ < −rope,
   |Δ| ≤ rope, Δ > rope and the verdict at 0.95 (``a better``, ``b better``, ``equivalent``, ``undecided``);
 * ``var_split, var_seed`` — split-to-split variance of the true per-split difference and the training noise
-  of one run's difference (NaN with one seed per split); ``r`` — n_test / n_train, the correlation the
-  training-set overlap induces between splits; ``mde80`` — the smallest true mean difference the test detects
+  of one run's difference (NaN with one seed per split); ``r`` — the factor by which the tests inflate the
+  split variance for the training-set overlap: n_test / n_train (Nadeau & Bengio), or the grid's
+  ``split_correlation`` when it sets one; ``mde80`` — the smallest true mean difference the test detects
   with 80 % power at α = .05 with this grid's J, S, r and variance components;
 * ``t_corrected, p_corrected`` — the corrected resampled t-test on the split means, kept for comparison;
   ``p_naive`` and ``p_wilcoxon`` — DESCRIPTIVE ONLY, for comparison with published practice: both ignore that
@@ -137,11 +138,12 @@ def _worst_rank_row(row: dict, paired: pd.DataFrame, n_train: float, n_test: flo
 
 
 def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str, str]], sizes: pd.DataFrame,
-               warnings: list[str], rope: float) -> pd.DataFrame:
+               warnings: list[str], rope: float, split_correlation: float | None = None) -> pd.DataFrame:
     """One row per (cell, head pair, metric, analysis): the columns of ``stats.csv`` (module docstring) but
     the bootstrap's.
 
-    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs.
+    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs. ``split_correlation``: the ``r``
+    of the tests (the grid key of that name); None: each cell's ``n_test / n_train``.
     """
     cells = scores.cells.set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
     rows = []
@@ -149,6 +151,7 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str,
                                                                     sort=False):
         d = group["delta"].to_numpy(dtype=float)
         n_train, n_test = sizes.loc[pair_key, "n_train"], sizes.loc[pair_key, "n_test"]
+        tested = n_test if split_correlation is None else split_correlation * n_train  # the tests read r from it
         cell = cells[pair_key]
         caveat = stats.cross_dataset_caveat(cell["dataset"], cell["test_dataset"])
         paired = paired_runs(scores, pair_key, head_a, head_b, metric)
@@ -166,8 +169,8 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str,
                                  np.nan))
         if d.size >= 2 and n_train > 0 and n_test > 0:
             deltas = complete[["split"]].assign(delta=complete["value_a"] - complete["value_b"])
-            row.update(_test_columns(deltas, n_train, n_test, rope))
-            row["t_corrected"], row["p_corrected"] = stats.corrected_resampled_ttest(d, n_train, n_test)
+            row.update(_test_columns(deltas, n_train, tested, rope))
+            row["t_corrected"], row["p_corrected"] = stats.corrected_resampled_ttest(d, n_train, tested)
             row["p_naive"] = stats.naive_paired_ttest(d)[1]
         elif metric == "srcc":
             warn(warnings, f"{pair_key} {head_a} vs {head_b}: {d.size} complete split(s) or unknown "
@@ -177,7 +180,7 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str,
         row["p_wilcoxon"] = stats.wilcoxon_p(d)
         rows.append(row)
         if failures.failures_a + failures.failures_b and row["test"]:
-            sensitivity = _worst_rank_row(row, paired, n_train, n_test, rope)
+            sensitivity = _worst_rank_row(row, paired, n_train, tested, rope)
             if sensitivity is not None:
                 rows.append(sensitivity)
     out = pd.DataFrame(rows, columns=STATS_COLUMNS[:-len(BOOT_COLUMNS)])

@@ -108,13 +108,13 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
-    """Mean per-split difference (head A - head B) with its corrected-t 95 % CI, one line per cell and pair,
-    over the grey band of practical equivalence (± ROPE) with each comparison's Bayesian verdict.
+    """Mean per-split difference (head A - head B) with the 95 % CI of its test (``test`` column), one line per
+    cell and pair, over the grey band of practical equivalence (± ROPE) with each comparison's Bayesian verdict.
 
     Parameters
     ----------
     rows : pandas.DataFrame
-        ``stats.csv`` rows of one metric (columns pair_key, head_a, head_b, mean_delta, ci_low,
+        ``stats.csv`` rows of one metric (columns pair_key, head_a, head_b, test, mean_delta, ci_low,
         ci_high, significant, n_splits, rope, verdict, mde80).
     metric : str
         Metric name, for the labels.
@@ -151,8 +151,9 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     _few_ticks(ax, n_x=5, n_y=None)
     ax.set_ylim(-0.7, n - 0.3)
     scope = f" ({', '.join(common)})" if common else ""
-    _title(ax, f"Δ test {name} per cell and head pair{scope}:\nmean over splits with the 95 % CI of the corrected "
-               "resampled t-test (unadjusted);\nfilled marker: significant after Holm; [Bayesian verdict; 80 %-power "
+    tests = ", ".join(dict.fromkeys(str(t) for t in rows.get("test", []) if isinstance(t, str) and t)) or "no test"
+    _title(ax, f"Δ test {name} per cell and head pair{scope}:\nmean over splits with the 95 % CI of its test "
+               f"({tests}; unadjusted);\nfilled marker: significant after Holm; [Bayesian verdict; 80 %-power "
                "MDE]", fontsize=10)
     ax.legend(handles=[
         Line2D([], [], marker="D", color=SIGNIFICANT, ls="", label="significant (Holm p < 0.05)"),

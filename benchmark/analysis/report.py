@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +91,8 @@ class ReportResult:
 
 def build_report(grid: str | None = None, tracking_uri: str | None = None, out_dir: Path | None = None,
                  metrics: Sequence[str] = ("srcc", "plcc"), command: str | Sequence[str] | None = None,
-                 pairs: Sequence[tuple[str, str]] | None = None) -> ReportResult:
+                 pairs: Sequence[tuple[str, str]] | None = None,
+                 split_correlation: float | None = None) -> ReportResult:
     """Write the statistics, tables, plots and provenance of a grid.
 
     Parameters
@@ -108,6 +109,9 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         Command line recorded in ``provenance.json`` (default ``sys.argv``).
     pairs : sequence of (str, str), optional
         Head pairs (A, B) to test instead of the grid's ``compare`` list.
+    split_correlation : float, optional
+        The ``r`` of the tests instead of the grid's ``split_correlation`` (default: its value, else each
+        cell's ``n_test / n_train``), for a sensitivity analysis.
 
     Returns
     -------
@@ -135,6 +139,8 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
             raise ReportError(f"--pair names head(s) the grid does not have: {', '.join(unknown_heads)}; "
                               f"heads: {', '.join(record.heads)}")
         record = record.with_compare(tuple(pairs))
+    if split_correlation is not None:
+        record = replace(record, split_correlation=split_correlation)
     out = Path(out_dir) if out_dir is not None else Path("results") / name
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(grid=name, out_dir=out)
@@ -155,7 +161,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
                        "slope plot")
     deltas = paired_deltas(scores, record.compare, metrics)
     sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
-    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record.rope)
+    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record.rope, record.split_correlation)
     splits = shown_splits(scores)
     predictions = load_predictions(client, usable, splits, warnings)
     add_bootstrap(stats_df, predictions, splits, warnings)
@@ -193,7 +199,8 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     files["provenance.json"] = write_provenance(
         out, command if command is not None else sys.argv, grid=name, tracking_uri_kind=uri_kind(uri),
         experiment_id=experiment_id, reference=record.reference, compare=[list(p) for p in record.compare],
-        metrics=list(metrics), rope=record.rope, n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
+        metrics=list(metrics), rope=record.rope, split_correlation=record.split_correlation,
+        n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
         n_missing=result.n_missing, n_pairs=result.n_pairs, n_stats_rows=result.n_stats_rows, warnings=warnings,
         duration_s=round(result.duration_s, 3))
     page = ReportPage(record, stats_df, health, paper, list(files), usable, warnings,

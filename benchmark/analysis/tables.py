@@ -7,8 +7,10 @@
   equivalent to it (Bayesian verdict), ``‡`` where the health check found it below the linear probe.
 * ``summary_dor_variants``: DOR as published (``dor-seed``) vs corrected (``dor``) vs MSE.
 
-Significance is only ever the corrected resampled t-test (Holm-adjusted for the marks); the naive
-t-test and per-split Wilcoxon p-values of ``stats.csv`` are anti-conservative and never mark a table.
+Significance is only ever the primary test of ``stats.csv`` (its ``test`` column: the variance-components
+test, or the corrected resampled t-test it falls back to with one seed per split), Holm-adjusted for the
+marks; the naive t-test and per-split Wilcoxon p-values of ``stats.csv`` are anti-conservative and never
+mark a table.
 """
 
 from __future__ import annotations
@@ -142,10 +144,11 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
     if table["is_reference"].any():
         text += ("; probe (reference): closed-form ridge on the initial backbone's features, not a tested head")
     if reference in set(table["head"]):
-        text += (f"; {DAGGER}: differs from {reference} (corrected resampled t-test, Holm-adjusted p < 0.05 over all "
+        text += (f"; {DAGGER}: differs from {reference} (the test named in stats.csv: variance-components test, "
+                 "or the corrected resampled t-test with one seed per split; Holm-adjusted p < 0.05 over all "
                  f"cells and head pairs of the grid; {UNUSED_TESTS_NOTE})")
         if table["equivalent"].any():
-            text += (f"; {EQUIVALENT}: practically equivalent to {reference} (correlated Bayesian t-test: "
+            text += (f"; {EQUIVALENT}: practically equivalent to {reference} (the test's posterior: "
                      "P(|Δ| within the ROPE) ≥ 0.95)")
     if table["flagged"].any():
         text += f"; {FLAGGED}: below the linear probe (health check): under-trained, read its comparisons with care"
@@ -216,9 +219,10 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         cells = [values["backbone"], values["regime"], values["dataset"],
                  *(f"{values[c]:.3f}" for c in value_columns), *tests]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Means over splits (seeds averaged within a split); p: two-sided corrected resampled t-test on "
-            "per-split SRCC differences, unadjusted (see stats.csv for Holm-adjusted values); verdict: correlated "
-            "Bayesian t-test with the grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else "
+    note = ("Means over splits (seeds averaged within a split); p: two-sided p of the test named in stats.csv "
+            "(variance-components test of the per-run SRCC differences, or the corrected resampled t-test with one "
+            "seed per split), unadjusted (see stats.csv for Holm-adjusted values); verdict: that test's posterior "
+            "with the grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else "
             "undecided); mde80: the smallest true ΔSRCC this grid detects with 80 % power; "
             f"{UNUSED_TESTS_NOTE} (stats.csv lists them as p_naive and p_wilcoxon, for comparison with published "
             "practice only).")
