@@ -373,16 +373,24 @@ def test_health_check_flags_a_head_below_the_probe_only(report, tmp_path):
     assert rows[0][1] == "mse" and rows[0][2].endswith("‡") and not rows[1][2].endswith("‡")
 
 
-def test_a_diverged_run_counts_against_its_head(store, tmp_path):
+def _fail_runs(store, tmp_path, head, splits, reason):
+    """A copy of the store in which the result runs of ``head`` at ``splits`` (first cell) FAILED; its URI
+    and the last run marked."""
     root, _ = store
     shutil.copy(root / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(GRID).experiment_id], max_results=1000)
-    run = next(r for r in runs if r.data.tags["pair_key"] == PAIR_KEYS[0] and r.data.tags["split"] == "3"
-               and r.data.tags["head"] == "dor" and r.data.tags["role"] == "result")
-    client.set_tag(run.info.run_id, "failure", "diverged: 60 non-finite test predictions")
-    client.set_terminated(run.info.run_id, status="FAILED")
+    for split in splits:
+        run = next(r for r in runs if r.data.tags["pair_key"] == PAIR_KEYS[0] and r.data.tags["split"] == split
+                   and r.data.tags["head"] == head and r.data.tags["role"] == "result")
+        client.set_tag(run.info.run_id, "failure", reason)
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return uri, run
+
+
+def test_a_diverged_run_counts_against_its_head(store, tmp_path):
+    uri, run = _fail_runs(store, tmp_path, "dor", ["3"], "diverged: 60 non-finite test predictions")
     result = build_report(GRID, uri, tmp_path / "report")
     assert result.n_missing == 0 and any("failed by their head" in w for w in result.warnings)
     pairs = pd.read_csv(tmp_path / "report" / "pairs.csv")
@@ -456,16 +464,7 @@ def test_two_seeds_get_the_variance_components_test(tmp_path):
 
 
 def test_failures_are_tested_apart_and_scored_as_the_worst_run_in_a_sensitivity_row(store, tmp_path):
-    root, _ = store
-    shutil.copy(root / "mlflow.db", tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(GRID).experiment_id], max_results=1000)
-    for split in ("2", "5"):
-        run = next(r for r in runs if r.data.tags["pair_key"] == PAIR_KEYS[0] and r.data.tags["split"] == split
-                   and r.data.tags["head"] == "mse" and r.data.tags["role"] == "result")
-        client.set_tag(run.info.run_id, "failure", "diverged: non-finite test predictions")
-        client.set_terminated(run.info.run_id, status="FAILED")
+    uri, _ = _fail_runs(store, tmp_path, "mse", ["2", "5"], "diverged: non-finite test predictions")
     result = build_report(GRID, uri, tmp_path / "report")
     stats_csv = pd.read_csv(result.files["stats.csv"])
     rows = stats_csv[(stats_csv["pair_key"] == PAIR_KEYS[0]) & (stats_csv["head_a"] == "dor")

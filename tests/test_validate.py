@@ -44,27 +44,27 @@ def test_invalid_grids_write_nothing(grid_file, tracking_uri, overrides, expecte
     assert _store_untouched(tracking_uri)
 
 
-def test_a_missing_image_is_named_before_anything_runs(grid_file, tracking_uri, tiny_dataset, tmp_path):
+def _with_image(grid_file, tiny_dataset, row, image):
+    """A grid on the tiny dataset with the image of one row replaced."""
     labels = pd.read_csv(tiny_dataset)
-    labels.loc[3, "image"] = str(tmp_path / "gone.png")
-    csv = tmp_path / "broken.csv"
+    labels.loc[row, "image"] = str(image)
+    csv = image.parent / f"labels-{image.stem}.csv"
     labels.to_csv(csv, index=False)
-    path = grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
-    code, err = _run(path, tracking_uri)
+    return grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
+
+
+def test_a_missing_image_is_named_before_anything_runs(grid_file, tracking_uri, tiny_dataset, tmp_path):
+    code, err = _run(_with_image(grid_file, tiny_dataset, 3, tmp_path / "gone.png"), tracking_uri)
     assert code == 1 and "datasets.tiny:" in err and "gone.png" in err
     assert _store_untouched(tracking_uri)
 
 
 def test_images_smaller_than_the_patch_are_named_from_their_headers_before_anything_runs(
         grid_file, tracking_uri, tiny_dataset, tmp_path):
-    labels = pd.read_csv(tiny_dataset)
     Image.new("RGB", (40, 30)).save(tmp_path / "thumb.png")
-    labels.loc[2, "image"] = str(tmp_path / "thumb.png")
-    csv = tmp_path / "small.csv"
-    labels.to_csv(csv, index=False)
-    path = grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}})
-    code, err = _run(path, tracking_uri)
-    assert code == 1 and "datasets.tiny: 1 images are smaller than the 64x64 patch" in err and "thumb.png (40x30)" in err
+    code, err = _run(_with_image(grid_file, tiny_dataset, 2, tmp_path / "thumb.png"), tracking_uri)
+    assert code == 1 and "datasets.tiny: 1 images are smaller than the 64x64 patch" in err
+    assert "thumb.png (40x30)" in err
     assert _store_untouched(tracking_uri)
 
 
