@@ -17,6 +17,7 @@ from benchmark.analysis.comparisons import add_bootstrap
 from benchmark.analysis.report import ReportError, build_report, k_ablation_table
 from benchmark.analysis.report_data import Scores
 from benchmark.analysis.stats import paired_bootstrap_srcc_ci
+from benchmark.cli import main
 from benchmark.schema import PREDICTIONS_ARTIFACT, RunRecord
 from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
 
@@ -456,11 +457,12 @@ def test_two_seeds_get_the_variance_components_test(tmp_path):
     assert row["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + r) + msw / (2 * N_SPLITS)))
     assert row["r"] == pytest.approx(r) and row["mean_delta"] == pytest.approx(d.mean())
     assert row["mde80"] > 0 and row["verdict"] == "a better" and row["significant"]
-    wider = build_report("vc", uri, tmp_path / "r15", split_correlation=1.5)  # a measured, larger r
-    row15 = _row(pd.read_csv(wider.files["stats.csv"]), PAIR_KEYS[0], "dor", "mse")
+    assert main(["report", "--grid", "vc", "--tracking-uri", uri, "--out", str(tmp_path / "r15"),
+                 "--split-correlation", "1.5"]) == 0  # a measured, larger r, from the command line
+    row15 = _row(pd.read_csv(tmp_path / "r15" / "stats.csv"), PAIR_KEYS[0], "dor", "mse")
     assert row15["r"] == 1.5 and row15["n_test"] == row["n_test"]
     assert row15["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + 1.5) + msw / (2 * N_SPLITS)))
-    assert json.loads(wider.files["provenance.json"].read_text())["split_correlation"] == 1.5
+    assert json.loads((tmp_path / "r15" / "provenance.json").read_text())["split_correlation"] == 1.5
 
 
 def test_failures_are_tested_apart_and_scored_as_the_worst_run_in_a_sensitivity_row(store, tmp_path):

@@ -27,7 +27,8 @@ from benchmark.analysis.stats._inputs import StatsInputError, check_set_sizes, f
 from benchmark.analysis.stats.frequentist import corrected_se
 
 DEFAULT_ROPE = 0.01
-"""Half-width of the region of practical equivalence, in SRCC units (DESIGN.md)."""
+"""Half-width of the region of practical equivalence, in SRCC units (grid key `rope`): two heads within
+±0.01 SRCC count as practically equal."""
 VERDICTS = ("a better", "b better", "equivalent", "undecided")
 
 
