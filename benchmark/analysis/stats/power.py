@@ -379,7 +379,7 @@ def mde_vs_splits(
 ) -> pd.DataFrame:
     """The 80 %-power minimum detectable effect for several numbers of splits (and of seeds).
 
-    For a README table "How many splits do I need?". With a plain SD (seeds already averaged) it is the
+    For a table "How many splits and seeds?" (docs/statistics.md). With a plain SD (seeds already averaged) it is the
     corrected test's :func:`mde80`, whose floor ``2.80 sqrt(n_test/n_train) sd`` more splits cannot lower. With
     variance components every (J, S) is tested as :func:`design_table` says: the VC test for ``S >= 2``
     (floor ``2.80 sqrt(r var_split)``, the seed noise averages out), the corrected test with one seed.
