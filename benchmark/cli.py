@@ -11,6 +11,8 @@ import time
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from benchmark.allocator import keep_freed_memory  # noqa: E402  (no torch, no MLflow)
+
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
@@ -249,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("benchmark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    keep_freed_memory()
     if args.command is None:
         parser.print_help()
         return 2

@@ -37,6 +37,7 @@ __all__ = [
     "WeightsFileNotFound",
     "backbone_data_config",
     "create_backbone",
+    "feature_width",
     "lite_checkpoint_path",
     "load_lite_checkpoint",
     "load_weights_file",
@@ -323,6 +324,15 @@ def backbone_data_config(model: nn.Module) -> dict[str, Any]:
     return resolve_data_config({}, model=model)
 
 
+def feature_width(model: nn.Module) -> int:
+    """Width F of the pooled features a backbone created with ``num_classes=0`` returns.
+
+    timm's ``head_hidden_size`` where a model has one (mobilenetv3's 1024-wide head convolution comes after
+    its ``num_features`` = 288 channels), else ``num_features``.
+    """
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """Short SHA-256 of every state-dict tensor (name, dtype, shape and bytes, in order).
 
@@ -352,7 +362,7 @@ class IQAModel(nn.Module):
     backbone : torch.nn.Module
         A timm model created with ``num_classes=0`` (its forward returns pooled features [B, F]).
     head : torch.nn.Module
-        A head taking ``backbone.num_features`` inputs.
+        A head taking :func:`feature_width` ``(backbone)`` inputs.
 
     Raises
     ------
@@ -373,7 +383,7 @@ class IQAModel(nn.Module):
     @property
     def num_features(self) -> int:
         """Width F of the backbone's feature vector."""
-        return int(self.backbone.num_features)
+        return feature_width(self.backbone)
 
     def features(self, x: Tensor) -> Tensor:
         """Backbone features [B, F] of an image batch [B, 3, H, W]."""

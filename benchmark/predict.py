@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.data import DataError, load_at_policy, mean_over_patches, test_patch_positions
 from benchmark.run.bundle import ModelBundle
+from benchmark.run.features import FeatureExtractor
 from benchmark.store import open_client, resolve_tracking_uri
 from benchmark.schema import WEIGHTS_ARTIFACT
 
@@ -41,6 +42,8 @@ class TrainedModel:
 
     def __post_init__(self) -> None:
         self.backbone, self.predictor, self.head = self.bundle.build()
+        frozen = self.bundle.feature_mean is not None
+        self.features = FeatureExtractor(self.backbone, self.bundle.preprocessing) if frozen else None
 
     def patches(self, path: str | Path) -> torch.Tensor:
         """The fixed test patches of one image file, uint8 [n, p, p, 3]."""
@@ -55,11 +58,11 @@ class TrainedModel:
         """Score (MOS scale) and normalised prediction of one image: the mean over its test patches."""
         bundle = self.bundle
         patches = self.patches(path)
-        x = bundle.preprocessing.inputs(patches)
-        if bundle.feature_mean is not None:  # frozen: an image's feature is the mean of its patches' features
-            x = (mean_over_patches(self.backbone(x), len(patches)) - bundle.feature_mean) / bundle.feature_std
+        if self.features is not None:  # frozen: an image's feature is the mean of its patches' features
+            x = (self.features(patches, len(patches)) - bundle.feature_mean) / bundle.feature_std
             u = self.head.predict(self.predictor(x)).float()
         else:
+            x = bundle.preprocessing.inputs(patches)
             u = mean_over_patches(self.head.predict(self.predictor(x)).float(), len(patches))
         value = float(u[0])
         return float(bundle.label_map.to_mos(np.array([value]))[0]), value

@@ -48,7 +48,11 @@ EXPERIMENT_KIND = "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
 
 CURVES = ("train_loss", "val_srcc")
-"""Per-epoch metrics (step = epoch)."""
+"""Per-epoch learning curves (step = epoch)."""
+EPOCH_TIMES = ("train_s", "val_s", "input_wait_s")
+"""Per-epoch wall seconds (step = epoch): training steps, validation, and the part of the training time spent
+waiting for the next batch's inputs (what a faster loader or prefetching could win back). Frozen-regime models
+trained together share their epochs' seconds."""
 PREDICTIONS_ARTIFACT = "predictions.csv"
 """Test predictions: columns ``image, mos, pred, ref`` (``pred`` on the MOS scale, unclamped; ``ref`` the
 image's content group, which the report's bootstrap resamples)."""
@@ -147,6 +151,8 @@ class FitSummary:
     best_val_srcc: float
     train_seconds: float
     nonfinite_batches: int = 0
+    score_seconds: float = math.nan
+    """Seconds scoring the test split (result runs)."""
 
 
 @dataclass(frozen=True)
@@ -288,9 +294,11 @@ class RunRecord:
         """``(name, value, step)`` of every metric: final values at step 0, curves at step = epoch."""
         finals = {test_metric(k): v for k, v in self.test.items()}
         if self.fit is not None:
-            finals.update({k: v for k, v in asdict(self.fit).items() if not (k == "best_epoch" and v < 0)})
+            finals.update({k: v for k, v in asdict(self.fit).items()
+                           if not (k == "best_epoch" and v < 0) and not (isinstance(v, float) and math.isnan(v))})
         points = [(k, float(v), 0) for k, v in finals.items()]
-        points += [(name, float(v), step) for name in CURVES for step, v in enumerate(self.curves.get(name, []))]
+        points += [(name, float(v), step) for name in (*CURVES, *EPOCH_TIMES)
+                   for step, v in enumerate(self.curves.get(name, []))]
         return points
 
     def to_mlflow(self) -> tuple[dict[str, str], dict[str, str], list[tuple[str, float, int]]]:
@@ -317,7 +325,8 @@ class RunRecord:
         fit = None
         if "best_val_srcc" in metrics:
             fit = FitSummary(int(metrics.get("best_epoch", -1)), metrics["best_val_srcc"],
-                             metrics.get("train_seconds", math.nan), int(metrics.get("nonfinite_batches", 0)))
+                             metrics.get("train_seconds", math.nan), int(metrics.get("nonfinite_batches", 0)),
+                             metrics.get("score_seconds", math.nan))
         named = set(SIZE_COLUMNS) | {"tuning", TRIAL_SCORES_PARAM}
         settings = {k: v for k, v in params.items()
                     if k not in named and not k.startswith((_HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX,
@@ -472,7 +481,7 @@ def _int(text: str | None) -> int:
         return -1
 
 
-__all__ = ["BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams", "CONFIG_ARTIFACT", "CURVES", "Cell", "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EXPIRED",
+__all__ = ["BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams", "CONFIG_ARTIFACT", "CURVES", "Cell", "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EPOCH_TIMES", "EXPIRED",
            "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILURE_TAG", "FIT_COLUMNS", "FitSummary", "GRID_TAG",
            "GridRecord", "HEAD_PARAM_PREFIX", "HeadRecord", "PARENT_TAG", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS",
            "PROBE_HEAD", "ROLE_REFERENCE", "ROLE_RESULT", "ROLE_TRIAL", "RunRecord", "SIZE_COLUMNS", "SOURCE", "Sizes",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -50,6 +51,7 @@ from benchmark.schema import (
     ROLE_TRIAL,
     BackboneParams,
     Cell,
+    EPOCH_TIMES,
     DatasetRef,
     FitSummary,
     RunRecord,
@@ -68,8 +70,10 @@ VAL_NOISE = 0.01
 SHARED_ERROR = 0.8
 """Fraction of the prediction-error variance shared by the heads of a cell."""
 EPOCHS = 20
+EPOCH_SECONDS = 0.2
+"""Training seconds of a synthetic epoch (validation takes a quarter of it; scoring the test split too)."""
 IMAGES_PER_REF = 10
-"""Images of the pool per pseudo-reference (the ``ref`` column of predictions.csv, for the grouped bootstrap)."""
+"""Images of the pool per pseudo-reference (the ``ref`` column of predictions.csv)."""
 DEFAULT_TUNING = (3.0e-4, 1.0e-3, 3.0e-3)
 _K_SUFFIX = re.compile(r"^(?P<type>.+)-k(?P<k>\d+)$")
 
@@ -131,13 +135,16 @@ def _test_set(seed: int, dataset: str, test_dataset: str, split: int, n_test: in
 
 
 def _curves(rng: np.random.Generator, final_srcc: float, head_type: str) -> dict[str, list[float]]:
-    """Plausible per-epoch validation SRCC (saturating) and training loss (decaying) curves."""
+    """Plausible per-epoch validation SRCC (saturating) and training loss (decaying) curves, and fixed
+    per-epoch seconds (:data:`~benchmark.schema.EPOCH_TIMES`)."""
     epochs = np.arange(EPOCHS)
     tau = rng.uniform(2.0, 5.0)
     val = final_srcc * (1.0 - 0.6 * np.exp(-epochs / tau)) + rng.normal(0.0, 0.008, EPOCHS)
     start = 0.35 if head_type == "mse" else 4.0
     loss = start * (0.25 + 0.75 * np.exp(-epochs / tau)) * np.exp(rng.normal(0.0, 0.02, EPOCHS))
-    return {"val_srcc": val.tolist(), "train_loss": loss.tolist()}
+    seconds = dict(zip(EPOCH_TIMES, (EPOCH_SECONDS, EPOCH_SECONDS / 4, 0.0), strict=True))
+    return {"val_srcc": val.tolist(), "train_loss": loss.tolist(),
+            **{name: [value] * EPOCHS for name, value in seconds.items()}}
 
 
 class _Writer:
@@ -198,7 +205,8 @@ class _Writer:
         trial = self.trials[chosen]
         scores = {t.key: f.best_val_srcc for t, f in zip(self.trials, fits)} if len(self.trials) > 1 else {}
         result = self.record(cell, spec, ROLE_RESULT, n_test, trial=trial.key, tuned=trial.values,
-                             trial_scores=scores, fit=fits[chosen], curves=curves[chosen], test=metrics)
+                             trial_scores=scores, fit=replace(fits[chosen], score_seconds=EPOCH_SECONDS / 4),
+                             curves=curves[chosen], test=metrics)
         parent = self.write(result, predictions)
         if len(self.trials) > 1:
             for index, other in enumerate(self.trials):

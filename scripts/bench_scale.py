@@ -332,13 +332,13 @@ def frozen_backbone(name: str):
 
 def stage_features(args: argparse.Namespace, labels: pd.DataFrame) -> dict[str, object]:
     from benchmark.data import cache_root
-    from benchmark.run.features import Preprocessing, cached_features
+    from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
 
     shutil.rmtree(cache_root() / "features", ignore_errors=True)
     policy = default_policy(args.dataset)
     backbone, digest = frozen_backbone(args.backbone)
-    prep = Preprocessing.for_backbone(backbone)
-    features = cached_features(backbone, args.backbone, digest, args.dataset, labels, policy, prep, "cpu")
+    extractor = FeatureExtractor(backbone, Preprocessing.for_backbone(backbone))
+    features = cached_features(extractor, args.backbone, digest, args.dataset, labels, policy)
     return {"items": len(labels), "unit": "images", "patches": len(labels) * policy.test_patches,
             "backbone": args.backbone, "feature_shape": list(features.shape),
             "disk_bytes": folder_bytes(cache_root() / "features")}
@@ -349,14 +349,15 @@ def stage_cell(args: argparse.Namespace, labels: pd.DataFrame) -> dict[str, obje
 
     from benchmark.config import TrainSettings
     from benchmark.heads import get_head
-    from benchmark.run.features import Preprocessing, cached_features
+    from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
     from benchmark.run.probe import fit_probe
     from benchmark.run.regimes import FeatureSource, frozen_model, frozen_trunk
     from benchmark.run.training import epoch_orders, fit, predict_u
 
     backbone, digest = frozen_backbone(args.backbone)
-    features = cached_features(backbone, args.backbone, digest, args.dataset, labels, default_policy(args.dataset),
-                               Preprocessing.for_backbone(backbone), "cpu")  # cached by the features stage
+    extractor = FeatureExtractor(backbone, Preprocessing.for_backbone(backbone))
+    features = cached_features(extractor, args.backbone, digest, args.dataset, labels,
+                               default_policy(args.dataset))  # cached by the features stage
     start = time.perf_counter()
     parts = make_split(labels, seed=0)
     train_idx, val_idx, test_idx = (np.array(parts[name].index) for name in ("train", "val", "test"))

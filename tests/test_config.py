@@ -145,3 +145,15 @@ def test_resolved_yaml_round_trips():
     grid = parse_grid(MINIMAL)
     again = yaml.safe_load(grid.to_yaml())
     assert again["name"] == "g" and again["heads"][1]["hparams"] == {"num_bins": 8}
+
+
+def test_the_calibration_pool_runs_the_livec_recipe():
+    from benchmark.heads import list_heads
+
+    livec, pool = load_grid("livec"), load_grid("livec-pool")
+    assert sorted(h.type for h in livec.heads) == sorted(list_heads())  # every registered head
+    same = ("training", "tuning", "image_policies", "hidden", "dropout", "label_norm", "split_fractions", "datasets",
+            "regime", "rope")
+    assert {key: getattr(pool, key) for key in same} == {key: getattr(livec, key) for key in same}
+    assert all(head in livec.heads for head in pool.heads) and set(pool.backbones) <= set(livec.backbones)
+    assert len(pool.cells()) == 200 * 2 and len(livec.cells()) == 3 * 10 * 2

@@ -68,7 +68,8 @@ def test_to_float_chw_and_normalize_known_values() -> None:
     batch[..., 1] = torch.arange(6, dtype=torch.uint8)[:, None]
     batch[1, ..., 2] = 255
     out = to_float_chw(batch)
-    assert out.shape == (2, 3, 6, 8) and out.dtype == torch.float32 and out.is_contiguous()
+    assert out.shape == (2, 3, 6, 8) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the patches' own layout: no transposing copy
     assert (out[0, 0, 0] * 255).round().tolist() == list(range(8))
     assert (out[0, 1, :, 0] * 255).round().tolist() == list(range(6))
     assert (out[1, 2] == 1.0).all() and (out[0, 2] == 0.0).all()

@@ -13,10 +13,8 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.analysis.comparisons import add_bootstrap
 from benchmark.analysis.report import ReportError, build_report, k_ablation_table
 from benchmark.analysis.report_data import Scores
-from benchmark.analysis.stats import paired_bootstrap_srcc_ci
 from benchmark.cli import main
 from benchmark.schema import PREDICTIONS_ARTIFACT, RunRecord
 from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
@@ -54,10 +52,10 @@ def stats_csv(report):
     return pd.read_csv(report.out_dir / "stats.csv")
 
 
-def _row(stats_csv, pair_key, head_a, head_b, metric="srcc"):
+def _row(stats_csv, pair_key, head_a, head_b, metric="srcc", target="dataset"):
     rows = stats_csv[(stats_csv["pair_key"] == pair_key) & (stats_csv["head_a"] == head_a)
                      & (stats_csv["head_b"] == head_b) & (stats_csv["metric"] == metric)
-                     & (stats_csv["analysis"] == "complete-case")]
+                     & (stats_csv["analysis"] == "complete-case") & (stats_csv["target"] == target)]
     assert len(rows) == 1
     return rows.iloc[0]
 
@@ -76,11 +74,12 @@ def test_every_file_is_written(report):
     assert len(runs) == 60 + 20 and (runs["role"] == "reference").sum() == 20  # results and one probe per cell
 
 
-def test_stats_rows_cover_every_cell_pair_and_metric(stats_csv):
-    assert len(stats_csv) == 12
-    expected = {(p, a, b, m) for p in PAIR_KEYS for a, b in [("dor", "mse"), ("dor-seed", "mse"), ("dor", "dor-seed")]
-                for m in ("srcc", "plcc")}
-    assert set(zip(stats_csv["pair_key"], stats_csv["head_a"], stats_csv["head_b"], stats_csv["metric"])) == expected
+def test_stats_rows_cover_every_cell_pair_metric_and_target(stats_csv):
+    assert len(stats_csv) == 24
+    expected = {(p, a, b, m, t) for p in PAIR_KEYS for a, b in [("dor", "mse"), ("dor-seed", "mse"), ("dor", "dor-seed")]
+                for m in ("srcc", "plcc") for t in ("dataset", "population")}
+    assert set(zip(stats_csv["pair_key"], stats_csv["head_a"], stats_csv["head_b"], stats_csv["metric"],
+                   stats_csv["target"])) == expected
     assert (stats_csv["n_splits"] == N_SPLITS).all()
     assert (stats_csv["n_train"] == 3 * N_TEST).all() and (stats_csv["n_test"] == N_TEST).all()
 
@@ -88,18 +87,20 @@ def test_stats_rows_cover_every_cell_pair_and_metric(stats_csv):
 @pytest.mark.parametrize("pair_key", PAIR_KEYS)
 def test_strong_effect_is_found_and_its_ci_holds_the_truth(stats_csv, pair_key):
     row = _row(stats_csv, pair_key, "dor", "mse")
-    assert row["ci_low"] < 0.05 < row["ci_high"] and row["p_corrected"] < 0.01
-    assert row["test"] == "corrected" and "one seed per split" in row["test_note"]  # S = 1: the fallback
-    assert row["p"] == row["p_corrected"] and row["analysis"] == "complete-case"
+    population = _row(stats_csv, pair_key, "dor", "mse", target="population")
+    assert row["test"] == "paired-t" and row["r"] == 0 and row["ci_low"] < 0.05 < row["ci_high"] and row["p"] < 0.01
+    assert population["test"] == "corrected" and "one seed per split" in population["test_note"]  # S = 1
+    assert population["p"] == population["p_corrected"] and row["analysis"] == "complete-case"
+    assert row["p"] < population["p"]  # the extrapolation is the wider claim
     assert row["mean_delta"] == pytest.approx(0.05, abs=0.01)
-    assert row["p_naive"] < row["p_corrected"]  # the correction is more conservative
-    assert row["boot_ci_low"] < row["boot_ci_high"] and row["boot_ci_high"] > 0
     assert row["verdict"] == "a better" and row["p_above"] > 0.95 and 0 < row["mde80"] < 0.05
+    assert row["mde80_low"] < row["mde80"] < row["mde80_high"] and np.isnan(row["r_star_significance"])
     if pair_key == PAIR_KEYS[0]:
         assert row["significant"] and row["p_holm"] < 0.01 and not row["descriptive"]
+        assert population["r_star_significance"] > population["r"]  # the population test holds up to r*
     else:  # one fixed test set in every split: descriptive only, outside the Holm family, never marked
         assert row["descriptive"] and not row["significant"] and np.isnan(row["p_holm"])
-        assert "cross-dataset cell" in row["caveat"]
+        assert "cross-dataset cell" in row["caveat"] and np.isnan(population["r_star_significance"])
 
 
 @pytest.mark.parametrize("pair_key", PAIR_KEYS)
@@ -113,18 +114,23 @@ def test_null_effect_is_near_zero_and_not_significant(stats_csv, pair_key):
     assert row["rope"] == 0.01 and row["n_seeds"] == 1 and np.isnan(row["var_seed"])
 
 
-def test_corrected_t_and_ci_match_the_hand_formula(report, stats_csv):
+def test_both_targets_match_their_hand_formulas(report, stats_csv):
     pairs = pd.read_csv(report.out_dir / "pairs.csv")
     d = pairs[(pairs["pair_key"] == PAIR_KEYS[0]) & (pairs["head_a"] == "dor") & (pairs["head_b"] == "mse")
               & (pairs["metric"] == "srcc")].sort_values("split")["delta"].to_numpy()
     assert d.size == N_SPLITS
-    se = np.sqrt((1 / N_SPLITS + N_TEST / (3 * N_TEST)) * d.var(ddof=1))
-    row = _row(stats_csv, PAIR_KEYS[0], "dor", "mse")
-    assert row["t_corrected"] == pytest.approx(d.mean() / se)
-    assert row["ci_high"] - row["mean_delta"] == pytest.approx(2.2621571627 * se)  # t_{0.975, 9}
-    # The CI excludes 0 exactly when the corrected test rejects at 5 %.
-    excludes_zero = (stats_csv["ci_low"] > 0) | (stats_csv["ci_high"] < 0)
-    assert excludes_zero.tolist() == (stats_csv["p_corrected"] < 0.05).tolist()
+    dataset = _row(stats_csv, PAIR_KEYS[0], "dor", "mse")  # the paired t-test on the split means
+    se = d.std(ddof=1) / np.sqrt(N_SPLITS)
+    assert dataset["se_mean"] == pytest.approx(se) and dataset["t"] == pytest.approx(d.mean() / se)
+    assert dataset["ci_high"] - dataset["mean_delta"] == pytest.approx(2.2621571627 * se)  # t_{0.975, 9}
+    population = _row(stats_csv, PAIR_KEYS[0], "dor", "mse", target="population")
+    corrected = np.sqrt((1 / N_SPLITS + N_TEST / (3 * N_TEST)) * d.var(ddof=1))
+    assert population["t_corrected"] == pytest.approx(d.mean() / corrected)
+    assert population["ci_high"] - population["mean_delta"] == pytest.approx(2.2621571627 * corrected)
+    # Each target's interval excludes 0 exactly when its test rejects at 5 %.
+    for _, rows in stats_csv.groupby("target"):
+        excludes_zero = (rows["ci_low"] > 0) | (rows["ci_high"] < 0)
+        assert excludes_zero.tolist() == (rows["p"] < 0.05).tolist()
 
 
 def test_pairs_average_runs_and_take_differences(report):
@@ -139,18 +145,12 @@ def test_pairs_average_runs_and_take_differences(report):
     assert np.allclose(pairs["delta"], pairs["value_a"] - pairs["value_b"])
 
 
-def test_holm_is_statsmodels_holm_over_the_within_dataset_cells(stats_csv):
-    for _, rows in stats_csv.groupby("metric"):
+def test_holm_is_statsmodels_holm_over_the_within_dataset_cells_per_target_and_metric(stats_csv):
+    for _, rows in stats_csv.groupby(["target", "metric"]):
         family = rows[~rows["descriptive"]]
+        assert len(family) == 3
         assert np.allclose(family["p_holm"], multipletests(family["p"], method="holm")[1])
         assert rows.loc[rows["descriptive"], "p_holm"].isna().all()
-
-
-def test_bootstrap_uses_the_first_complete_split_whatever_the_scores(stats_csv):
-    for pair_key in PAIR_KEYS:
-        rows = stats_csv[stats_csv["pair_key"] == pair_key]
-        assert (rows.loc[rows["metric"] == "srcc", "boot_split"] == 0).all()
-        assert rows.loc[rows["metric"] == "plcc", "boot_ci_low"].isna().all()
 
 
 def _latex_rows(text):
@@ -296,51 +296,6 @@ def test_k_ablation_table_reads_the_logged_number_of_bins():
     assert k_ablation_table(Scores.of(same), same).empty
 
 
-def test_cell_bootstrap_equals_the_per_pair_bootstrap(report, store, stats_csv, tmp_path):
-    runs = pd.read_csv(report.out_dir / "runs.csv")
-    runs = runs[runs["role"] == "result"]
-    row = _row(stats_csv, PAIR_KEYS[1], "dor", "mse")
-    client = MlflowClient(store[1])
-    frames = {}
-    for head in ("dor", "mse"):
-        run_id = runs[(runs["pair_key"] == PAIR_KEYS[1]) & (runs["head"] == head)
-                      & (runs["split"] == row["boot_split"])]["run_id"].item()
-        frames[head] = pd.read_csv(client.download_artifacts(run_id, "predictions.csv", str(tmp_path)))
-    assert (frames["dor"]["image"] == frames["mse"]["image"]).all()
-    low, high = paired_bootstrap_srcc_ci(frames["dor"]["mos"], frames["dor"]["pred"], frames["mse"]["pred"],
-                                         groups=frames["dor"]["ref"])
-    assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx((low, high))
-    wider = paired_bootstrap_srcc_ci(frames["dor"]["mos"], frames["dor"]["pred"], frames["mse"]["pred"])
-    assert (low, high) != pytest.approx(wider)  # references resampled, not images
-
-
-def test_add_bootstrap_aligns_on_image_and_skips_constant_heads():
-    rng = np.random.default_rng(0)
-    images = [f"img{i}.png" for i in range(30)]
-    mos = rng.uniform(1, 5, 30)
-    preds = {"mse": mos + rng.normal(0, 0.5, 30), "dor": mos + rng.normal(0, 0.3, 30), "dor-seed": np.full(30, 3.0)}
-    frames = {("cell", h): pd.DataFrame({"image": images, "mos": mos, "pred": p}) for h, p in preds.items()}
-    frames[("cell", "dor")] = frames[("cell", "dor")].iloc[::-1]  # another row order: merged on image
-    stats_df = pd.DataFrame({"pair_key": "cell", "head_a": ["dor", "dor-seed", "dor"], "head_b": "mse",
-                             "metric": ["srcc", "srcc", "plcc"]})
-    warnings = []
-    add_bootstrap(stats_df, frames, pd.Series({"cell": 4}), warnings)
-    boot = stats_df[["boot_split", "boot_ci_low", "boot_ci_high"]]
-    # The merged rows follow the first head's file (dor, reversed); mse's rows must be matched to them.
-    expected = paired_bootstrap_srcc_ci(mos[::-1], preds["dor"][::-1], preds["mse"][::-1])
-    assert boot.iloc[0].tolist() == pytest.approx([4, *expected])
-    assert boot.iloc[1:].isna().all().all()  # constant dor-seed; plcc rows get no bootstrap
-    assert warnings == [
-        "cell: predictions.csv names no references; the bootstrap resamples images, which understates the spread "
-        "when test images share references",
-        "cell: no bootstrap CI for dor-seed vs mse (predictions at the chosen split missing or constant)"]
-    frames[("cell", "mse")] = frames[("cell", "mse")].assign(mos=mos + 1.0)
-    warnings.clear()
-    add_bootstrap(stats_df, frames, pd.Series({"cell": 4}), warnings)
-    assert stats_df["boot_ci_low"].isna().all()
-    assert len(warnings) == 1 and "do not share the same images and MOS" in warnings[0]
-
-
 def test_synthetic_runs_carry_predictions_that_match_their_metrics(store, tmp_path):
     client = MlflowClient(store[1])
     experiment_id = client.get_experiment_by_name(GRID).experiment_id
@@ -406,9 +361,9 @@ def test_a_diverged_run_counts_against_its_head(store, tmp_path):
     assert rows[1][1] == "dor" and rows[1][2].endswith("[1 failed]")
 
 
-def test_critical_difference_needs_ten_independent_blocks_and_a_friedman_rejection(tmp_path):
+def test_critical_difference_needs_ten_independent_dataset_blocks_and_a_friedman_rejection(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    datasets = ["live", "csiq", "tid2013", "kadid10k", "koniq10k"]
+    datasets = ["live", "csiq", "tid2013", "kadid10k", "koniq10k", "livec", "spaq", "bundled", "pipal", "flive"]
     backbones = ["efficientnet_lite0", "resnet50"]
     write_synthetic_grid(uri, "ten", backbones, HEADS, datasets, 3, 1, EFFECT, 30, seed=2, probe_effect=None)
     result = build_report("ten", uri, tmp_path / "report")
@@ -425,16 +380,17 @@ def test_critical_difference_needs_ten_independent_blocks_and_a_friedman_rejecti
     client = MlflowClient(uri)
     usable = usable_runs(load_runs(client, client.get_experiment_by_name("ten").experiment_id), [])
     blocks = rank_blocks(Scores.of(usable), [])
-    assert blocks.shape == (10, 3)  # one block per (backbone, dataset), not 30 (cell, split) blocks
+    assert blocks.shape == (10, 3)  # one block per dataset (backbones averaged), not 20 (backbone, dataset) blocks
     warnings = []
-    assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:4])]), warnings) is None
+    assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:8])]), warnings) is None
     assert "only 8 complete" in warnings[0] and "not independent blocks" in warnings[0]
 
 
 def test_no_critical_difference_diagram_when_friedman_does_not_reject(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    write_synthetic_grid(uri, "null", ["efficientnet_lite0", "resnet50"], HEADS,
-                         ["live", "csiq", "tid2013", "kadid10k", "koniq10k"], 3, 1, {}, 30, seed=3, probe_effect=None)
+    write_synthetic_grid(uri, "null", ["efficientnet_lite0"], HEADS,
+                         ["live", "csiq", "tid2013", "kadid10k", "koniq10k", "livec", "spaq", "bundled", "pipal",
+                          "flive"], 3, 1, {}, 30, seed=3, probe_effect=None)
     result = build_report("null", uri, tmp_path / "report")
     assert "critical_difference.png" not in result.files and "ranks.csv" in result.files
     assert any("no evidence that the heads differ" in w for w in result.warnings)
@@ -445,8 +401,9 @@ def test_two_seeds_get_the_variance_components_test(tmp_path):
     write_synthetic_grid(uri, "vc", ["efficientnet_lite0"], HEADS, ["bundled"], N_SPLITS, 2, EFFECT, N_TEST, seed=4)
     result = build_report("vc", uri, tmp_path / "report")
     stats_csv = pd.read_csv(result.files["stats.csv"])
-    assert (stats_csv["test"] == "vc-worst-share").all() and (stats_csv["n_seeds"] == 2).all()
-    row = _row(stats_csv, PAIR_KEYS[0], "dor", "mse")
+    population = stats_csv[stats_csv["target"] == "population"]
+    assert (population["test"] == "vc-worst-share").all() and (stats_csv["n_seeds"] == 2).all()
+    row = _row(stats_csv, PAIR_KEYS[0], "dor", "mse", target="population")
     runs = pd.read_csv(result.files["runs.csv"])
     runs = runs[runs["role"] == "result"].pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
     d = (runs["dor"] - runs["mse"]).unstack("seed").to_numpy()  # J x S
@@ -459,7 +416,7 @@ def test_two_seeds_get_the_variance_components_test(tmp_path):
     assert row["mde80"] > 0 and row["verdict"] == "a better" and row["significant"]
     assert main(["report", "--grid", "vc", "--tracking-uri", uri, "--out", str(tmp_path / "r15"),
                  "--split-correlation", "1.5"]) == 0  # a measured, larger r, from the command line
-    row15 = _row(pd.read_csv(tmp_path / "r15" / "stats.csv"), PAIR_KEYS[0], "dor", "mse")
+    row15 = _row(pd.read_csv(tmp_path / "r15" / "stats.csv"), PAIR_KEYS[0], "dor", "mse", target="population")
     assert row15["r"] == 1.5 and row15["n_test"] == row["n_test"]
     assert row15["se_mean"] == pytest.approx(np.sqrt(var_split * (1 / N_SPLITS + 1.5) + msw / (2 * N_SPLITS)))
     assert json.loads((tmp_path / "r15" / "provenance.json").read_text())["split_correlation"] == 1.5
@@ -470,10 +427,11 @@ def test_failures_are_tested_apart_and_scored_as_the_worst_run_in_a_sensitivity_
     result = build_report(GRID, uri, tmp_path / "report")
     stats_csv = pd.read_csv(result.files["stats.csv"])
     rows = stats_csv[(stats_csv["pair_key"] == PAIR_KEYS[0]) & (stats_csv["head_a"] == "dor")
-                     & (stats_csv["head_b"] == "mse") & (stats_csv["metric"] == "srcc")].set_index("analysis")
+                     & (stats_csv["head_b"] == "mse") & (stats_csv["metric"] == "srcc")
+                     & (stats_csv["target"] == "dataset")].set_index("analysis")
     primary, worst = rows.loc["complete-case"], rows.loc["worst-rank"]
     assert (primary["failures_a"], primary["failures_b"], primary["n_splits"]) == (0, 2, N_SPLITS - 2)
-    assert primary["p_failures"] == pytest.approx(0.5)  # exact McNemar: 2 discordant pairs, both one way
+    assert primary["p_failures"] == pytest.approx(0.5)  # exact sign test: 2 discordant splits, both one way
     assert worst["n_splits"] == N_SPLITS and worst["descriptive"] and np.isnan(worst["p_holm"])
     assert worst["mean_delta"] > primary["mean_delta"]  # mse's failures now count as its worst runs
     parser = _Cells("verdicts")
@@ -515,7 +473,7 @@ def test_html_report_shows_the_numbers_of_stats_csv(report, stats_csv):
     text = (report.out_dir / "report.html").read_text()
     parser = _Cells("verdicts")
     parser.feed(text)
-    srcc = stats_csv[stats_csv["metric"] == "srcc"]
+    srcc = stats_csv[(stats_csv["metric"] == "srcc") & (stats_csv["target"] == "dataset")]
     rows, pair_key = [], None
     for row in parser.rows:
         if set(row) == {"pair_key"}:
@@ -532,14 +490,25 @@ def test_html_report_shows_the_numbers_of_stats_csv(report, stats_csv):
         assert (low, high) == pytest.approx((expected["ci_low"], expected["ci_high"]), abs=5e-4)
         below, rope, above = (float(v) for v in row["posterior"].split("/"))
         assert (below, rope, above) == pytest.approx(tuple(expected[["p_below", "p_rope", "p_above"]]), abs=5e-3)
-        assert row["verdict"].startswith(expected["verdict"]) and float(row["mde80"]) == pytest.approx(
-            expected["mde80"], abs=5e-4)
-        assert row["test"] == expected["test"]
+        assert row["verdict"].startswith(expected["verdict"]) and float(row["p"]) == pytest.approx(
+            expected["p"], rel=0.05)
     assert parser.images and all((report.out_dir / image).is_file() for image in parser.images)
     assert "http://" not in text and "https://" not in text  # self-contained: nothing fetched
     health = _Cells("probe")
     health.feed(text)
     assert len([r for r in health.rows if r]) == 2 * len(HEADS)
+    blind = _Cells("blind")
+    blind.feed(text)
+    dataset = stats_csv[(stats_csv["metric"] == "srcc") & (stats_csv["target"] == "dataset") & ~stats_csv["descriptive"]]
+    assert [float(r["mde80"]) for r in blind.rows if r] == pytest.approx(dataset["mde80"].tolist(), abs=5e-4)
+    population = _Cells("population")
+    population.feed(text)
+    shown = [r for r in population.rows if r]
+    expected = stats_csv[(stats_csv["metric"] == "srcc") & (stats_csv["target"] == "population")
+                         & ~stats_csv["descriptive"]]
+    assert [float(r["r"]) for r in shown] == pytest.approx(expected["r"].tolist(), abs=5e-3)
+    assert [r["r_star_verdict"] for r in shown] == [
+        "never" if np.isinf(v) else f"{v:.2g}" for v in expected["r_star_verdict"]]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (apt-get install chromium)")

@@ -83,3 +83,40 @@ def test_dry_run_lists_the_problems_beside_the_plan(grid_file, tracking_uri, cap
     out, err = capsys.readouterr()
     assert "test_resnet|tiny->tiny|frozen|split0|seed0" in out and "image policies" in out
     assert "backbones.efficientnet_lite9: timm knows no model of that name" in err
+
+
+def _with_images(grid_file, tiny_dataset, replaced, **overrides):
+    """A grid on the tiny dataset with the images of some rows replaced ({row: path})."""
+    labels = pd.read_csv(tiny_dataset)
+    for row, image in replaced.items():
+        labels.loc[row, "image"] = str(image)
+    csv = next(iter(replaced.values())).parent / "labels-replaced.csv"
+    labels.to_csv(csv, index=False)
+    return grid_file(custom_datasets={"tiny": {"csv": str(csv), "higher_is_better": True, "scale": [1, 5]}},
+                     **overrides)
+
+
+def test_every_file_with_an_unreadable_header_is_named_before_anything_runs(grid_file, tracking_uri, tiny_dataset,
+                                                                             tmp_path):
+    noise = {row: tmp_path / f"noise{row}.jpg" for row in (4, 9)}
+    for path in noise.values():
+        path.write_bytes(os.urandom(3000))
+    code, err = _run(_with_images(grid_file, tiny_dataset, noise), tracking_uri)
+    assert code == 1 and "cannot run; nothing was started" in err and "2 image file(s) cannot be decoded" in err
+    assert all(str(path) in err for path in noise.values())
+    assert _store_untouched(tracking_uri)
+
+
+def test_truncated_images_stop_a_grid_of_several_cells_before_any_run_naming_every_one(grid_file, tracking_uri,
+                                                                                     tiny_dataset, tmp_path):
+    labels = pd.read_csv(tiny_dataset)
+    cut = {row: tmp_path / f"cut{row}.png" for row in (5, 11)}  # headers intact: they pass the header check
+    for row, path in cut.items():
+        path.write_bytes(open(labels["image"][row], "rb").read()[:3000])
+    path = _with_images(grid_file, tiny_dataset, cut, splits=2, seeds=[0, 1])
+    code, err = _run(path, tracking_uri)
+    assert code == 1 and "cannot run; no run was started" in err and "2 image file(s) cannot be decoded" in err
+    assert all(f"{image}: " in err for image in cut.values()) and "truncated" in err
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []

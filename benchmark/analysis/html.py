@@ -1,8 +1,9 @@
 """``report.html``: a grid's answer on one self-contained page (inline CSS, the report's PNGs beside it).
 
-Top-down: the question and the grid in a sentence; a verdict per cell and compared pair (the difference,
-its interval, the posterior mass below / inside / above the ROPE drawn as a bar, the verdict, the smallest
-effect the grid could detect, failures); what the grid could not have seen, in words; the health check
+Top-down: the question and the grid in a sentence; a verdict per cell and compared pair for the dataset
+target (the difference, its interval, the posterior mass below / inside / above the ROPE drawn as a bar,
+the verdict, p, failures), then the population extrapolation with its assumed r and break-even r*; what
+the grid could not have seen (MDE80 against the ROPE, one table); the health check
 (heads against the linear probe, tuning selections against the budget's edges); the plots; the per-cell
 tables; warnings; provenance and the MLflow experiment and run ids. Every number is formatted from the
 same frames the CSV files are written from (``stats.csv``, ``health.csv``, ``table_*.csv``), never computed
@@ -22,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.analysis.comparisons import WORST_RANK, primary_rows
+from benchmark.analysis.stats import DATASET, POPULATION
 from benchmark.schema import GridRecord
 
 PAGE = "report.html"
@@ -44,6 +46,13 @@ th { background: #f4f6f7; white-space: nowrap; } tr.group th { background: #fff;
   border: 1px solid #e5e8e8; } figcaption { color: #5d6d7e; font-size: 0.9em; }
 details { margin: 0.6em 0; } summary { cursor: pointer; color: #2e86c1; } code { font-size: 0.92em; }
 ul.warnings li { margin-bottom: 0.3em; }
+@media (max-width: 720px) {
+  table.stack, table.stack tbody, table.stack tr, table.stack td { display: block; width: auto; }
+  table.stack tr:first-child { display: none; } table.stack tr { border-bottom: 1px solid #aab7b8; padding: 0.3em 0; }
+  table.stack tr.group { display: block; border: 0; } table.stack td { border: 0; padding: 0.1em 0.4em;
+    text-align: left; white-space: normal; }
+  table.stack td[data-label]::before { content: attr(data-label) ": "; color: #5d6d7e; font-weight: 400; }
+}
 """
 FIGURES = {
     "forest_srcc.png": "Each compared pair: the mean per-split ΔSRCC with its interval, over the ROPE band.",
@@ -52,7 +61,7 @@ FIGURES = {
     "scatter.png": "Test predictions against MOS on one split (the first every head ran).",
     "learning_curves.png": "Validation SRCC and training loss per epoch (first split, lowest seed).",
     "k_ablation.png": "Test SRCC against the number of bins K.",
-    "critical_difference.png": "Average ranks over independent (backbone, dataset) blocks.",
+    "critical_difference.png": "Average ranks over independent dataset blocks (backbones averaged).",
 }
 
 
@@ -86,8 +95,9 @@ def _cell(pair_key: str) -> str:
     return pair_key.replace("|", " · ").replace("->", "→")
 
 
-def _td(column: str, text: str, css: str = "num") -> str:
-    return f'<td class="{css}" data-col="{column}">{text}</td>'
+def _td(column: str, text: str, css: str = "num", label: str = "") -> str:
+    labelled = f' data-label="{_e(label)}"' if label else ""
+    return f'<td class="{css}" data-col="{column}"{labelled}>{text}</td>'
 
 
 def _grid_sentence(page: ReportPage) -> str:
@@ -114,66 +124,109 @@ def _bar(row: pd.Series) -> str:
             f'the ROPE) / P(A better beyond the ROPE)">{spans}</div>')
 
 
+def _interval(row: pd.Series) -> str:
+    return f"[{_num(row['ci_low'], signed=True)}, {_num(row['ci_high'], signed=True)}]"
+
+
+def _p(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.2g}"
+
+
 def _verdict_rows(stats: pd.DataFrame) -> str:
     rows = []
     for pair_key, group in stats.groupby("pair_key", sort=False):
-        rows.append(f'<tr class="group"><th colspan="9" data-col="pair_key">{_e(_cell(pair_key))}</th></tr>')
+        rows.append(f'<tr class="group"><th colspan="8" data-col="pair_key">{_e(_cell(pair_key))}</th></tr>')
         for _, row in group.iterrows():
             descriptive = bool(row.get("descriptive", False))
             verdict = _e(row.get("verdict") or "no test") + (" (descriptive)" if descriptive else "")
             sensitivity = row.get("analysis") == WORST_RANK
             label = f"{_e(row['head_a'])} − {_e(row['head_b'])}" + (
                 '<br><span class="muted">failed runs as the worst run</span>' if sensitivity else "")
+            failures = f"{int(row['failures_a'])} / {int(row['failures_b'])}" + (
+                f" (p = {row['p_failures']:.2g})" if row["failures_a"] + row["failures_b"] else "")
             rows.append(
-                "<tr>" + f'<td data-col="pair" style="white-space:nowrap">{label}</td>'
-                + f'<td class="verdict" data-col="verdict">{verdict}</td>'
-                + _td("mean_delta", _num(row["mean_delta"], signed=True))
-                + _td("interval", f"[{_num(row['ci_low'], signed=True)}, {_num(row['ci_high'], signed=True)}]")
-                + f'<td data-col="posterior">{_bar(row)}</td>'
-                + _td("mde80", _num(row["mde80"]))
-                + _td("failures", f"{int(row['failures_a'])} / {int(row['failures_b'])}"
-                      + (f" (p = {row['p_failures']:.2g})" if row["failures_a"] + row["failures_b"] else ""))
-                + _td("n_splits", f"{int(row['n_splits'])} × {int(row['n_seeds'])}")
-                + f'<td class="muted" data-col="test">{_e(row["test"] or "none")}</td>' + "</tr>")
+                "<tr>" + f'<td data-col="pair" data-label="A − B" style="white-space:nowrap">{label}</td>'
+                + f'<td class="verdict" data-col="verdict" data-label="verdict">{verdict}</td>'
+                + _td("mean_delta", _num(row["mean_delta"], signed=True), label="mean ΔSRCC")
+                + _td("interval", _interval(row), label="95 % interval")
+                + f'<td data-col="posterior" data-label="posterior">{_bar(row)}</td>'
+                + _td("p", _p(row["p"]), label="p")
+                + _td("failures", failures, label="failures A / B")
+                + _td("n_splits", f"{int(row['n_splits'])} × {int(row['n_seeds'])}", label="splits × seeds") + "</tr>")
     return "\n".join(rows)
 
 
 def _verdicts(page: ReportPage) -> str:
-    srcc = page.stats[page.stats["metric"] == "srcc"]
+    stats = page.stats
+    srcc = stats[(stats["metric"] == "srcc") & (stats["target"] == DATASET)] if len(stats) else stats
     if srcc.empty:
         return "<h2>Verdicts</h2><p>No head pairs were compared.</p>"
     rope = page.grid.rope
     header = ("<tr><th>A − B</th><th>verdict</th><th>mean ΔSRCC</th><th>95 % interval</th>"
-              "<th>posterior below / in / above ROPE</th><th>MDE80</th><th>failures A / B</th><th>splits × seeds</th><th>test</th></tr>")
-    return (f"<h2>Verdicts</h2><p>Per cell and compared pair, test SRCC of head A minus head B. The verdict reads the "
-            f"posterior of the mean difference at 0.95: <i>a better</i>, <i>b better</i>, <i>equivalent</i> (inside "
-            f"the ROPE ± {rope:g}) or <i>undecided</i>. MDE80 is the smallest true difference this grid detects with 80 % "
-            "power. The interval and the p-value behind the tables' significance marks come from the test named in the "
-            "last column: <i>vc-worst-share</i> / <i>vc-satterthwaite</i>, the variance-components test that separates "
-            "split from seed noise, or <i>corrected</i>, the corrected resampled t-test it falls back to with one seed per "
-            "split. Failed runs are left out of the differences; their counts are compared on their own (exact McNemar p), "
-            "and a second row scores them as the cell's worst run to show whether that changes the verdict. "
-            "Cross-dataset cells share one fixed test set: their statistics are descriptive only.</p>"
-            f"<div class='scroll'><table id='verdicts'>{header}{_verdict_rows(srcc)}</table></div>")
+              "<th>posterior below / in / above ROPE</th><th>p</th><th>failures A / B</th><th>splits × seeds</th></tr>")
+    return ("<h2>Verdicts: over random splits of this dataset</h2><p>Per cell and compared pair, test SRCC of head A "
+            "minus head B, averaged over each split's seeds. These verdicts answer for the dataset they were measured "
+            "on: the mean difference over random splits of it, the claim an IQA paper makes per dataset. Random "
+            "splits of a given dataset are independent draws, so the test is the paired t-test on the per-split "
+            "means (exact, J − 1 df), and the verdict reads its posterior at 0.95: <i>a better</i>, <i>b better</i>, "
+            f"<i>equivalent</i> (inside the ROPE ± {rope:g}) or <i>undecided</i>. Verdicts and p-values are per "
+            "comparison, unadjusted; the tables' † marks use Holm over the grid's within-dataset comparisons. "
+            "Failed runs are left out of the differences; their counts are compared on their own (an exact sign test "
+            "over splits), and a second row scores them as the cell's worst run to show whether that changes the "
+            "verdict. Cross-dataset cells share one fixed test set: their statistics are descriptive only.</p>"
+            f"<div class='scroll'><table id='verdicts' class='stack'>{header}{_verdict_rows(srcc)}</table></div>"
+            + _population(page))
+
+
+def _r_star(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return "never" if math.isinf(value) else f"{value:.2g}"
+
+
+def _population(page: ReportPage) -> str:
+    rows = primary_rows(page.stats, POPULATION)
+    rows = rows[(rows["metric"] == "srcc") & ~rows["descriptive"].astype(bool)] if len(rows) else rows
+    if rows.empty:
+        return ""
+    body = "".join(
+        f"<tr><td data-label='cell'>{_e(_cell(r.pair_key))}</td><td data-label='A − B'>{_e(r.head_a)} − "
+        f"{_e(r.head_b)}</td><td class='verdict' data-col='verdict' data-label='verdict'>{_e(r.verdict)}</td>"
+        f"{_td('interval', _interval(pd.Series(r._asdict())), label='95 % interval')}{_td('p', _p(r.p), label='p')}"
+        f"{_td('r', _num(r.r, 2), label='assumed r')}"
+        f"{_td('r_star_significance', _r_star(r.r_star_significance), label='r* significance')}"
+        f"{_td('r_star_verdict', _r_star(r.r_star_verdict), label='r* verdict')}</tr>" for r in rows.itertuples())
+    return ("<h3>Beyond this dataset: an extrapolation under an assumed r</h3><p>To other data of the same kind the "
+            "verdicts above do not speak. Random splits of one dataset share their images, so their effects "
+            "correlate; the variance-components test below inflates the split variance by an <b>assumed</b> "
+            "r = n_test/n_train (Nadeau &amp; Bengio), which one dataset cannot measure. r* is the largest r at "
+            "which its significance, and separately its verdict, would still read the same (<i>never</i>: they do not "
+            "flip). Claims beyond a dataset are what several datasets as units test (the across-dataset test).</p>"
+            "<div class='scroll'><table id='population' class='stack'><tr><th>cell</th><th>A − B</th><th>verdict</th>"
+            "<th>95 % interval</th><th>p</th><th>assumed r</th><th>r* significance</th><th>r* verdict</th></tr>"
+            f"{body}</table></div>")
 
 
 def _blind_spots(page: ReportPage) -> str:
     primary = primary_rows(page.stats)
-    srcc = primary[(primary["metric"] == "srcc") & ~primary["descriptive"].astype(bool)]
+    srcc = primary[(primary["metric"] == "srcc") & ~primary["descriptive"].astype(bool)] if len(primary) else primary
+    srcc = srcc.dropna(subset=["mde80"]) if len(srcc) else srcc
+    if srcc.empty:
+        return "<h2>What this grid could not have seen</h2><p>No within-dataset comparison has an MDE.</p>"
     rope = page.grid.rope
-    items = []
-    for _, row in srcc.iterrows():
-        mde = row["mde80"]
-        if pd.isna(mde):
-            continue
-        ratio = mde / rope if rope else math.inf
-        reach = ("fine enough to tell a difference from equivalence at the ROPE's scale" if mde <= rope else
-                 f"a smaller true difference would most likely read <i>undecided</i>, and <i>equivalent</i> is out of "
-                 f"reach: it needs an MDE below the ROPE (± {rope:g}), and this one is {ratio:.0f}× larger")
-        items.append(f"<li>{_e(_cell(row['pair_key']))}, {_e(row['head_a'])} − {_e(row['head_b'])}: the grid detects "
-                     f"(80 % power) a true ΔSRCC of {mde:.3f} or more; {reach}.</li>")
-    body = "<ul>" + "".join(items) + "</ul>" if items else "<p>No within-dataset comparison has an MDE.</p>"
-    return f"<h2>What this grid could not have seen</h2>{body}"
+    body = "".join(
+        f"<tr><td data-label='cell'>{_e(_cell(r.pair_key))}</td><td data-label='A − B'>{_e(r.head_a)} − "
+        f"{_e(r.head_b)}</td>{_td('mde80', _num(r.mde80), label='MDE80')}"
+        f"{_td('mde80_range', f'{_num(r.mde80_low)}–{_num(r.mde80_high)}', label='90 % range')}"
+        f"{_td('mde_over_rope', f'{r.mde80 / rope:.1f}×' if rope else '–', label='MDE / ROPE')}"
+        f"<td data-label='equivalence'>{'reachable' if r.mde80 <= rope else 'out of reach'}</td></tr>"
+        for r in srcc.itertuples())
+    return ("<h2>What this grid could not have seen</h2><p>MDE80: the smallest true mean ΔSRCC the dataset test "
+            "detects with 80 % power at this grid's splits and seeds (a plug-in from the observed spread of the split "
+            "means, with its 90 % sampling range). A smaller true difference would most likely read <i>undecided</i>; "
+            f"<i>equivalent</i> needs an MDE below the ROPE (± {rope:g}).</p><div class='scroll'><table id='blind' "
+            "class='stack'><tr><th>cell</th><th>A − B</th><th>MDE80</th><th>90 % range</th><th>MDE / ROPE</th>"
+            f"<th>equivalence</th></tr>{body}</table></div>")
 
 
 def _health(page: ReportPage) -> str:
@@ -233,8 +286,9 @@ def _tables(page: ReportPage) -> str:
         header = "".join(f"<th>{_e(c)}</th>" for c in columns)
         parts.append(f"<h3>Test {metric.upper()}: mean ± sd over splits</h3><div class='scroll'><table "
                      f"id='table-{metric}'><tr><th>backbone</th><th>head</th>{header}</tr>{''.join(body)}</table></div>")
-    return "".join(parts) + ("<p class='muted'>Bold: best head per backbone and column; ‡: below the linear probe "
-                             "(health check). The tables in Markdown and LaTeX are beside this page.</p>")
+    return "".join(parts) + ("<p class='muted'>Bold: the highest mean among the heads of its backbone and column, a "
+                             "ranking of means and not a test; ‡: below the linear probe (health check). The tables in "
+                             "Markdown and LaTeX, with their significance marks, are beside this page.</p>")
 
 
 def _warnings(page: ReportPage) -> str:

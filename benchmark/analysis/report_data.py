@@ -261,12 +261,12 @@ def load_predictions(client: MlflowClient, usable: pd.DataFrame, splits: pd.Seri
                 frame = pd.read_csv(path)
             except (MlflowException, OSError, pd.errors.ParserError) as err:
                 warn(warnings, f"run {run.run_id} ({run.pair_key}, {run.head}): cannot read {PREDICTIONS_ARTIFACT} "
-                               f"({err}); its bootstrap CI and scatter panel are left out")
+                               f"({err}); its scatter panel is left out")
                 continue
             if not set(PREDICTION_COLUMNS[:3]) <= set(frame.columns):
                 warn(warnings, f"run {run.run_id}: {PREDICTIONS_ARTIFACT} lacks the columns "
-                               f"{', '.join(PREDICTION_COLUMNS[:3])} (has {', '.join(frame.columns)}); its bootstrap "
-                               "CI and scatter panel are left out")
+                               f"{', '.join(PREDICTION_COLUMNS[:3])} (has {', '.join(frame.columns)}); its scatter "
+                               "panel is left out")
                 continue
             out[(run.pair_key, run.head)] = frame
     return out

@@ -2,15 +2,15 @@
 
 * ``table_<metric>``: rows backbone × head (and the linear probe as a reference row), columns test
   datasets (``train→test`` for cross-dataset pairs), cells ``mean (± sd)`` over splits (seeds averaged
-  within a split first: the statistic the tests compare), the best head of each backbone and column in
-  bold, ``†`` where the head differs from the reference head after Holm, ``≈`` where it is practically
-  equivalent to it (Bayesian verdict), ``‡`` where the health check found it below the linear probe.
+  within a split first: the statistic the tests compare), the highest mean of each backbone and column in
+  bold (a ranking of means, not a test: the caption says so), ``†`` where the head differs from the
+  reference head after Holm, ``≈`` where it is practically equivalent to it (Bayesian verdict), ``‡`` where
+  the health check found it below the linear probe.
 * ``summary_dor_variants``: DOR as published (``dor-seed``) vs corrected (``dor``) vs MSE.
 
-Significance is only ever the primary test of ``stats.csv`` (its ``test`` column: the variance-components
-test, or the corrected resampled t-test it falls back to with one seed per split), Holm-adjusted for the
-marks; the naive t-test and per-split Wilcoxon p-values of ``stats.csv`` are anti-conservative and never
-mark a table.
+The marks speak for the dataset target only (``stats.csv`` rows with ``target = dataset``): the paired
+t-test on the per-split mean differences, Holm-adjusted over the grid's within-dataset comparisons of the
+metric. The population rows (an extrapolation under an assumed split correlation r) never mark a table.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ DAGGER, EQUIVALENT, FLAGGED = "†", "≈", "‡"
 MARKS = {"significant": DAGGER, "equivalent": EQUIVALENT, "flagged": FLAGGED}
 """Marks after a table cell, keyed by the :func:`paper_table` column that sets them."""
 DOR_VARIANTS = ("dor-seed", "dor", "mse")
-UNUSED_TESTS_NOTE = ("the naive paired t-test and the per-split Wilcoxon signed-rank test are not used: the training "
-                     "sets of the splits overlap, which makes both anti-conservative (type-I error about 0.25 at the "
-                     "5 % level on simulated null grids)")
-"""Clause of every table note that explains p-values (stats.csv keeps both as p_naive, p_wilcoxon)."""
+TARGET_NOTE = ("the test speaks for this dataset: the mean difference over random splits of it (paired t-test on the "
+               "per-split mean differences, seeds averaged); extrapolating to other data of its kind rests on an "
+               "assumed split correlation r (stats.csv, target = population, with the r* at which it would flip)")
+"""Clause of every table note that says what the marks' test speaks for."""
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
                   "{": r"\{", "}": r"\}", "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^\dagger$",
                   "–": "--", "<": r"$<$", ">": r"$>$", "≈": r"$\approx$", "‡": r"$^\ddagger$",
@@ -140,16 +140,16 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
     n = str(low) if low == high else f"{low}–{high}"
     best = "highest" if HIGHER_IS_BETTER[metric] else "lowest"
     text = (f"Test {METRIC_LABELS[metric]}: mean (± sd) over {n} splits, seeds averaged within a split (the "
-            f"tests compare these means); bold: {best} head per backbone and column")
+            f"tests compare these means); bold: the {best} mean among the heads of its backbone and column, a "
+            "ranking of means and not a test (the marks are the tests)")
     if table["is_reference"].any():
         text += ("; probe (reference): closed-form ridge on the initial backbone's features, not a tested head")
     if reference in set(table["head"]):
-        text += (f"; {DAGGER}: differs from {reference} (the test named in stats.csv: variance-components test, "
-                 "or the corrected resampled t-test with one seed per split; Holm-adjusted p < 0.05 over all "
-                 f"cells and head pairs of the grid; {UNUSED_TESTS_NOTE})")
+        text += (f"; {DAGGER}: differs from {reference} (Holm-adjusted p < 0.05 over the grid's within-dataset "
+                 f"comparisons of this metric; {TARGET_NOTE})")
         if table["equivalent"].any():
             text += (f"; {EQUIVALENT}: practically equivalent to {reference} (the test's posterior: "
-                     "P(|Δ| within the ROPE) ≥ 0.95)")
+                     "P(|Δ| within the ROPE) ≥ 0.95; verdicts are read one comparison at a time, unadjusted)")
     if table["flagged"].any():
         text += f"; {FLAGGED}: below the linear probe (health check): under-trained, read its comparisons with care"
     if table["failures"].any():
@@ -219,13 +219,11 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         cells = [values["backbone"], values["regime"], values["dataset"],
                  *(f"{values[c]:.3f}" for c in value_columns), *tests]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Means over splits (seeds averaged within a split); p: two-sided p of the test named in stats.csv "
-            "(variance-components test of the per-run SRCC differences, or the corrected resampled t-test with one "
-            "seed per split), unadjusted (see stats.csv for Holm-adjusted values); verdict: that test's posterior "
-            "with the grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else "
-            "undecided); mde80: the smallest true ΔSRCC this grid detects with 80 % power; "
-            f"{UNUSED_TESTS_NOTE} (stats.csv lists them as p_naive and p_wilcoxon, for comparison with published "
-            "practice only).")
+    note = ("Means over splits (seeds averaged within a split); p: two-sided p of the paired t-test on the per-split "
+            "mean SRCC differences, unadjusted (stats.csv has the Holm-adjusted values); verdict: its posterior with the "
+            "grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else undecided; unadjusted); mde80: the "
+            "smallest true ΔSRCC this grid detects with 80 % power (a plug-in estimate; stats.csv gives its 90 % range); "
+            f"{TARGET_NOTE}.")
     lines += ["", note]
     return "\n".join(lines) + "\n"
 

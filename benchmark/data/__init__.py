@@ -41,6 +41,7 @@ from benchmark.data.cache import cache_root
 from benchmark.data.datasets import dataset_info, image_folder, list_datasets, load_labels, read_label_file
 from benchmark.data.errors import (
     CorruptImageError,
+    CorruptImagesError,
     DataError,
     DuplicateImageError,
     ImagePolicyError,
@@ -80,6 +81,7 @@ from benchmark.data.transforms import normalize, to_float_chw
 __all__ = [
     "BundledRecipe",
     "CorruptImageError",
+    "CorruptImagesError",
     "DATASET_POLICIES",
     "DEFAULT_RECIPE",
     "DataError",

@@ -55,6 +55,37 @@ class CorruptImageError(DataError, OSError):
         return type(self), (self.path, self.reason)
 
 
+class CorruptImagesError(CorruptImageError):
+    """Several image files that do not decode, every one named (found by decoding or reading them all)."""
+
+    def __init__(self, bad: Sequence[tuple[str, str]]) -> None:
+        DataError.__init__(
+            self,
+            f"{len(bad)} image file(s) cannot be decoded:\n"
+            + "".join(f"      {path}: {reason}\n" for path, reason in bad)
+            + "    Replace or re-download them (or remove their rows from the label file); "
+            "benchmark.data.find_bad_images(labels) / dor-bench check list every bad file of a dataset."
+        )
+        self.bad = [(str(path), str(reason)) for path, reason in bad]
+        self.path, self.reason = self.bad[0]
+
+    @property
+    def paths(self) -> list[str]:
+        """Every bad file, in label-table order."""
+        return [path for path, _ in self.bad]
+
+    def __reduce__(self) -> tuple[type, tuple[list[tuple[str, str]]]]:
+        return type(self), (self.bad,)
+
+
+def raise_corrupt(bad: Sequence[tuple[str, str]]) -> None:
+    """Raise one error naming every ``(path, reason)`` (a single file keeps the one-file message)."""
+    if len(bad) == 1:
+        raise CorruptImageError(*bad[0])
+    if bad:
+        raise CorruptImagesError(bad)
+
+
 class InvalidScoreError(DataError, ValueError):
     """Scores that are missing (NaN) or not numbers."""
 

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from benchmark.data.errors import CorruptImageError, MissingImagesError
+from benchmark.data.errors import CorruptImageError, MissingImagesError, raise_corrupt
 from benchmark.data.parallel import map_chunks
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -145,11 +145,21 @@ def header_sizes(paths: Sequence[str], workers: int | None = None) -> list[tuple
     Raises
     ------
     CorruptImageError
-        Naming the first file (in ``paths`` order) whose header PIL cannot read.
+        Naming every file (in ``paths`` order) whose header PIL cannot read, after reading them all.
     """
     with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
-        return list(tqdm(pool.map(image_size, paths), total=len(paths), desc="reading headers", unit="img",
+        read = list(tqdm(pool.map(_header, paths), total=len(paths), desc="reading headers", unit="img",
                          disable=None, leave=False))
+    raise_corrupt([(path, result) for path, result in zip(paths, read) if isinstance(result, str)])
+    return read
+
+
+def _header(path: str) -> tuple[int, int] | str:
+    """A file's ``(width, height)``, or why its header cannot be read."""
+    try:
+        return image_size(path)
+    except CorruptImageError as exc:
+        return exc.reason
 
 
 def file_states(paths: Sequence[str], source: str) -> list[tuple[str, int, int]]:

@@ -71,7 +71,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmark.data.cache import atomic_file, cache_root, stable_hash
-from benchmark.data.errors import CorruptImageError, PatchSizeError, StoreSpaceError
+from benchmark.data.errors import CorruptImageError, PatchSizeError, StoreSpaceError, raise_corrupt
 from benchmark.data.images import decode_image, file_states, header_sizes, image_size, open_rgb, usable_cores
 from benchmark.data.parallel import map_chunks
 from benchmark.data.policy import DEFAULT_CROP_PCT, IMAGENET, ImagePolicy
@@ -257,13 +257,19 @@ class _StoreWriter:
     offsets: np.ndarray
     policy: ImagePolicy
 
-    def __call__(self, rows: list[int]) -> None:
+    def __call__(self, rows: list[int]) -> list[tuple[int, str]]:
+        """Write the rows that decode; return ``(row, reason)`` of those that do not (the others go on)."""
+        bad = []
         descriptor = os.open(self.pixels, os.O_WRONLY)
         try:
             for row in rows:  # no reference outlives its write: one decoded image in memory at a time
-                _write_all(descriptor, self._decode(row), self.data_offset + int(self.offsets[row]))
+                try:
+                    _write_all(descriptor, self._decode(row), self.data_offset + int(self.offsets[row]))
+                except CorruptImageError as exc:
+                    bad.append((row, exc.reason))
         finally:
             os.close(descriptor)
+        return bad
 
     def _decode(self, row: int) -> np.ndarray:
         """Row ``row``'s stored pixels, C-contiguous, checked against the size its header implies."""
@@ -337,15 +343,16 @@ def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, 
     data_offset = np.load(partial / PIXELS_FILE, mmap_mode="r").offset
     writer = _StoreWriter(partial / PIXELS_FILE, data_offset, paths, file_sizes, sizes, offsets, policy)
     saved = time.monotonic()
-    try:
-        for rows, _ in map_chunks(writer, todo, workers, "decoding", processes):
-            done[rows] = True
-            if time.monotonic() - saved >= CHECKPOINT_S:
-                _save_progress(partial, done)
-                saved = time.monotonic()
-    except CorruptImageError:
-        shutil.rmtree(partial, ignore_errors=True)  # the same file fails again on resume: nothing to keep
-        raise
+    bad: list[tuple[int, str]] = []
+    for rows, failed in map_chunks(writer, todo, workers, "decoding", processes):
+        bad += failed
+        done[rows] = True
+        if time.monotonic() - saved >= CHECKPOINT_S:
+            _save_progress(partial, done)
+            saved = time.monotonic()
+    if bad:  # every image was tried: name every bad one; replaced files change the key, so nothing to keep
+        shutil.rmtree(partial, ignore_errors=True)
+        raise_corrupt([(paths[row], reason) for row, reason in sorted(bad)])
     _save_progress(partial, done)
     try:
         os.rename(partial, folder)
@@ -411,7 +418,7 @@ def build_image_store(labels: pd.DataFrame, policy: ImagePolicy, patch: int, cac
     MissingImagesError
         When listed files do not exist.
     CorruptImageError
-        Naming the first file that does not decode (no store is left behind).
+        Naming every file that does not decode, after trying them all (no store is left behind).
     PatchSizeError
         Naming every image smaller than the patch at the policy's resolution.
     StoreSpaceError

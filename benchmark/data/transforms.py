@@ -13,8 +13,9 @@ import torch
 
 
 def to_float_chw(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] in [0, 1], on the batch's device."""
-    return batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] in [0, 1], on the batch's device, in channels-last memory
+    (the batch's own layout: no transposing copy; ``.contiguous()`` gives the other)."""
+    return batch.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 
 from benchmark.data import DatasetInfo, ImagePolicy
 from benchmark.heads import get_head
-from benchmark.models import IQAModel, create_backbone, weights_fingerprint
+from benchmark.models import IQAModel, create_backbone, feature_width, weights_fingerprint
 from benchmark.run.cell_data import LabelMap
 from benchmark.run.features import Preprocessing
 from benchmark.run.regimes import frozen_model, frozen_trunk
@@ -94,10 +94,10 @@ class ModelBundle:
                                   f"{self.pretrained!r}) differ from those the run used; its frozen head needs "
                                   "the same weights")
             head = get_head(self.head_type, self.hidden, **self.head_hparams)
-            predictor = frozen_model(frozen_trunk(backbone.num_features, self.hidden, self.dropout), head)
+            predictor = frozen_model(frozen_trunk(feature_width(backbone), self.hidden, self.dropout), head)
             predictor.load_state_dict(self.state_dict)
             return backbone, predictor.eval(), head
-        head = get_head(self.head_type, backbone.num_features, **self.head_hparams)
+        head = get_head(self.head_type, feature_width(backbone), **self.head_hparams)
         model = IQAModel(backbone, head)
         model.load_state_dict(self.state_dict)
         return nn.Identity(), model.eval(), head

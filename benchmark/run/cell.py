@@ -30,6 +30,7 @@ from benchmark.run.claims import DEFAULT_TTL_S, Claim, ClaimBook, Outcome, State
 from benchmark.run.inputs import CellInputs
 from benchmark.run.probe import PROBE_ALPHAS, fit_probe
 from benchmark.run.tracking import RunWriter, claim, new_record
+from benchmark.run.training import EpochCheck
 from benchmark.run.tuning import HeadOutcome, TrainedTrial, TrialJob, conclude, train_trials, trial_list
 from benchmark.schema import (
     CONFIG_ARTIFACT,
@@ -74,6 +75,18 @@ class _HeadClaims:
     recorded: dict[str, float] = field(default_factory=dict)
 
 
+def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
+    """An epoch check that raises :class:`~benchmark.run.claims.ClaimLost` once another process has taken
+    over any of these heads' runs (their results would be discarded: stop training at the epoch's end)."""
+
+    def check() -> None:
+        for head in held:
+            for claimed in (head.result, *head.trials.values()):
+                claimed.check()
+
+    return check
+
+
 class CellRun:
     """Runs and records the units of one cell (the probe, each head with its tuning trials)."""
 
@@ -84,11 +97,6 @@ class CellRun:
         self.data: CellData = load_cell_data(grid, cell, data_root)
         self.inputs = CellInputs(grid, cell, self.data, device)
         self.trials = trial_list(grid.training, grid.tuning)
-
-    def prepare(self) -> None:
-        """Build the cell's cached inputs (frozen features) without training anything."""
-        if self.inputs.frozen:
-            _ = self.inputs.features
 
     def run(self, todo: set[str] | None = None) -> list[HeadResult]:
         """Run the units named in ``todo`` (head labels, ``probe`` for the reference; default: all) that no
@@ -194,22 +202,24 @@ class CellRun:
         return held
 
     def _train(self, held: list[_HeadClaims]) -> dict[str, list[TrainedTrial] | Exception]:
-        """Every claimed trial of every held head, trained together; a head whose training raises is retried
-        alone, so one failing head never fails the others."""
+        """Every claimed trial of every held head, trained together; a head whose training raises (or whose
+        claims another process took over: checked after every epoch) is retried alone, so one failing head
+        never fails the others."""
         jobs = {head.spec.label: [TrialJob(head.spec, t) for t in self.trials
                                   if t.key in head.trials or len(self.trials) == 1] for head in held}
         try:
-            trained = train_trials(self.inputs, [job for head_jobs in jobs.values() for job in head_jobs])
+            trained = train_trials(self.inputs, [job for head_jobs in jobs.values() for job in head_jobs],
+                                   _claims_check(held))
             return {label: [t for t in trained if t.job.head.label == label] for label in jobs}
         except Exception as exc:  # noqa: BLE001 - find the head that raises
             if len(jobs) == 1:
                 return {label: exc for label in jobs}
         outcome: dict[str, list[TrainedTrial] | Exception] = {}
-        for label, head_jobs in jobs.items():
+        for head in held:
             try:
-                outcome[label] = train_trials(self.inputs, head_jobs)
+                outcome[head.spec.label] = train_trials(self.inputs, jobs[head.spec.label], _claims_check([head]))
             except Exception as exc:  # noqa: BLE001 - recorded on the head's runs below
-                outcome[label] = exc
+                outcome[head.spec.label] = exc
         return outcome
 
     def _finish_head(self, head: _HeadClaims, trained: list[TrainedTrial] | Exception) -> HeadResult:
@@ -221,7 +231,8 @@ class CellRun:
                 if one.job.trial.key in head.trials:
                     self._write_trial(head, one)
             with RunWriter(head.result) as writer:
-                metrics = self._write_result(writer, conclude(self.inputs, spec, self.trials, trained, head.recorded))
+                metrics = self._write_result(writer, conclude(self.inputs, spec, self.trials, trained, head.recorded,
+                                                              _claims_check([head])))
             return HeadResult(spec.label, metrics, "" if metrics else "diverged")
         except Exception as exc:  # noqa: BLE001 - recorded on the runs (FAILED, traceback); the grid goes on
             log.error("%s %s failed: %s: %s", self.cell.key, spec.label, type(exc).__name__, exc)
@@ -240,7 +251,8 @@ class CellRun:
         fit = outcome.fit
         record = self.record(outcome.head, ROLE_RESULT, trial=outcome.selected.key, tuned=outcome.selected.values,
                              trial_scores=outcome.val_srcc if len(self.trials) > 1 else {},
-                             fit=replace(fit.summary(), train_seconds=outcome.train_seconds), curves=fit.curves)
+                             fit=replace(fit.summary(), train_seconds=outcome.train_seconds,
+                                             score_seconds=outcome.score_seconds), curves=fit.curves)
         metrics = self._score(writer, record, outcome.test_u)
         if metrics and self.grid.save_weights:
             writer.file(self.inputs.bundle(outcome.head, outcome.model).to_bytes(), WEIGHTS_ARTIFACT)

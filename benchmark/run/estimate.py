@@ -18,7 +18,7 @@ import torch
 
 from benchmark.config import GridConfig
 from benchmark.data import dataset_info
-from benchmark.models import backbone_data_config, create_backbone
+from benchmark.models import backbone_data_config, create_backbone, feature_width
 
 TIMED_BATCHES = 3
 
@@ -82,7 +82,7 @@ def backbone_rates(name: str, image_size: int | None, train: bool) -> tuple[floa
             optimizer.step()
 
         fit = batch / _timed(step)
-    return infer, fit, int(model.num_features), side
+    return infer, fit, feature_width(model), side
 
 
 def _gemm_rate(features: int, width: int, batch: int) -> float:

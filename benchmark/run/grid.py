@@ -13,8 +13,10 @@ The closed-form probe depends on a cell's data and initial backbone only, so it 
 initial backbone: at the grid's first seed for a pretrained backbone, at every seed for a randomly
 initialised one (whose weights depend on the seed).
 
+Before any run is claimed, every pending cell's image stores (and frozen features) are built in this
+process, so an image that does not decode stops the grid before any run exists, naming every such file.
 Executors (:data:`EXECUTORS`): ``local`` runs the cells in this process, ``workers`` in ``--workers``
-spawned processes (frozen features are built first, in this process), ``submitit`` as a Slurm job array.
+spawned processes, ``submitit`` as a Slurm job array.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.allocator import keep_freed_memory
 from benchmark.config import ConfigError, GridConfig, HeadSpec
+from benchmark.data import DataError
 from benchmark.run.cell import PROBE_SPEC, CellRun, HeadResult
+from benchmark.run.cell_data import load_cell_data
+from benchmark.run.inputs import CellInputs
 from benchmark.run.claims import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, ClaimBook
 from benchmark.run.estimate import Estimate, estimate_seconds
 from benchmark.store import open_client, resolve_tracking_uri, sqlite_path, uri_kind
 from benchmark.run.tuning import trial_list
 from benchmark.run.tracking import find_experiment, finished_units, open_experiment
-from benchmark.run.validate import validate_grid
+from benchmark.run.validate import GridValidationError, validate_grid
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT, Cell, WorkKey
 
 log = logging.getLogger(__name__)
@@ -160,6 +166,7 @@ def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, e
              data_root: str | None = None, threads: int | None = None,
              claim_ttl_s: float = DEFAULT_TTL_S) -> CellOutcome:
     """Run the given units of one cell (the unit of work of every executor)."""
+    keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -167,16 +174,28 @@ def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, e
     return CellOutcome(cell, runner.run(todo=heads), time.perf_counter() - start)
 
 
-def _prepare_caches(plan: GridPlan) -> None:
-    """Build dataset and feature caches in this process before parallel workers start (frozen regime)."""
+def prepare_caches(plan: GridPlan) -> None:
+    """Build every pending cell's image stores (and, frozen, its features) here, before any run is claimed.
+
+    A store decodes every image once, so this is where a file that passed the header check but does not
+    decode (a truncated BMP) shows up: every such file of a dataset is named at once, and the grid stops
+    before any run exists.
+
+    Raises
+    ------
+    GridValidationError
+        Naming the dataset and every image that does not decode.
+    """
     grid = plan.grid
-    if grid.regime != "frozen":
-        return
     first = {}
     for cell in plan.todo:
         first.setdefault((cell.backbone, cell.dataset, cell.test_dataset), cell)
     for cell in tqdm(list(first.values()), desc="caches", unit="backbone×dataset"):
-        CellRun(grid, cell, open_client(plan.tracking_uri), plan.experiment_id, plan.data_root).prepare()
+        try:
+            CellInputs(grid, cell, load_cell_data(grid, cell, plan.data_root)).prepare()
+        except DataError as exc:
+            raise GridValidationError(f"grid '{grid.name}' ({grid.source}) cannot run; no run was started:\n  - "
+                                      f"datasets {cell.dataset}/{cell.test_dataset}: {exc}") from exc
 
 
 Done = Callable[[CellOutcome], None]
@@ -198,7 +217,6 @@ def _local(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, done: Done,
 
 def _workers(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, done: Done, options: dict) -> list[CellOutcome]:
     """One pass over the cells in ``workers`` spawned processes, each with its share of the CPU threads."""
-    _prepare_caches(plan)
     threads = max(1, (os.cpu_count() or 1) // workers)
     outcomes = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
@@ -255,7 +273,8 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     on_cell : called with each cell outcome (the CLI prints a summary line).
     options : executor options (``submitit``: its parameters, e.g. ``{"cluster": "local"}``).
 
-    The retrying executors offer units that another live process held (``busy``) again every heartbeat
+    The caches (image stores, frozen features) are built first, here (:func:`prepare_caches`). The
+    retrying executors offer units that another live process held (``busy``) again every heartbeat
     period until each is FINISHED by someone or taken over after its claim expired, so when they return
     every unit is done (or FAILED here). A submitit array makes one pass; its busy units are left to
     whichever process holds them (or to the next launch).
@@ -269,6 +288,7 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
         if on_cell:
             on_cell(outcome)
 
+    prepare_caches(plan)
     pending = dict(plan.todo)
     while pending:
         rounds = EXECUTORS[executor](plan, pending, workers, done, options or {})
@@ -280,4 +300,5 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     return outcomes
 
 
-__all__ = ["EXECUTORS", "CellOutcome", "GridPlan", "default_workers", "execute", "plan_grid", "probe_cells", "run_cell"]
+__all__ = ["EXECUTORS", "CellOutcome", "GridPlan", "default_workers", "execute", "plan_grid", "prepare_caches",
+           "probe_cells", "run_cell"]

@@ -25,10 +25,10 @@ from torch import nn
 
 from benchmark.config import GridConfig, HeadSpec
 from benchmark.heads import get_head
-from benchmark.models import IQAModel, weights_fingerprint
+from benchmark.models import IQAModel, feature_width, weights_fingerprint
 from benchmark.run.bundle import ModelBundle, seeded_backbone
 from benchmark.run.cell_data import CellData
-from benchmark.run.features import Preprocessing, cached_features
+from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
 from benchmark.run.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
 from benchmark.run.seeding import CellSeeds
 from benchmark.run.training import BatchSource, order_hash
@@ -68,19 +68,20 @@ class CellInputs:
     def features(self) -> FeatureSource:
         """Standardised features of the initial backbone (the frozen regime's inputs, the probe's always),
         from the process's frozen copy of it (same seed and weights), never from a backbone being trained."""
-        arrays = [cached_features(self._extractor, self.spec.name, self.backbone_hash, name, table, policy, self.prep,
-                                  self.device)
+        extractor = FeatureExtractor(frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)[0],
+                                     self.prep, self.device)
+        arrays = [cached_features(extractor, self.spec.name, self.backbone_hash, name, table, policy)
                   for name, table, policy in zip(self.data.names, self.data.rows.tables, self.data.policies)]
         return FeatureSource(arrays, self.data.train_idx, self.device)
-
-    @property
-    def _extractor(self) -> nn.Module:
-        return frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)[0]
 
     @functools.cached_property
     def _images(self) -> ImageSource:
         """The fine-tuning inputs: the datasets' image stores, opened once per cell."""
         return ImageSource(self.data.rows, self.data.policies, self.prep, self.seeds.augment, self.device)
+
+    def prepare(self) -> None:
+        """Build the cell's caches without training anything: the image stores and, frozen, the features."""
+        _ = self.features if self.frozen else self._images
 
     def source(self) -> BatchSource:
         """The regime's inputs, with the patch stream at its start (every trial sees the same patches)."""
@@ -89,7 +90,7 @@ class CellInputs:
     @functools.cached_property
     def _trunk(self) -> nn.Sequential:
         torch.manual_seed(self.seeds.trunk)
-        return frozen_trunk(self.backbone.num_features, self.grid.hidden, self.grid.dropout)
+        return frozen_trunk(feature_width(self.backbone), self.grid.hidden, self.grid.dropout)
 
     @functools.cached_property
     def init_hash(self) -> str:
@@ -104,7 +105,7 @@ class CellInputs:
             body, in_features = copy.deepcopy(self._trunk), self.grid.hidden
         else:
             self.backbone.load_state_dict(self._initial_state)
-            body, in_features = self.backbone, self.backbone.num_features
+            body, in_features = self.backbone, feature_width(self.backbone)
         torch.manual_seed(self.seeds.head(spec.label))
         head = get_head(spec.type, in_features, **spec.hparams)
         if spec.init == "prior":

@@ -111,6 +111,9 @@ class FeatureSource:
         """Inputs per image that :meth:`eval_inputs` gives (one feature vector)."""
         return 1
 
+    def prefetch(self, indices: np.ndarray, train: bool = True) -> None:
+        """Nothing to prepare: the features are in memory."""
+
 
 class ImageSource:
     """Image stores at each dataset's policy → random training patches, fixed test patches, normalised.

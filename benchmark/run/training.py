@@ -21,7 +21,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
@@ -33,7 +33,7 @@ from torch import nn
 from benchmark.config import TUNABLE, TrainSettings
 from benchmark.data import mean_over_patches
 from benchmark.run.regimes import FeatureSource, stacked_trunk_forward
-from benchmark.schema import FitSummary
+from benchmark.schema import CURVES, EPOCH_TIMES, FitSummary
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ class BatchSource(Protocol):
     def eval_patches(self, indices: np.ndarray) -> int:
         """``per_image`` of :meth:`eval_inputs` for these rows."""
 
+    def prefetch(self, indices: np.ndarray, train: bool = True) -> None:
+        """Announce the next call's rows, so their inputs can be prepared while the current step runs."""
+
+
+EpochCheck = Callable[[], None]
+"""Called after every epoch; raises to stop training (e.g. :meth:`benchmark.run.claims.Claim.check` when
+another process took the run over)."""
+
 
 @dataclass
 class TrialFit:
@@ -61,7 +69,7 @@ class TrialFit:
     best_state: dict
     best_epoch: int
     best_val_srcc: float
-    curves: dict[str, list[float]] = field(default_factory=lambda: {"train_loss": [], "val_srcc": []})
+    curves: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in (*CURVES, *EPOCH_TIMES)})
     nonfinite_batches: int = 0
     seconds: float = 0.0
 
@@ -77,10 +85,11 @@ class _EarlyStopping:
         self.model, self.patience, self.stale = model, patience, 0
         self.fit = TrialFit(copy.deepcopy(model.state_dict()), -1, -math.inf)
 
-    def epoch(self, epoch: int, train_loss: float, val_srcc: float) -> bool:
-        """Record an epoch; return True when training should stop."""
-        self.fit.curves["train_loss"].append(train_loss)
-        self.fit.curves["val_srcc"].append(val_srcc)
+    def epoch(self, epoch: int, train_loss: float, val_srcc: float, times: dict[str, float]) -> bool:
+        """Record an epoch (its loss, val SRCC and :data:`~benchmark.schema.EPOCH_TIMES`); return True when
+        training should stop."""
+        for name, value in {"train_loss": train_loss, "val_srcc": val_srcc, **times}.items():
+            self.fit.curves[name].append(value)
         if val_srcc > self.fit.best_val_srcc:
             self.fit.best_state, self.fit.best_epoch = copy.deepcopy(self.model.state_dict()), epoch
             self.fit.best_val_srcc, self.stale = val_srcc, 0
@@ -159,10 +168,13 @@ def predict_u(model: nn.Module, head: nn.Module, source: BatchSource, indices: n
     if not len(indices):
         return np.empty(0, dtype=np.float32)
     step = max(1, batch_size // source.eval_patches(indices[:1]))
+    batches = [indices[start:start + step] for start in range(0, len(indices), step)]
     preds = []
-    for start in range(0, len(indices), step):
+    for k, batch in enumerate(batches):
+        inputs, per_image = source.eval_inputs(batch)
+        if k + 1 < len(batches):
+            source.prefetch(batches[k + 1], train=False)
         with _autocast(device):
-            inputs, per_image = source.eval_inputs(indices[start:start + step])
             outputs = model(inputs)
         preds.append(mean_over_patches(head.predict(outputs).float(), per_image).cpu())
     return torch.cat(preds).numpy()
@@ -176,7 +188,8 @@ def srcc(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray], s: TrainSettings,
-        device: str = "cpu", progress=None, val_truth: np.ndarray | None = None) -> TrialFit:
+        device: str = "cpu", progress=None, val_truth: np.ndarray | None = None,
+        check: EpochCheck | None = None) -> TrialFit:
     """Train ``model`` (whose output goes to ``head``) and keep the epoch with the best val SRCC.
 
     Parameters
@@ -191,6 +204,10 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
     progress : optional tqdm bar advanced once per epoch.
     val_truth : ground truth ranked against on val (default: the targets; pass unclipped scores when the
         targets are clipped, so clipping adds no ties).
+    check : called after every epoch; raises to stop training.
+
+    The next batch is announced to ``source.prefetch`` before each step, so its patches are copied while
+    the step runs (the patches, and so the result, are the same without it).
     """
     start = time.perf_counter()
     optimizer = _optimizer(_param_groups(model, head, s), s)
@@ -201,9 +218,14 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
         model.train()
         losses = []
         rows = train_idx[orders[epoch]]
-        for begin in range(0, len(rows), s.batch_size):
-            batch = rows[begin:begin + s.batch_size]
+        batches = [rows[begin:begin + s.batch_size] for begin in range(0, len(rows), s.batch_size)]
+        began, waited = time.perf_counter(), 0.0
+        for k, batch in enumerate(batches):
+            asked = time.perf_counter()
             inputs, per_image = source.train_inputs(batch)
+            waited += time.perf_counter() - asked
+            if k + 1 < len(batches):
+                source.prefetch(batches[k + 1])
             u = targets[batch].repeat_interleave(per_image).to(device, non_blocking=True)
             with _autocast(device):
                 loss = head.loss(model(inputs), u)
@@ -215,10 +237,14 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
                 optimizer.step()
                 losses.append(loss.item())
             scheduler.step()
+        validating = time.perf_counter()
         val_srcc = srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, device), val_u)
+        times = {"train_s": validating - began, "val_s": time.perf_counter() - validating, "input_wait_s": waited}
         if progress is not None:
             progress.update(1)
-        if stopping.epoch(epoch, float(np.mean(losses)) if losses else float("nan"), val_srcc):
+        if check is not None:
+            check()
+        if stopping.epoch(epoch, float(np.mean(losses)) if losses else float("nan"), val_srcc, times):
             break
     return stopping.finish(time.perf_counter() - start)
 
@@ -243,7 +269,8 @@ def shared_schedule(settings: Sequence[TrainSettings]) -> TrainSettings:
 
 def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: torch.Tensor,
                train_idx: np.ndarray, val_idx: np.ndarray, orders: list[np.ndarray],
-               settings: Sequence[TrainSettings], val_truth: np.ndarray, progress=None) -> list[TrialFit]:
+               settings: Sequence[TrainSettings], val_truth: np.ndarray, progress=None,
+               check: EpochCheck | None = None) -> list[TrialFit]:
     """Train frozen-regime models ``(trunk, head)`` on the same batches at once; one :class:`TrialFit` each.
 
     Every model follows :func:`fit`'s recipe with its own settings (which may differ only in learning rate
@@ -262,6 +289,7 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
     active = list(range(len(models)))
     val_inputs, _ = source.eval_inputs(val_idx)
     for epoch in range(s.epochs):
+        began = time.perf_counter()
         for index in active:
             models[index].train()
         losses = torch.zeros(len(active))
@@ -285,19 +313,23 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
             scheduler.step()
             losses += torch.where(finite, batch_losses.detach(), 0.0)
             counted += finite
+        validating = time.perf_counter()
         with torch.inference_mode():
             hidden = stacked_trunk_forward([trunks[i] for i in active], val_inputs, training=False)
             predictions = [heads[i].predict(heads[i](h)).float().cpu().numpy() for i, h in zip(active, hidden)]
         mean_losses = (losses / counted).tolist()
+        times = {"train_s": validating - began, "val_s": time.perf_counter() - validating, "input_wait_s": 0.0}
         still = []
         for position, index in enumerate(active):
             epochs_run[index] += 1
             train_loss = mean_losses[position] if counted[position] else float("nan")
-            if not stopping[index].epoch(epoch, train_loss, srcc(predictions[position], val_truth)):
+            if not stopping[index].epoch(epoch, train_loss, srcc(predictions[position], val_truth), times):
                 still.append(index)
         active = still
         if progress is not None:
             progress.update(1)
+        if check is not None:
+            check()
         if not active:
             break
     seconds = time.perf_counter() - start
@@ -305,5 +337,5 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
     return [stop.finish(seconds * run / total_epochs) for stop, run in zip(stopping, epochs_run, strict=True)]
 
 
-__all__ = ["BatchSource", "TrialFit", "epoch_orders", "fit", "fit_frozen", "order_hash", "predict_u",
+__all__ = ["BatchSource", "EpochCheck", "TrialFit", "epoch_orders", "fit", "fit_frozen", "order_hash", "predict_u",
            "shared_schedule", "srcc"]

@@ -17,6 +17,7 @@ or lose because it was tuned more or less than another.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from benchmark.config import HeadSpec, TrainSettings
 from benchmark.run.inputs import CellInputs
-from benchmark.run.training import TrialFit, fit, fit_frozen, predict_u
+from benchmark.run.training import EpochCheck, TrialFit, fit, fit_frozen, predict_u
 from benchmark.schema import trial_key
 
 
@@ -107,12 +108,12 @@ class TrainedTrial:
     head: nn.Module
 
 
-def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob]) -> list[TrainedTrial]:
+def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob], check: EpochCheck | None = None) -> list[TrainedTrial]:
     """Train every job from the cell's shared init; in the frozen regime all jobs at once.
 
     The dropout stream is seeded from the cell before each training, so every job sees what it would see
     trained alone. When fine-tuning, only the best trained trial of each head keeps its model (a whole
-    backbone each); the others keep their fit.
+    backbone each); the others keep their fit. ``check`` is called after every epoch and raises to stop.
     """
     if not jobs:
         return []
@@ -123,7 +124,7 @@ def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob]) -> list[TrainedTr
         torch.manual_seed(inputs.seeds.train)
         with tqdm(total=jobs[0].trial.settings.epochs, desc=f"{len(jobs)} models", unit="epoch", leave=False) as bar:
             fits = fit_frozen([model for model, _ in built], inputs.features, data.targets, data.train_idx,
-                              data.val_idx, data.orders, [job.trial.settings for job in jobs], val_truth, bar)
+                              data.val_idx, data.orders, [job.trial.settings for job in jobs], val_truth, bar, check)
         return [TrainedTrial(job, result, model, head) for job, result, (model, head) in zip(jobs, fits, built)]
     trained: list[TrainedTrial] = []
     for job in jobs:
@@ -132,7 +133,7 @@ def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob]) -> list[TrainedTr
         with tqdm(total=job.trial.settings.epochs, desc=f"{job.head.label} {job.trial.key}", unit="epoch",
                   leave=False) as bar:
             result = fit(model, head, inputs.source(), data.targets, data.train_idx, data.val_idx, data.orders,
-                         job.trial.settings, inputs.device, bar, val_truth=val_truth)
+                         job.trial.settings, inputs.device, bar, val_truth=val_truth, check=check)
         rivals = [t for t in trained if t.job.head == job.head]
         if rivals and max(t.fit.best_val_srcc for t in rivals) >= result.best_val_srcc:
             model = head = None
@@ -156,10 +157,11 @@ class HeadOutcome:
     test_u: np.ndarray
     val_srcc: dict[str, float]
     train_seconds: float
+    score_seconds: float
 
 
 def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], trained: Sequence[TrainedTrial],
-             recorded: Mapping[str, float]) -> HeadOutcome:
+             recorded: Mapping[str, float], check: EpochCheck | None = None) -> HeadOutcome:
     """Select ``head``'s trial on val and score it once on the test split.
 
     Parameters
@@ -167,6 +169,7 @@ def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], traine
     trained : this head's trials trained now.
     recorded : val SRCC of trials an interrupted attempt recorded (trial key -> value); one of them that
         wins the selection is retrained (its weights were not kept).
+    check : passed to that retraining (:func:`train_trials`).
     """
     mine = {t.job.trial.key: t for t in trained if t.job.head == head}
     val = {trial.key: mine[trial.key].fit.best_val_srcc if trial.key in mine else recorded[trial.key]
@@ -174,13 +177,14 @@ def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], traine
     selected = trials[select_trial([val[trial.key] for trial in trials])]
     chosen = mine.get(selected.key)
     if chosen is None or chosen.model is None:
-        chosen = train_trials(inputs, [TrialJob(head, selected)])[0]
+        chosen = train_trials(inputs, [TrialJob(head, selected)], check)[0]
     data = inputs.data
     # the test split is read here for the first time, for the selected trial only
+    start = time.perf_counter()
     test_u = predict_u(chosen.model, chosen.head, inputs.source(), data.test_idx,
                        selected.settings.batch_size * 2, inputs.device)
     return HeadOutcome(head, selected, chosen.fit, chosen.model, chosen.head, test_u, val,
-                       sum(t.fit.seconds for t in mine.values()))
+                       sum(t.fit.seconds for t in mine.values()), time.perf_counter() - start)
 
 
 __all__ = ["HeadOutcome", "TrainedTrial", "Trial", "TrialJob", "conclude", "select_trial", "train_trials",

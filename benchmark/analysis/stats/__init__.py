@@ -11,6 +11,9 @@ over ``J >= 10`` random train/test splits and ``S_j`` seeds per split (or their 
 * :mod:`~benchmark.analysis.stats.components` — the variance-components (VC) test of per-run differences:
   split and seed noise separated, only the split part inflated by the training-set overlap; a t-test and a
   Bayesian posterior (with ROPE), falling back to the corrected test with one seed per split;
+* :mod:`~benchmark.analysis.stats.targets` — what a test speaks for: the dataset target (paired t-test on the
+  split means, exact for "over random splits of this dataset"; primary) and the population extrapolation
+  (the VC test under an assumed ``r``, with the break-even ``r*`` at which its conclusions flip);
 * :mod:`~benchmark.analysis.stats.power` — power and minimum detectable effect of the corrected and the VC
   test, split and seed variance components, designs ("How many splits do I need?");
 * :mod:`~benchmark.analysis.stats.failures` — exact paired test of two heads' failure rates, worst-rank
@@ -40,10 +43,12 @@ from benchmark.analysis.stats.components import (
     rejection_rate,
     split_seed_moments,
     variance_components_test,
+    vc_p_at,
     vc_posterior,
     vc_ttest,
     worst_share_critical,
     worst_share_p,
+    worst_share_p_at,
 )
 from benchmark.analysis.stats.failures import PairedFailureTest, paired_failure_test, worst_rank_fill
 from benchmark.analysis.stats.frequentist import (
@@ -69,6 +74,19 @@ from benchmark.analysis.stats.power import (
     vc_mde80,
     vc_power,
 )
+from benchmark.analysis.stats.targets import (
+    DATASET,
+    DATASET_TEST,
+    MDE_RANGE,
+    POPULATION,
+    R_MAX,
+    TARGETS,
+    DatasetTargetTest,
+    break_even_r,
+    dataset_mde80,
+    dataset_target_test,
+    population_break_even,
+)
 from benchmark.analysis.stats.ranks import (
     MIN_INDEPENDENT_BLOCKS,
     average_ranks,
@@ -80,17 +98,24 @@ from benchmark.analysis.stats.ranks import (
 )
 
 __all__ = [
+    "DATASET",
+    "DATASET_TEST",
     "DEFAULT_DESIGNS",
     "DEFAULT_ROPE",
     "FALLBACK_TEST",
     "MIN_DATASETS_FOR_SIGNIFICANCE",
     "MIN_INDEPENDENT_BLOCKS",
+    "MDE_RANGE",
     "MIN_SEED_DF",
+    "POPULATION",
+    "R_MAX",
     "SATTERTHWAITE_MIN_SPLITS",
+    "TARGETS",
     "TARGET_POWER",
     "VC_SATTERTHWAITE",
     "VC_WORST_SHARE",
     "VERDICTS",
+    "DatasetTargetTest",
     "PairedFailureTest",
     "SplitSeedMoments",
     "StatsInputError",
@@ -102,11 +127,14 @@ __all__ = [
     "average_ranks",
     "balanced_moments",
     "bayesian_correlated_ttest",
+    "break_even_r",
     "corrected_resampled_ci",
     "corrected_resampled_ttest",
     "corrected_ttest_power",
     "critical_difference_decision",
     "cross_dataset_caveat",
+    "dataset_mde80",
+    "dataset_target_test",
     "design_table",
     "friedman_test",
     "holm",
@@ -118,6 +146,7 @@ __all__ = [
     "paired_bootstrap_srcc_ci",
     "paired_bootstrap_srcc_cis",
     "paired_failure_test",
+    "population_break_even",
     "pairwise_signed_rank_holm",
     "rejection_rate",
     "rowwise_srcc",
@@ -126,6 +155,7 @@ __all__ = [
     "uses_vc_test",
     "variance_components_test",
     "vc_mde80",
+    "vc_p_at",
     "vc_posterior",
     "vc_power",
     "vc_ttest",
@@ -134,4 +164,5 @@ __all__ = [
     "worst_rank_fill",
     "worst_share_critical",
     "worst_share_p",
+    "worst_share_p_at",
 ]

@@ -237,6 +237,7 @@ class _NullNodes(NamedTuple):
     df: NDArray[np.float64]  # min(Satterthwaite, J - 1) at each node
     weights: NDArray[np.float64]  # (nodes, nodes + 1): the nodes' probabilities, summing to 1
     sd: float  # sqrt(Var(d̄))
+    split_hat: NDArray[np.float64]  # σ̂²_a at each node
 
 
 def _null_nodes(var_split: float, var_seed: float, n_splits: int, seed_df: int, h: float,
@@ -252,7 +253,7 @@ def _null_nodes(var_split: float, var_seed: float, n_splits: int, seed_df: int, 
                          msw=np.repeat(msw[:, None], nodes + 1, axis=1), n_splits=j, seed_df=nu, h=h)
     weights = w[:, None] * np.concatenate([cut[:, None], (1.0 - cut[:, None]) * w], axis=1)
     return _NullNodes(np.sqrt(m.variance_of_mean(r)), _satterthwaite_df(m, r), weights,
-                      math.sqrt(var_split * (1.0 / j + r) + h * var_seed / j))
+                      math.sqrt(var_split * (1.0 / j + r) + h * var_seed / j), m.var_split)
 
 
 def rejection_rate(delta: float, var_split: float, var_seed: float, n_splits: int, seed_df: int, h: float,
@@ -336,6 +337,39 @@ def worst_share_p(t: Float, n_splits: int, seed_df: int, h: float, test_train_ra
     return float(p) if np.ndim(p) == 0 else p
 
 
+@lru_cache(maxsize=16)
+def _share_nodes(n_splits: int, seed_df: int, h: float, nodes: int = 48) -> tuple[NDArray[np.float64], ...]:
+    """Per split share (:data:`SHARES`, ``σ²_m = 1``) and quadrature node: ``σ̂²_a``, ``h MSW / J``, the node
+    weights and the share's ``(σ²_a, h σ²_e)``; none depends on ``r``, so any ``r`` is read off them cheaply."""
+    split, seed, weights = [], [], []
+    for share in SHARES:
+        q = _null_nodes(share, (1.0 - share) / h, n_splits, seed_df, h, 0.0, nodes)
+        split.append(q.split_hat)
+        seed.append(q.se**2 - q.split_hat / n_splits)  # h MSW / J = V̂(r = 0) - σ̂²_a / J
+        weights.append(q.weights)
+    return np.array(split), np.array(seed), np.array(weights)
+
+
+def worst_share_p_at(t: float, n_splits: int, seed_df: int, h: float, test_train_ratio: float) -> float:
+    """:func:`worst_share_p` at one ``t``, computed at that point rather than interpolated from the tail table.
+
+    ``max_λ P_λ(|T| >= |t|)`` over :data:`SHARES` with the same quadrature; ~10 ms for a new ``r`` where the
+    tail table takes seconds, so a search over ``r`` (:func:`benchmark.analysis.stats.targets.break_even_r`)
+    can afford it. Agrees with the table's value to its interpolation error (~1e-3 relative).
+
+    Examples
+    --------
+    >>> round(worst_share_p_at(2.7, 10, 10, 0.5, 0.32), 3)
+    0.051
+    """
+    split_hat, seed_part, weights = _share_nodes(n_splits, seed_df, float(h))
+    r, j = float(test_train_ratio), n_splits
+    se = np.sqrt(split_hat * (1.0 / j + r) + seed_part)
+    sd = np.sqrt(SHARES * (1.0 / j + r) + (1.0 - SHARES) / j)[:, None, None]
+    tails = np.sum(weights * 2.0 * stats.norm.sf(abs(t) * se / sd), axis=(1, 2))
+    return float(min(1.0, tails.max())) if math.isfinite(t) else 0.0
+
+
 @lru_cache(maxsize=256)
 def worst_share_critical(n_splits: int, seed_df: int, h: float, test_train_ratio: float,
                          alpha: float = 0.05) -> float:
@@ -417,6 +451,17 @@ def vc_ttest(m: SplitSeedMoments, test_train_ratio: float, alpha: float = 0.05) 
     if np.ndim(t) == 0:
         return VCTTest(float(t), float(df), float(p), float(se), float(critical), test)
     return VCTTest(t, df, p, se, critical, test)
+
+
+def vc_p_at(m: SplitSeedMoments, test_train_ratio: float) -> float:
+    """The two-sided p-value of :func:`vc_ttest` for one grid, with the worst-share p computed at its ``t``
+    (:func:`worst_share_p_at`) rather than interpolated: cheap for any ``r``, for break-even searches."""
+    _check_vc(m, test_train_ratio)
+    if m.n_splits >= SATTERTHWAITE_MIN_SPLITS:
+        return float(vc_ttest(m, test_train_ratio).p)
+    v = float(m.variance_of_mean(test_train_ratio))
+    t = float(m.mean) / math.sqrt(v) if v > 0.0 else (0.0 if m.mean == 0.0 else math.inf)
+    return worst_share_p_at(t, m.n_splits, m.seed_df, m.h, test_train_ratio)
 
 
 def _nodes(n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

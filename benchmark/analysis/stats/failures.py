@@ -1,12 +1,12 @@
 """Failed runs: an exact paired test of two heads' failure rates, and a worst-rank sensitivity analysis.
 
-A run fails by its head's own doing when its model diverges or predicts a constant; the report scores it
-0 on every correlation (an unstable head cannot look better by losing its bad splits). Two questions
-remain, and these pure functions answer them on the per-(split, seed) runs of one cell:
+A run fails by its head's own doing when its model diverges or predicts a constant. The report's answer
+leaves such runs out (the differences are taken over the runs where both heads succeeded), so two
+questions remain, and these pure functions answer them on the per-(split, seed) runs of one cell:
 
 * :func:`paired_failure_test` — does one head fail more often than the other? Both heads run on the same
-  (split, seed) pairs, so the failures are paired: the exact McNemar test, a binomial test on the pairs
-  where exactly one head failed;
+  (split, seed) pairs, so the failures are paired; and runs of one split share its data, so they are not
+  independent: the test is an exact sign test over splits (McNemar's test when each split has one seed);
 * :func:`worst_rank_fill` — does the verdict depend on the score given to a failure? Replace each failed
   run's score by the worst score observed in the cell over both heads (a failure ranks last, but by no
   more than the worst real run) and rerun the per-split test on the result.
@@ -34,9 +34,10 @@ class PairedFailureTest:
     failures_a, failures_b : int
         Failed runs of each head.
     only_a, only_b : int
-        Discordant pairs: only head A failed, only head B failed.
+        Discordant units — splits (runs, when no splits are given) where head A failed more often than
+        head B, and the reverse.
     p : float
-        Two-sided exact McNemar p-value (1.0 when no pair is discordant).
+        Two-sided exact sign-test p-value over the discordant units (1.0 when there is none).
     """
 
     n_pairs: int
@@ -59,17 +60,22 @@ def _indicator(values: ArrayLike, name: str) -> NDArray[np.bool_]:
     return x
 
 
-def paired_failure_test(failed_a: ArrayLike, failed_b: ArrayLike) -> PairedFailureTest:
-    """Exact McNemar test that two heads fail equally often on the same (split, seed) runs.
+def paired_failure_test(failed_a: ArrayLike, failed_b: ArrayLike, splits: ArrayLike | None = None) -> PairedFailureTest:
+    """Exact test that two heads fail equally often on the same (split, seed) runs, at the split level.
 
-    Under the null each discordant pair (exactly one head failed) is equally likely to be either head's
-    failure, so ``only_a ~ Binomial(only_a + only_b, 1/2)``: ``scipy.stats.binomtest``, two-sided.
+    Per split, the difference between the heads' failure counts over its seeds; under the null (the heads
+    are exchangeable) each non-zero difference is equally likely to favour either head, so the number of
+    splits where A failed more is ``Binomial(discordant splits, 1/2)``: ``scipy.stats.binomtest``,
+    two-sided. Splits are the independent units (seeds of one split share its data). With one seed per
+    split, or ``splits=None`` (every run its own unit), this is the exact McNemar test.
 
     Parameters
     ----------
     failed_a, failed_b : array_like of bool
         One entry per paired run, aligned (entry ``i`` of both is the same split and seed): True where that
         head's run failed.
+    splits : array_like, optional
+        The split of each run; None treats every run as its own unit.
 
     Returns
     -------
@@ -87,11 +93,19 @@ def paired_failure_test(failed_a: ArrayLike, failed_b: ArrayLike) -> PairedFailu
     (5, 1, 0.2188)
     >>> paired_failure_test([0, 1, 0], [0, 1, 0]).p  # no discordant pair: no evidence
     1.0
+    >>> res = paired_failure_test([1, 1, 1, 0], [0, 0, 0, 1], splits=[0, 0, 1, 1])  # split 0: A 2-0, split 1: 1-1
+    >>> res.only_a, res.only_b, res.p  # one discordant split
+    (1, 0, 1.0)
     """
     a, b = _indicator(failed_a, "failed_a"), _indicator(failed_b, "failed_b")
     if a.size != b.size or a.size == 0:
         raise StatsInputError(f"failed_a and failed_b must be aligned non-empty vectors, got {a.size} and {b.size}.")
-    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    units = np.arange(a.size) if splits is None else np.asarray(splits)
+    if units.shape != a.shape:
+        raise StatsInputError(f"splits must give one split per run ({a.size}), got shape {units.shape}.")
+    _, unit = np.unique(units, return_inverse=True)
+    difference = np.bincount(unit, weights=a.astype(float)) - np.bincount(unit, weights=b.astype(float))
+    only_a, only_b = int(np.sum(difference > 0)), int(np.sum(difference < 0))
     p = float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
     return PairedFailureTest(n_pairs=int(a.size), failures_a=int(a.sum()), failures_b=int(b.sum()),
                              only_a=only_a, only_b=only_b, p=p)
