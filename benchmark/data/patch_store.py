@@ -342,7 +342,7 @@ def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, 
                 lengths.sum() / 2**30, workers, "processes" if processes else "threads")
     data_offset = np.load(partial / PIXELS_FILE, mmap_mode="r").offset
     writer = _StoreWriter(partial / PIXELS_FILE, data_offset, paths, file_sizes, sizes, offsets, policy)
-    saved = time.monotonic()
+    saved = started = time.monotonic()
     bad: list[tuple[int, str]] = []
     for rows, failed in map_chunks(writer, todo, workers, "decoding", processes):
         bad += failed
@@ -354,6 +354,7 @@ def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, 
         shutil.rmtree(partial, ignore_errors=True)
         raise_corrupt([(paths[row], reason) for row, reason in sorted(bad)])
     _save_progress(partial, done)
+    logger.info("decoded %d images into %s in %.1f s", len(todo), folder.name, time.monotonic() - started)
     try:
         os.rename(partial, folder)
     except OSError:
