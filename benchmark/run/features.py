@@ -128,7 +128,7 @@ def cached_features(extractor: FeatureExtractor, backbone_name: str, weights_has
         return np.load(path)
     keep_freed_memory()  # else every forward pass page-faults its activations afresh (benchmark.allocator)
     store = prep.store(labels, policy)
-    start = time.perf_counter()
+    began = time.perf_counter()
     per_image = policy.test_patches
     step = features_batch_images(per_image)
     with atomic_file(path) as temp:
@@ -140,7 +140,7 @@ def cached_features(extractor: FeatureExtractor, backbone_name: str, weights_has
             features[start : rows.stop] = extractor(patches, per_image).numpy()
         features.flush()
         del features
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - began
     log.info("features of %s for %s: %d images x %d patches in %.1f s (%.1f patches/s), cached at %s", backbone_name,
              dataset, len(store), per_image, seconds, len(store) * per_image / seconds, path)
     return np.load(path)
