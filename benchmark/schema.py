@@ -444,6 +444,11 @@ class GridRecord:
                    split_fractions=tuple(data["split_fractions"]),
                    split_correlation=data.get("split_correlation"))
 
+    def assumed_r(self, n_train: float, n_test: float) -> float:
+        """The split correlation ``r`` the population target assumes for a cell with these set sizes: the
+        grid's ``split_correlation``, else Nadeau and Bengio's ``n_test / n_train``."""
+        return self.split_correlation if self.split_correlation is not None else n_test / n_train
+
     def with_compare(self, pairs: tuple[tuple[str, str], ...]) -> GridRecord:
         """The same grid with other pairs to compare (a report's ``--pair`` override)."""
         return replace(self, compare=tuple(pairs))

@@ -84,11 +84,11 @@ def pool_deltas(uri: str, grid: str, metric: str) -> tuple[dict[tuple[str, str],
     return out, ratio
 
 
-def _population(sub: np.ndarray, ratio: float, n_train: float = 100.0) -> dict:
+def _population(sub: np.ndarray, ratio: float) -> dict:
     """The population test of one sub-grid (as the report runs it): interval, significance, verdict."""
     j, s = sub.shape
     runs = pd.DataFrame({"split": np.repeat(np.arange(j), s), "delta": sub.ravel()})
-    res = stats.variance_components_test(runs, n_train, ratio * n_train, ROPE, alpha=ALPHA)
+    res = stats.variance_components_test(runs, ratio, ROPE, alpha=ALPHA)
     return {"low": res.ci_low, "high": res.ci_high, "p": res.p, "verdict": res.verdict,
             "critical": (res.ci_high - res.ci_low) / 2 / res.se_mean if res.se_mean > 0 else np.nan}
 

@@ -30,16 +30,18 @@ def test_the_plan_uses_the_pilots_variance_components(pilot):
     row = plan.iloc[0]
     expected = stats.design_table(stats.VarianceComponents(row["var_split"], row["var_seed"]), row["r"])
     assert np.allclose(plan["mde80"], expected["mde80"]) and (plan["test"] == expected["test"]).all()
+    assert np.allclose(plan["mde80_dataset"], expected["mde80_dataset"])
+    assert (plan["mde80_dataset"] < plan["mde80"]).all()  # this dataset's answer needs no overlap term
     assert row["r"] == pytest.approx(1 / 3) and row["var_seed"] > 0
 
 
 def test_a_target_finds_the_fewest_splits_of_the_scan():
-    components, ratio = stats.VarianceComponents(0.0046, 0.0069), 0.32
-    j = splits_for_target(components, 2, ratio, 0.15)
+    components = stats.VarianceComponents(0.0046, 0.0069)
+    j = splits_for_target(components, 2, 0.05)
     before = SPLIT_STEPS[SPLIT_STEPS.index(j) - 1]
-    mde = stats.design_table(components, ratio, [(before, 2), (j, 2)])["mde80"].to_numpy()
-    assert mde[0] > 0.15 >= mde[1]
-    assert splits_for_target(components, 2, ratio, 0.05) is None  # below 2.80 sqrt(r var_split) = 0.107
+    mde = stats.design_table(components, 0.32, [(before, 2), (j, 2)])["mde80_dataset"].to_numpy()
+    assert mde[0] > 0.05 >= mde[1]
+    assert splits_for_target(components, 2, 0.001) is None  # beyond the scan's 1,000 splits
 
 
 def test_a_one_seed_pilot_cannot_plan(tmp_path):
@@ -55,4 +57,6 @@ def test_plan_command_prints_each_pair_and_the_unreachable_targets(pilot):
         assert main(["plan", "--grid", "pilot", "--tracking-uri", pilot, "--target-mde", "0.05"]) == 0
     text = out.getvalue()
     assert "efficientnet_lite0|bundled->bundled|frozen  dor − mse" in text and "var_seed" in text
-    assert text.count("vc-worst-share") + text.count("corrected") + text.count("out of reach") == 4
+    assert text.count("vc-worst-share") + text.count("vc-satterthwaite") + text.count("corrected") \
+        + text.count("out of reach") == 4
+    assert "mde80_dataset" in text and "assumed r 0.333" in text

@@ -32,7 +32,6 @@ from benchmark.analysis.stats import (
     holm,
     independent_blocks,
     mde80,
-    mde_vs_splits,
     vc_mde80,
     naive_paired_ttest,
     nemenyi_critical_difference,
@@ -237,25 +236,6 @@ def test_split_seed_variance_edge_cases() -> None:
         split_seed_variance(flat.rename(columns={"delta": "d"}))
     with pytest.raises(StatsInputError, match="at least 2 splits"):
         split_seed_variance(flat[flat["split"] == 0])
-
-
-def test_mde_vs_splits_table() -> None:
-    components = VarianceComponents(4e-4, 9e-4)
-    table = mde_vs_splits(components, 1 / 3, n_splits=(5, 10, 50), n_seeds=(1, 4))
-    assert list(table.columns) == ["n_splits", "n_seeds", "test", "sd_delta", "mde80", "floor"]
-    assert table["n_seeds"].tolist() == [1, 1, 1, 4, 4, 4]
-    assert table["test"].tolist() == ["corrected"] * 3 + ["vc-worst-share", "vc-worst-share", "vc-satterthwaite"]
-    one_seed = table.iloc[1]  # J = 10, S = 1: the corrected test on sd = sqrt(4e-4 + 9e-4)
-    assert one_seed["mde80"] == pytest.approx(mde80(math.sqrt(13e-4), 10, 1 / 3))
-    assert one_seed["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3 * 13e-4), rel=1e-5)
-    row = table.iloc[4]  # J = 10, S = 4: the VC test; only var_split carries the n_test/n_train term
-    assert row["sd_delta"] == pytest.approx(0.025)  # sqrt(4e-4 + 9e-4 / 4)
-    assert row["mde80"] == pytest.approx(vc_mde80(components, 10, 4, 1 / 3))
-    assert row["floor"] == pytest.approx(2.80158 * math.sqrt(1 / 3 * 4e-4), rel=1e-5)
-    plain = mde_vs_splits(0.03, 0.25, n_splits=(10,))
-    assert plain["n_seeds"].isna().all() and plain["mde80"].iloc[0] == pytest.approx(mde80(0.03, 10, 0.25))
-    with pytest.raises(StatsInputError, match="n_seeds needs a VarianceComponents"):
-        mde_vs_splits(0.03, 0.25, n_seeds=(1, 2))
 
 
 def test_cross_dataset_caveat_marks_fixed_test_sets() -> None:

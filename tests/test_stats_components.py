@@ -224,7 +224,7 @@ def test_variance_components_test_vc_and_fallbacks() -> None:
     rng = np.random.default_rng(1)
     runs = pd.DataFrame({"split": np.repeat(np.arange(8), 3), "delta": 0.02 + rng.normal(0, 0.02, 24)})
     runs["delta"] += np.repeat(rng.normal(0, 0.01, 8), 3)
-    res = variance_components_test(runs, n_train=600, n_test=200, rope=0.01)
+    res = variance_components_test(runs, 200 / 600, rope=0.01)
     m = split_seed_moments(runs)
     vc = vc_ttest(m, R)
     post = vc_posterior(m, R)
@@ -241,7 +241,7 @@ def test_variance_components_test_vc_and_fallbacks() -> None:
 
     # One seed per split: the corrected test and the correlated Bayesian t-test on the split means.
     means = runs.groupby("split", as_index=False)["delta"].mean()
-    one = variance_components_test(means, 600, 200, rope=0.01)
+    one = variance_components_test(means, 200 / 600, rope=0.01)
     d = means["delta"].to_numpy()
     assert one.test == FALLBACK_TEST and one.note.startswith("one seed per split")
     assert (one.t, one.p) == pytest.approx(corrected_resampled_ttest(d, 600, 200))
@@ -251,7 +251,7 @@ def test_variance_components_test_vc_and_fallbacks() -> None:
     assert one.p_bayes == one.p and one.significant == (one.p < 0.05)
 
     # Four seed df (< 5): the same fallback on the split means, with the components still reported.
-    few = variance_components_test(BALANCED, 600, 200)
+    few = variance_components_test(BALANCED, 200 / 600)
     assert few.test == FALLBACK_TEST and "only 4 seed degree(s) of freedom" in few.note
     assert few.p == pytest.approx(corrected_resampled_ttest([0.02, 0.04, 0.0, 0.06], 600, 200)[1])
     assert few.var_split == pytest.approx(20e-4 / 3 - 1e-4) and few.var_seed == pytest.approx(2e-4)
@@ -259,14 +259,14 @@ def test_variance_components_test_vc_and_fallbacks() -> None:
 
 def test_variance_components_test_degenerate_and_bad_input() -> None:
     same = pd.DataFrame({"split": np.repeat(np.arange(5), 2), "delta": 0.02})
-    res = variance_components_test(same, 600, 200, rope=0.01)
+    res = variance_components_test(same, 200 / 600, rope=0.01)
     assert (res.t, res.p, res.p_bayes, res.significant) == (math.inf, 0.0, 0.0, True)
     assert (res.p_below, res.p_rope, res.p_above, res.verdict) == (0.0, 0.0, 1.0, "a better")
-    zero = variance_components_test(same.assign(delta=0.0), 600, 200)
+    zero = variance_components_test(same.assign(delta=0.0), 200 / 600)
     assert (zero.t, zero.p, zero.p_bayes, zero.significant, zero.verdict) == (0.0, 1.0, 1.0, False, "equivalent")
-    for kwargs, match in (({"n_train": 0}, "positive"), ({"rope": -1.0}, "rope must be"),
+    for kwargs, match in (({"r": 0}, "finite and > 0"), ({"rope": -1.0}, "rope must be"),
                           ({"alpha": 1.5}, "alpha"), ({"threshold": 0.4}, "threshold")):
-        args = {"n_train": 600, "n_test": 200, **kwargs}
+        args = {"r": 200 / 600, **kwargs}
         with pytest.raises(StatsInputError, match=match):
             variance_components_test(same.assign(delta=np.arange(10) / 100), **args)
 
@@ -290,7 +290,9 @@ def test_vc_power_level_mde_and_floor() -> None:
 def test_design_table() -> None:
     c = VarianceComponents(var_split=0.0046, var_seed=0.0069)
     table = design_table(c, 0.32)
-    assert list(table.columns) == ["n_splits", "n_seeds", "runs_per_head", "test", "mde80", "floor"]
+    assert list(table.columns) == ["n_splits", "n_seeds", "runs_per_head", "mde80_dataset", "test", "mde80", "floor"]
+    assert table["mde80_dataset"].tolist() == pytest.approx(
+        [mde80(c.sd(s), j, 0.0) for j, s in zip(table["n_splits"], table["n_seeds"], strict=True)])
     assert list(zip(table["n_splits"], table["n_seeds"], table["runs_per_head"], strict=True)) == [
         (10, 1, 10), (10, 2, 20), (20, 2, 40), (50, 2, 100), (30, 3, 90), (100, 1, 100)]
     assert table["test"].tolist() == ["corrected", "vc-worst-share", "vc-worst-share", "vc-satterthwaite",

@@ -52,8 +52,8 @@ def test_worst_rank_fill_feeds_the_paired_test() -> None:
     failed_a = a == 0.0
     filled_a, filled_b = worst_rank_fill(a, b, failed_a, np.zeros_like(failed_a))
     assert filled_a[failed_a].tolist() == [0.75, 0.75] and (filled_b == b).all()
-    scored = variance_components_test(pd.DataFrame({"split": splits, "delta": a - b}), 600, 200)
-    ranked = variance_components_test(pd.DataFrame({"split": splits, "delta": filled_a - filled_b}), 600, 200)
+    scored = variance_components_test(pd.DataFrame({"split": splits, "delta": a - b}), 200 / 600)
+    ranked = variance_components_test(pd.DataFrame({"split": splits, "delta": filled_a - filled_b}), 200 / 600)
     assert scored.mean < 0 < ranked.mean
 
 

@@ -9,7 +9,7 @@ from scipy import stats as scipy_stats
 
 from benchmark.analysis.stats import (
     break_even_r,
-    corrected_resampled_ttest,
+    corrected_ttest,
     dataset_mde80,
     dataset_target_test,
     population_break_even,
@@ -75,21 +75,21 @@ def _runs(rng, j=10, s=2, delta=0.03, split_sd=0.01, seed_sd=0.02):
 
 def test_population_r_star_is_where_the_vc_test_and_its_verdict_flip():
     runs = _runs(np.random.default_rng(1))
-    res = variance_components_test(runs, 600, 200, rope=0.01)
-    r_sig, r_verdict = population_break_even(runs, 600, 1 / 3, rope=0.01)
+    res = variance_components_test(runs, 200 / 600, rope=0.01)
+    r_sig, r_verdict = population_break_even(runs, 1 / 3, rope=0.01)
     m = split_seed_moments(runs)
     assert res.p < 0.05 and r_sig > 1 / 3
     assert vc_p_at(m, r_sig * 0.99) < 0.05 <= vc_p_at(m, r_sig * 1.01)  # flips at r*
     assert math.isinf(r_verdict) or r_verdict > 1 / 3
     one_seed = runs.groupby("split", as_index=False)["delta"].mean()
-    r_sig, _ = population_break_even(one_seed, 600, 1 / 3, rope=0.01)
+    r_sig, _ = population_break_even(one_seed, 1 / 3, rope=0.01)
     means = one_seed["delta"].to_numpy()
-    if corrected_resampled_ttest(means, 600, 200)[1] < 0.05:  # the corrected test's r* with one seed
-        assert corrected_resampled_ttest(means, 600, 600 * r_sig * 0.99)[1] < 0.05
-        assert corrected_resampled_ttest(means, 600, 600 * r_sig * 1.01)[1] >= 0.05
+    if corrected_ttest(means, 1 / 3)[1] < 0.05:  # the corrected test's r* with one seed
+        assert corrected_ttest(means, r_sig * 0.99)[1] < 0.05 <= corrected_ttest(means, r_sig * 1.01)[1]
 
 
-def test_a_non_significant_population_test_never_turns_significant_as_r_grows():
+def test_a_non_significant_population_test_has_no_significance_to_break():
     runs = _runs(np.random.default_rng(2), delta=0.0)
-    assert variance_components_test(runs, 600, 200).p > 0.05
-    assert population_break_even(runs, 600, 1 / 3, rope=0.01)[0] == math.inf
+    assert variance_components_test(runs, 200 / 600).p > 0.05
+    r_sig, r_verdict = population_break_even(runs, 1 / 3, rope=0.01)
+    assert math.isnan(r_sig) and r_verdict == math.inf  # undecided stays undecided whatever r

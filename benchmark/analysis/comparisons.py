@@ -34,8 +34,9 @@ seed s) feed :mod:`benchmark.analysis.stats`; ``pairs.csv`` holds their seed ave
   of one run's difference (NaN with one seed per split);
 * ``r`` — the split correlation the row's test assumes: 0 for the dataset target, n_test / n_train
   (Nadeau & Bengio) or the grid's ``split_correlation`` for the population target;
-  ``r_star_significance, r_star_verdict`` — population SRCC rows: the largest r at which the
-  significance, and the verdict, still read as at ``r`` (``inf``: they never flip);
+  ``r_star_significance, r_star_verdict`` — population SRCC rows: the largest r at which a significant
+  difference stays significant (NaN when it is not significant at ``r``), and at which the verdict still
+  reads as at ``r`` (``inf``: it never flips);
 * ``mde80`` — the smallest true mean difference the row's test detects with 80 % power at α = .05 with
   this grid's J, S (and r), a plug-in from the observed spread; ``mde80_low, mde80_high`` — dataset rows:
   its 90 % sampling range;
@@ -56,7 +57,7 @@ import pandas as pd
 from benchmark.analysis import stats
 from benchmark.analysis.report_data import CELL_COLUMNS, Scores, warn
 from benchmark.metrics import HIGHER_IS_BETTER
-from benchmark.schema import test_metric
+from benchmark.schema import GridRecord, test_metric
 
 ALPHA = 0.05
 PRIMARY = "complete-case"
@@ -132,12 +133,11 @@ def dataset_columns(deltas: pd.DataFrame, rope: float) -> dict:
             "mde80": mde, "mde80_low": mde_low, "mde80_high": mde_high, "p_wilcoxon": res.p_wilcoxon}
 
 
-def population_columns(deltas: pd.DataFrame, n_train: float, n_test: float, rope: float,
-                       break_even: bool) -> dict:
-    """The population target's test of one comparison: the variance-components test with its assumed
-    ``r = n_test / n_train`` (or the corrected test with one seed per split), its MDE80 and, when
-    ``break_even``, the r* at which its significance and its verdict flip."""
-    result = stats.variance_components_test(deltas, n_train, n_test, rope, alpha=ALPHA)
+def population_columns(deltas: pd.DataFrame, r: float, rope: float, break_even: bool) -> dict:
+    """The population target's test of one comparison: the variance-components test with its assumed split
+    correlation ``r`` (or the corrected test with one seed per split), its MDE80 and, when ``break_even``, the
+    r* at which its significance and its verdict flip."""
+    result = stats.variance_components_test(deltas, r, rope, alpha=ALPHA)
     seeds = _seeds(deltas)
     mde = np.nan
     if result.test != stats.FALLBACK_TEST and result.var_split + result.var_seed > 0:
@@ -147,9 +147,8 @@ def population_columns(deltas: pd.DataFrame, n_train: float, n_test: float, rope
         sd = result.se_mean / np.sqrt(1 / result.n_splits + result.r)
         mde = stats.mde80(sd, result.n_splits, result.r, ALPHA)
     means = deltas.groupby("split", sort=False)["delta"].mean().to_numpy()
-    t_corrected, p_corrected = stats.corrected_resampled_ttest(means, n_train, n_test)
-    r_stars = (stats.population_break_even(deltas, n_train, result.r, rope, ALPHA) if break_even
-               else (np.nan, np.nan))
+    t_corrected, p_corrected = stats.corrected_ttest(means, r)
+    r_stars = stats.population_break_even(deltas, r, rope, ALPHA) if break_even else (np.nan, np.nan)
     return {"target": stats.POPULATION, "n_seeds": seeds, "test": result.test, "test_note": result.note,
             "mean_delta": result.mean, "se_mean": result.se_mean, "df": result.df, "t": result.t, "p": result.p,
             "ci_low": result.ci_low, "ci_high": result.ci_high, "p_below": result.p_below, "p_rope": result.p_rope,
@@ -172,19 +171,19 @@ def _worst_rank_row(row: dict, paired: pd.DataFrame, rope: float) -> dict | None
 
 
 def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str, str]], sizes: pd.DataFrame,
-               warnings: list[str], rope: float, split_correlation: float | None = None) -> pd.DataFrame:
+               warnings: list[str], grid: GridRecord) -> pd.DataFrame:
     """Rows per (cell, head pair, metric, analysis, target): the columns of ``stats.csv`` (module docstring).
 
-    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs. ``split_correlation``: the ``r``
-    the population target assumes (the grid key of that name); None: each cell's ``n_test / n_train``.
+    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs. ``grid`` gives the ROPE and the
+    ``r`` the population target assumes (:meth:`~benchmark.schema.GridRecord.assumed_r`).
     """
+    rope = grid.rope
     cells = scores.cells.set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
     rows = []
     for (pair_key, head_a, head_b, metric), group in pairs.groupby(["pair_key", "head_a", "head_b", "metric"],
                                                                     sort=False):
         d = group["delta"].to_numpy(dtype=float)
         n_train, n_test = sizes.loc[pair_key, "n_train"], sizes.loc[pair_key, "n_test"]
-        assumed = n_test if split_correlation is None else split_correlation * n_train  # the tests read r from it
         cell = cells[pair_key]
         caveat = stats.cross_dataset_caveat(cell["dataset"], cell["test_dataset"])
         paired = paired_runs(scores, pair_key, head_a, head_b, metric)
@@ -200,7 +199,8 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str,
         if d.size >= 2 and n_train > 0 and n_test > 0:
             deltas = complete[["split"]].assign(delta=complete["value_a"] - complete["value_b"])
             dataset = {**row, **dataset_columns(deltas, rope)}
-            rows += [dataset, {**row, **population_columns(deltas, n_train, assumed, rope,
+            r = grid.assumed_r(n_train, n_test)
+            rows += [dataset, {**row, **population_columns(deltas, r, rope,
                                                             metric in BREAK_EVEN_METRICS and caveat is None)}]
             if failures.failures_a + failures.failures_b:
                 sensitivity = _worst_rank_row(dataset, paired, rope)

@@ -1,11 +1,12 @@
 """``dor-bench plan``: how many splits and seeds a grid needs, from a finished (pilot) grid's variance.
 
 For every within-dataset cell and compared head pair of the pilot, the per-run SRCC differences give the
-split and seed variance components (:func:`benchmark.analysis.stats.split_seed_variance`) and
-``r = n_test / n_train``; :func:`benchmark.analysis.stats.design_table` turns them into the MDE80 and the
-number of runs per head of a few (splits, seeds) designs. With a target MDE, the smallest number of splits
-that reaches it is found for each number of seeds (or the design is marked out of reach: as splits grow the
-MDE cannot fall below ``2.80 sqrt(r var_split)`` whatever the seeds).
+split and seed variance components (:func:`benchmark.analysis.stats.split_seed_variance`), and the grid
+the ``r`` its population extrapolation assumes (:meth:`benchmark.schema.GridRecord.assumed_r`, as the
+report uses it); :func:`benchmark.analysis.stats.design_table` turns them into the MDE80 of both targets and
+the number of runs per head of a few (splits, seeds) designs. With a target MDE, the smallest number of
+splits whose dataset test reaches it is found for each number of seeds (more splits always help it; the
+population extrapolation's MDE cannot fall below ``2.80 sqrt(r var_split)`` whatever the design).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from benchmark.store import open_client, resolve_tracking_uri
 TARGET_SEEDS = (1, 2, 3, 5)
 """Seeds per split for which ``--target-mde`` searches the number of splits."""
 PLAN_COLUMNS = ["pair_key", "head_a", "head_b", "var_split", "var_seed", "r", "n_splits", "n_seeds", "runs_per_head",
-                "test", "mde80", "floor"]
+                "mde80_dataset", "test", "mde80", "floor"]
 
 
 def pilot_components(scores: Scores, compare: Sequence[tuple[str, str]], metric: str = "srcc") -> pd.DataFrame:
@@ -48,25 +49,15 @@ def pilot_components(scores: Scores, compare: Sequence[tuple[str, str]], metric:
     return pd.DataFrame(rows, columns=["pair_key", "head_a", "head_b", "var_split", "var_seed"])
 
 
-SPLIT_STEPS = (3, 5, 8, 10, 15, 20, 25, 29, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
-"""Numbers of splits the target search tries. A scan, not a bisection: the MDE need not fall with J. When
-``var_split`` is near 0, Satterthwaite's df of ``V̂ = (1/J + r) s²_m - h r MSW`` (a negative coefficient)
-collapses, so from 30 splits, where the VC test switches to it, the MDE can rise again."""
+SPLIT_STEPS = (3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
+"""Numbers of splits the target search tries."""
 
 
-def splits_for_target(components: stats.VarianceComponents, n_seeds: int, test_train_ratio: float,
-                      target: float) -> int | None:
-    """The fewest splits J of :data:`SPLIT_STEPS` whose design reaches MDE80 <= ``target`` (its test has 80 %
-    power at ``target``, the test chosen as :func:`benchmark.analysis.stats.design_table` does); None if none does."""
-    def power(j: int) -> float:
-        if stats.uses_vc_test(j, n_seeds):
-            return stats.vc_power(target, components, j, n_seeds, test_train_ratio)
-        return stats.corrected_ttest_power(target, components.sd(n_seeds), j, test_train_ratio)
-
-    floor = stats.design_table(components, test_train_ratio, [(SPLIT_STEPS[-1], n_seeds)])["floor"].iloc[0]
-    if floor > target:  # no number of splits gets below the floor
-        return None
-    return next((j for j in SPLIT_STEPS if power(j) >= stats.TARGET_POWER), None)
+def splits_for_target(components: stats.VarianceComponents, n_seeds: int, target: float) -> int | None:
+    """The fewest splits J of :data:`SPLIT_STEPS` whose dataset test (the paired t-test on split means) has
+    80 % power at ``target``; None if none does."""
+    sd = components.sd(n_seeds)
+    return next((j for j in SPLIT_STEPS if stats.mde80(sd, j, 0.0) <= target), None)
 
 
 def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | None = None,
@@ -95,13 +86,14 @@ def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | 
     if pilot.empty:
         raise ReportError(f"grid {name!r} has no within-dataset pair with two or more seeds in a split: split and "
                           "seed variance cannot be told apart. Run a pilot with seeds: [0, 1].")
-    ratios = (usable["n_test"] / usable["n_train"]).groupby(usable["pair_key"]).mean()
+    sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
     rows = []
     for pair in pilot.itertuples(index=False):
-        components, ratio = stats.VarianceComponents(pair.var_split, pair.var_seed), float(ratios[pair.pair_key])
+        components = stats.VarianceComponents(pair.var_split, pair.var_seed)
+        ratio = record.assumed_r(*sizes.loc[pair.pair_key, ["n_train", "n_test"]])
         chosen = list(designs)
         if target_mde is not None:
-            found = {s: splits_for_target(components, s, ratio, target_mde) for s in TARGET_SEEDS}
+            found = {s: splits_for_target(components, s, target_mde) for s in TARGET_SEEDS}
             chosen = [(j, s) for s, j in found.items() if j is not None]
             rows += [{**pair._asdict(), "r": ratio, "n_seeds": s, "test": f"MDE80 <= {target_mde:g} out of reach"}
                      for s, j in found.items() if j is None]

@@ -200,8 +200,10 @@ def _population(page: ReportPage) -> str:
             "verdicts above do not speak. Random splits of one dataset share their images, so their effects "
             "correlate; the variance-components test below inflates the split variance by an <b>assumed</b> "
             "r = n_test/n_train (Nadeau &amp; Bengio), which one dataset cannot measure. r* is the largest r at "
-            "which its significance, and separately its verdict, would still read the same (<i>never</i>: they do not "
-            "flip). Claims beyond a dataset are what several datasets as units test (the across-dataset test).</p>"
+            "which a significant difference would still be significant, and separately at which the verdict would "
+            "still read the same (<i>never</i>: it does not flip; – : not significant at the assumed r, which a "
+            "larger r cannot change). Claims beyond a dataset are what several datasets as units test (the "
+            "across-dataset test).</p>"
             "<div class='scroll'><table id='population' class='stack'><tr><th>cell</th><th>A − B</th><th>verdict</th>"
             "<th>95 % interval</th><th>p</th><th>assumed r</th><th>r* significance</th><th>r* verdict</th></tr>"
             f"{body}</table></div>")

@@ -160,7 +160,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
                        "slope plot")
     deltas = paired_deltas(scores, record.compare, metrics)
     sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
-    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record.rope, record.split_correlation)
+    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record)
     splits = shown_splits(scores)
     predictions = load_predictions(client, usable, splits.iloc[:1], warnings)
     across = across_datasets(stats_df, warnings)

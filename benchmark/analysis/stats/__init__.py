@@ -27,7 +27,7 @@ Every name is importable from ``benchmark.analysis.stats`` directly.
 """
 
 from benchmark.analysis.stats._inputs import StatsInputError
-from benchmark.analysis.stats.bayes import DEFAULT_ROPE, VERDICTS, bayesian_correlated_ttest, verdict
+from benchmark.analysis.stats.bayes import DEFAULT_ROPE, VERDICTS, bayesian_correlated_ttest, correlated_posterior, verdict
 from benchmark.analysis.stats.bootstrap import paired_bootstrap_srcc_ci, paired_bootstrap_srcc_cis, rowwise_srcc
 from benchmark.analysis.stats.components import (
     FALLBACK_TEST,
@@ -54,8 +54,10 @@ from benchmark.analysis.stats.failures import PairedFailureTest, paired_failure_
 from benchmark.analysis.stats.frequentist import (
     MIN_DATASETS_FOR_SIGNIFICANCE,
     across_dataset_wilcoxon,
+    corrected_ci,
     corrected_resampled_ci,
     corrected_resampled_ttest,
+    corrected_ttest,
     cross_dataset_caveat,
     holm,
     naive_paired_ttest,
@@ -68,7 +70,6 @@ from benchmark.analysis.stats.power import (
     corrected_ttest_power,
     design_table,
     mde80,
-    mde_vs_splits,
     split_seed_variance,
     uses_vc_test,
     vc_mde80,
@@ -128,8 +129,11 @@ __all__ = [
     "balanced_moments",
     "bayesian_correlated_ttest",
     "break_even_r",
+    "corrected_ci",
     "corrected_resampled_ci",
     "corrected_resampled_ttest",
+    "corrected_ttest",
+    "correlated_posterior",
     "corrected_ttest_power",
     "critical_difference_decision",
     "cross_dataset_caveat",
@@ -140,7 +144,6 @@ __all__ = [
     "holm",
     "independent_blocks",
     "mde80",
-    "mde_vs_splits",
     "naive_paired_ttest",
     "nemenyi_critical_difference",
     "paired_bootstrap_srcc_ci",

@@ -33,6 +33,13 @@ def check_set_sizes(n_train: float, n_test: float) -> float:
     return n_test / n_train
 
 
+def check_ratio(r: float) -> float:
+    """A split correlation ``r`` (``n_test / n_train`` or an assumed value), checked finite and > 0."""
+    if not (np.isfinite(r) and r > 0):
+        raise StatsInputError(f"the split correlation r must be finite and > 0, got {r}.")
+    return float(r)
+
+
 def check_open_unit(value: float, name: str) -> None:
     """Raise :class:`StatsInputError` unless ``0 < value < 1`` (a confidence level, alpha, power)."""
     if not 0.0 < value < 1.0:

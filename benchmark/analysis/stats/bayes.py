@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from benchmark.analysis.stats._inputs import StatsInputError, check_set_sizes, finite_vector
+from benchmark.analysis.stats._inputs import StatsInputError, check_ratio, check_set_sizes, finite_vector
 from benchmark.analysis.stats.frequentist import corrected_se
 
 DEFAULT_ROPE = 0.01
@@ -77,11 +77,17 @@ def bayesian_correlated_ttest(
     >>> bayesian_correlated_ttest([0.01, 0.01, 0.01], n_train=600, n_test=200)  # on the ROPE's edge
     (0.0, 1.0, 0.0)
     """
+    return correlated_posterior(deltas, check_set_sizes(n_train, n_test), rope)
+
+
+def correlated_posterior(deltas: ArrayLike, r: float, rope: float = DEFAULT_ROPE) -> tuple[float, float, float]:
+    """:func:`bayesian_correlated_ttest` with the split correlation given as ``r = rho / (1 - rho)``
+    (``n_test / n_train`` there, or an assumed value)."""
     # Hand-written rather than baycomp.CorrelatedTTest: baycomp assumes k-fold cross-validation
     # repeated `runs` times and fixes rho = 1/k (k = J / runs, an integer); random splits have
     # rho = n_test / (n_test + n_train), which baycomp cannot take. The posterior itself is scipy's t.
     d = finite_vector(deltas, min_len=2)
-    ratio = check_set_sizes(n_train, n_test)
+    ratio = check_ratio(r)
     if not (math.isfinite(rope) and rope >= 0.0):
         raise StatsInputError(f"rope must be a finite value >= 0 (a half-width in metric units), got {rope}.")
     mean = float(np.mean(d))

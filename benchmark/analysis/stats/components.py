@@ -80,9 +80,9 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special, stats
 
-from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, check_set_sizes
-from benchmark.analysis.stats.bayes import DEFAULT_ROPE, bayesian_correlated_ttest, verdict
-from benchmark.analysis.stats.frequentist import corrected_resampled_ci, corrected_resampled_ttest, corrected_se
+from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, check_ratio
+from benchmark.analysis.stats.bayes import DEFAULT_ROPE, correlated_posterior, verdict
+from benchmark.analysis.stats.frequentist import corrected_ci, corrected_se, corrected_ttest
 
 MIN_SEED_DF = 5
 """Fewest seed degrees of freedom ``ν_w = Σ (S_j - 1)`` for the VC test; below it the seed variance is too
@@ -651,15 +651,14 @@ class VarianceComponentsTest:
     cred_high: float
 
 
-def _fallback(runs: pd.DataFrame, n_train: float, n_test: float, rope: float, alpha: float,
-              threshold: float, split: str, value: str) -> dict[str, Any]:
+def _fallback(runs: pd.DataFrame, ratio: float, rope: float, alpha: float, threshold: float, split: str,
+              value: str) -> dict[str, Any]:
     """The corrected test and the correlated Bayesian t-test on the split means (identical intervals)."""
     means = runs.groupby(split, sort=False)[value].mean().to_numpy()
-    ratio = n_test / n_train
-    t, p = corrected_resampled_ttest(means, n_train, n_test)
-    low, high = corrected_resampled_ci(means, n_train, n_test, 1.0 - alpha)
-    posterior = bayesian_correlated_ttest(means, n_train, n_test, rope)
-    p_above_zero = bayesian_correlated_ttest(means, n_train, n_test, 0.0)[2]
+    t, p = corrected_ttest(means, ratio)
+    low, high = corrected_ci(means, ratio, 1.0 - alpha)
+    posterior = correlated_posterior(means, ratio, rope)
+    p_above_zero = correlated_posterior(means, ratio, 0.0)[2]
     return {"se_mean": corrected_se(means, ratio), "df": float(means.size - 1), "t": t, "p": p, "ci_low": low,
             "ci_high": high, **dict(zip(("p_below", "p_rope", "p_above"), posterior, strict=True)),
             "verdict": verdict(*posterior, threshold=threshold), "p_bayes": p,
@@ -668,8 +667,7 @@ def _fallback(runs: pd.DataFrame, n_train: float, n_test: float, rope: float, al
 
 def variance_components_test(
     runs: pd.DataFrame,
-    n_train: float,
-    n_test: float,
+    r: float,
     rope: float = DEFAULT_ROPE,
     *,
     alpha: float = 0.05,
@@ -685,8 +683,9 @@ def variance_components_test(
         One row per (split, seed) where both heads ran: split label in ``split``, the difference (head A
         minus head B) in ``value``. Unbalanced seeds are allowed (the posterior then uses ``h = mean 1/S_j``,
         exact for balanced designs).
-    n_train, n_test : float
-        Training and test set sizes of a split (their ratio is ``r``).
+    r : float
+        The split correlation the test assumes: ``n_test / n_train`` of a split (Nadeau & Bengio), or another
+        assumed value.
     rope : float, default 0.01
         Half-width of the region of practical equivalence.
     alpha : float, default 0.05
@@ -711,16 +710,16 @@ def variance_components_test(
     --------
     >>> runs = pd.DataFrame({"split": np.repeat(np.arange(5), 2),
     ...                      "delta": [0.01, 0.03, 0.04, 0.02, 0.05, 0.07, 0.02, 0.0, 0.03, 0.05]})
-    >>> res = variance_components_test(runs, n_train=600, n_test=200)
+    >>> res = variance_components_test(runs, r=200 / 600)
     >>> res.test, round(res.var_split, 6), round(res.var_seed, 6), round(res.se_mean, 5)  # s²_m = 3.7e-4, MSW = 2e-4
     ('vc-worst-share', 0.00027, 0.0002, 0.01281)
     >>> round(res.t, 4), round(res.df, 3), round(res.p, 4), res.verdict, round(res.p_above, 4), res.significant
     (2.4988, 3.125, 0.085, 'undecided', 0.9122, False)
-    >>> one_seed = variance_components_test(runs.groupby("split", as_index=False).mean(), 600, 200)
-    >>> one_seed.test, one_seed.note[:34], round(one_seed.p, 4)  # = corrected_resampled_ttest of the split means
+    >>> one_seed = variance_components_test(runs.groupby("split", as_index=False).mean(), 200 / 600)
+    >>> one_seed.test, one_seed.note[:34], round(one_seed.p, 4)  # = corrected_ttest of the split means
     ('corrected', 'one seed per split: split and seed', 0.085)
     """
-    ratio = check_set_sizes(n_train, n_test)
+    ratio = check_ratio(r)
     if not (math.isfinite(rope) and rope >= 0.0):
         raise StatsInputError(f"rope must be a finite value >= 0 (a half-width in metric units), got {rope}.")
     check_open_unit(alpha, "alpha")
@@ -736,8 +735,7 @@ def variance_components_test(
                 f"only {m.seed_df} seed degree(s) of freedom (< {MIN_SEED_DF}): the seed variance is too poorly "
                 "known to subtract")
         return VarianceComponentsTest(test=FALLBACK_TEST, note=note + "; corrected test on the split means",
-                                      **common, **_fallback(runs, n_train, n_test, rope, alpha, threshold,
-                                                            split, value))
+                                      **common, **_fallback(runs, ratio, rope, alpha, threshold, split, value))
     res = vc_ttest(m, ratio, alpha)
     if res.se == 0.0:  # every difference identical: a point mass at the mean
         mean = float(m.mean)

@@ -26,7 +26,13 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, check_set_sizes, finite_vector
+from benchmark.analysis.stats._inputs import (
+    StatsInputError,
+    check_open_unit,
+    check_ratio,
+    check_set_sizes,
+    finite_vector,
+)
 
 MIN_DATASETS_FOR_SIGNIFICANCE = 6
 """Smallest number of non-zero paired differences for which the exact two-sided Wilcoxon signed-rank
@@ -77,9 +83,15 @@ def corrected_resampled_ttest(deltas: ArrayLike, n_train: int, n_test: int) -> t
     StatsInputError
         (a ``ValueError``) when ``J < 2``, a delta is NaN/inf, or a set size is not positive.
     """
+    return corrected_ttest(deltas, check_set_sizes(n_train, n_test))
+
+
+def corrected_ttest(deltas: ArrayLike, r: float) -> tuple[float, float]:
+    """:func:`corrected_resampled_ttest` with the split correlation given as ``r`` (``n_test / n_train`` there, or
+    an assumed value): ``t = mean(d) / sqrt((1/J + r) var(d, ddof=1))``, ``J - 1`` df; ``(t, p)``."""
     # Hand-written: no scipy/statsmodels function implements the Nadeau-Bengio variance correction.
     d = finite_vector(deltas, min_len=2)
-    ratio = check_set_sizes(n_train, n_test)
+    ratio = check_ratio(r)
     if np.all(d == d[0]):
         return _degenerate_t(d)
     t = float(np.mean(d) / corrected_se(d, ratio))
@@ -120,9 +132,14 @@ def corrected_resampled_ci(
     >>> round(low, 4), round(high, 4)  # 0.02 ± 3.1824 * sqrt((1/4 + 1/3) * 0.0002 / 3)
     (0.0002, 0.0398)
     """
+    return corrected_ci(deltas, check_set_sizes(n_train, n_test), confidence)
+
+
+def corrected_ci(deltas: ArrayLike, r: float, confidence: float = 0.95) -> tuple[float, float]:
+    """:func:`corrected_resampled_ci` with the split correlation given as ``r``."""
     # Hand-written: the interval inverting the Nadeau-Bengio test; no library offers it.
     d = finite_vector(deltas, min_len=2)
-    ratio = check_set_sizes(n_train, n_test)
+    ratio = check_ratio(r)
     check_open_unit(confidence, "confidence")
     mean = float(np.mean(d))
     if np.all(d == d[0]):

@@ -5,8 +5,8 @@
 * :func:`split_seed_variance` — split-to-split and seed-to-seed variance of per-run differences;
 * :func:`vc_power`, :func:`vc_mde80` — the variance-components test
   (:mod:`~benchmark.analysis.stats.components`) of a grid with ``S >= 2`` seeds per split;
-* :func:`design_table` — MDE and cost of a few (splits, seeds) designs from a pilot's components, and
-  :func:`mde_vs_splits` — the same over a product of J and S: "How many splits do I need?".
+* :func:`design_table` — MDE and cost of a few (splits, seeds) designs from a pilot's components, for both
+  targets: "How many splits do I need?" (``dor-bench plan``).
 
 For the corrected test the model is the one under which it is exact: per-split differences with
 within-grid variance ``sigma**2`` whose mean has variance ``(1/J + n_test/n_train) * sigma**2``; the
@@ -343,18 +343,21 @@ def design_table(components: VarianceComponents, test_train_ratio: float,
     Returns
     -------
     pandas.DataFrame
-        One row per design: ``n_splits, n_seeds, runs_per_head`` (``J S``), ``test`` (``"vc-worst-share"``,
-        ``"vc-satterthwaite"`` or ``"corrected"``), ``mde80`` and ``floor`` (that test's MDE as J grows at
-        this S).
+        One row per design: ``n_splits, n_seeds, runs_per_head`` (``J S``); ``mde80_dataset``, the MDE80 of the
+        dataset target's paired t-test on the split means (``sd = sqrt(var_split + var_seed / S)``, no overlap
+        term: it falls to 0 as J grows); then the population extrapolation's ``test`` (``"vc-worst-share"``,
+        ``"vc-satterthwaite"`` or ``"corrected"``), ``mde80`` and ``floor`` (that test's MDE as J grows at this
+        S, set by the assumed ``r``).
 
     Examples
     --------
+    >>> # dataset target at J = 10, S = 1: 3.15 (80 % power, t with 9 df) x sqrt(0.0046 + 0.0069) / sqrt(10)
     >>> table = design_table(VarianceComponents(0.0046, 0.0069), 0.32, designs=[(10, 1), (10, 2), (50, 2)])
     >>> print(table.round(4).to_string(index=False))  # doctest: +NORMALIZE_WHITESPACE
-     n_splits  n_seeds  runs_per_head             test  mde80  floor
-           10        1             10        corrected 0.2189 0.1700
-           10        2             20   vc-worst-share 0.1786 0.1075
-           50        2            100 vc-satterthwaite 0.1232 0.1075
+     n_splits  n_seeds  runs_per_head  mde80_dataset             test  mde80  floor
+           10        1             10         0.1068        corrected 0.2189 0.1700
+           10        2             20         0.0894   vc-worst-share 0.1786 0.1075
+           50        2            100         0.0363 vc-satterthwaite 0.1232 0.1075
     """
     _components_variance(components)
     limit = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio)
@@ -366,66 +369,7 @@ def design_table(components: VarianceComponents, test_train_ratio: float,
         else:
             sd = components.sd(s)
             test, mde, floor = FALLBACK_TEST, mde80(sd, j, test_train_ratio, alpha), limit * sd
-        rows.append({"n_splits": j, "n_seeds": s, "runs_per_head": j * s, "test": test, "mde80": mde, "floor": floor})
-    return pd.DataFrame(rows, columns=["n_splits", "n_seeds", "runs_per_head", "test", "mde80", "floor"])
-
-
-def mde_vs_splits(
-    spread: float | VarianceComponents,
-    test_train_ratio: float,
-    n_splits: Sequence[int] = (5, 10, 20, 30, 50, 100),
-    n_seeds: Sequence[int] | None = None,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """The 80 %-power minimum detectable effect for several numbers of splits (and of seeds).
-
-    For a table "How many splits and seeds?" (docs/statistics.md). With a plain SD (seeds already averaged) it is the
-    corrected test's :func:`mde80`, whose floor ``2.80 sqrt(n_test/n_train) sd`` more splits cannot lower. With
-    variance components every (J, S) is tested as :func:`design_table` says: the VC test for ``S >= 2``
-    (floor ``2.80 sqrt(r var_split)``, the seed noise averages out), the corrected test with one seed.
-
-    Parameters
-    ----------
-    spread : float or VarianceComponents
-        The SD of the per-split differences as measured (seeds already averaged), or the split and
-        seed variances of :func:`split_seed_variance`.
-    test_train_ratio : float
-        ``n_test / n_train`` of a split.
-    n_splits : sequence of int
-        Numbers of splits J to tabulate.
-    n_seeds : sequence of int, optional
-        Seeds per split to tabulate; needs ``spread`` to be a :class:`VarianceComponents` (a plain SD
-        already holds the seeds it was measured with). Default: 1 seed for components.
-    alpha : float, default 0.05
-        Two-sided level.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``n_splits, n_seeds`` (``<NA>`` for a plain SD), ``test``, ``sd_delta`` (SD of the per-split
-        difference, seeds averaged), ``mde80`` and ``floor`` (its limit as J grows).
-
-    Examples
-    --------
-    >>> table = mde_vs_splits(VarianceComponents(4e-4, 9e-4), 1 / 3, n_splits=(10, 30), n_seeds=(1, 3))
-    >>> table.pivot(index="n_splits", columns="n_seeds", values="mde80").round(4)  # doctest: +NORMALIZE_WHITESPACE
-    n_seeds        1       3
-    n_splits
-    10        0.0748  0.0542
-    30        0.0633  0.0402
-    """
-    if isinstance(spread, VarianceComponents):
-        designs = [(j, s) for s in (n_seeds or (1,)) for j in n_splits]
-        table = design_table(spread, test_train_ratio, designs, alpha)
-        table.insert(4, "sd_delta", [spread.sd(s) for _, s in designs])
-        return table.drop(columns="runs_per_head").astype({"n_seeds": "Int64"})
-    if n_seeds is not None:
-        raise StatsInputError(
-            "n_seeds needs a VarianceComponents spread (split_seed_variance); a plain SD already holds "
-            "the seeds it was measured with."
-        )
-    sd = float(spread)
-    floor = _limit_noncentrality(alpha) * math.sqrt(test_train_ratio) * sd
-    rows = [{"n_splits": j, "n_seeds": pd.NA, "test": FALLBACK_TEST, "sd_delta": sd,
-             "mde80": mde80(sd, j, test_train_ratio, alpha), "floor": floor} for j in n_splits]
-    return pd.DataFrame(rows).astype({"n_seeds": "Int64"})
+        rows.append({"n_splits": j, "n_seeds": s, "runs_per_head": j * s,
+                     "mde80_dataset": mde80(components.sd(s), j, 0.0, alpha), "test": test, "mde80": mde, "floor": floor})
+    return pd.DataFrame(rows, columns=["n_splits", "n_seeds", "runs_per_head", "mde80_dataset", "test", "mde80",
+                                       "floor"])

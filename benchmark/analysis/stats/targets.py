@@ -30,9 +30,9 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, finite_vector
-from benchmark.analysis.stats.bayes import DEFAULT_ROPE, bayesian_correlated_ttest, verdict
+from benchmark.analysis.stats.bayes import DEFAULT_ROPE, correlated_posterior, verdict
 from benchmark.analysis.stats.components import MIN_SEED_DF, split_seed_moments, vc_p_at, vc_posterior
-from benchmark.analysis.stats.frequentist import corrected_resampled_ttest, wilcoxon_p
+from benchmark.analysis.stats.frequentist import corrected_ttest, wilcoxon_p
 from benchmark.analysis.stats.power import mde80
 
 DATASET = "dataset"
@@ -181,16 +181,17 @@ def break_even_r(holds: Callable[[float], bool], r_assumed: float, r_max: float 
     return float(np.exp(low))
 
 
-def population_break_even(runs: pd.DataFrame, n_train: float, r: float, rope: float = DEFAULT_ROPE,
-                          alpha: float = 0.05, threshold: float = 0.95, split: str = "split",
-                          value: str = "delta") -> tuple[float, float]:
+def population_break_even(runs: pd.DataFrame, r: float, rope: float = DEFAULT_ROPE, alpha: float = 0.05,
+                          threshold: float = 0.95, split: str = "split", value: str = "delta") -> tuple[float, float]:
     """``(r*_significance, r*_verdict)`` of the population test of one comparison assumed at ``r``.
 
     The test is the one :func:`~benchmark.analysis.stats.components.variance_components_test` runs on these
     runs: the VC test with its worst-share (J < 30) or Satterthwaite p-value and the VC posterior, or, with
     fewer than :data:`~benchmark.analysis.stats.components.MIN_SEED_DF` seed df, the corrected test and the
-    correlated Bayesian t-test of the split means. Each r* is :func:`break_even_r` of "significant at
-    ``alpha`` as at ``r``" and of "the same verdict as at ``r``" (``inf``: never flips).
+    correlated Bayesian t-test of the split means. The r* of significance is :func:`break_even_r` of
+    "significant at ``alpha``" (NaN when it is not significant at ``r``: a larger r only widens the interval),
+    the r* of the verdict that of "the same verdict as at ``r``" (an undecided verdict stays undecided:
+    ``inf``). ``inf``: the conclusion never flips.
     """
     m = split_seed_moments(runs, split, value)
     if m.seed_df >= MIN_SEED_DF:
@@ -206,13 +207,13 @@ def population_break_even(runs: pd.DataFrame, n_train: float, r: float, rope: fl
         means = runs.groupby(split, sort=False)[value].mean().to_numpy()
 
         def p_at(ratio: float) -> float:
-            return corrected_resampled_ttest(means, n_train, ratio * n_train)[1]
+            return corrected_ttest(means, ratio)[1]
 
         def verdict_at(ratio: float) -> str:
-            return verdict(*bayesian_correlated_ttest(means, n_train, ratio * n_train, rope), threshold=threshold)
+            return verdict(*correlated_posterior(means, ratio, rope), threshold=threshold)
 
-    significant, reached = p_at(r) < alpha, verdict_at(r)
-    return (break_even_r(lambda ratio: (p_at(ratio) < alpha) == significant, r),
+    reached = verdict_at(r)
+    return (break_even_r(lambda ratio: p_at(ratio) < alpha, r),
             break_even_r(lambda ratio: verdict_at(ratio) == reached, r))
 
 

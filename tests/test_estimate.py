@@ -1,0 +1,32 @@
+"""The dry run's time estimate: its arithmetic on known rates, and one real timing of the frozen epoch."""
+
+import pytest
+
+import benchmark.run.estimate as estimate
+from benchmark.config import parse_grid
+from benchmark.data import dataset_info
+
+GRID = {"name": "est", "regime": "frozen", "backbones": ["efficientnet_lite0"], "heads": {"mse": {}, "dor": {}},
+        "datasets": ["livec"], "splits": 2, "seeds": [0, 1], "epochs": 30, "early_stopping": {"patience": 6},
+        "tuning": {"lr": [1.0e-4, 1.0e-3]}}
+
+
+def test_frozen_estimate_adds_features_epochs_and_run_overheads(monkeypatch):
+    grid = parse_grid(GRID)
+    monkeypatch.setattr(estimate, "backbone_rates", lambda *args: (100.0, 0.0, 1280, 224))
+    monkeypatch.setattr(estimate, "_frozen_epoch_s", lambda grid, width, n, heads: 0.5)
+    todo = {cell: {"probe", "mse", "dor"} if cell.seed == 0 else {"mse", "dor"} for cell in grid.cells()}
+    result = estimate.estimate_seconds(grid, todo, trials=2)
+    assert result.features_s["efficientnet_lite0"] == pytest.approx(dataset_info("livec").n_rows * 25 / 100.0)
+    runs = 4 * 2 * (2 + 1) + 2  # 4 cells x 2 heads x (2 trials + the result), one probe per split
+    low, high = 4 * 0.5 * 7 + runs * estimate.RUN_OVERHEAD_S, 4 * 0.5 * 30 + runs * estimate.RUN_OVERHEAD_S
+    assert result.training_range_s["efficientnet_lite0"] == pytest.approx((low, high))
+    assert result.training_s["efficientnet_lite0"] == pytest.approx((low + high) / 2)
+    assert result.total_s == pytest.approx(result.features_s["efficientnet_lite0"] + (low + high) / 2)
+    assert "efficientnet_lite0: features" in result.describe() and "total: about" in result.describe()
+
+
+def test_the_frozen_epoch_is_timed_on_the_real_training_loop():
+    grid = parse_grid({**GRID, "backbones": ["test_resnet"]})
+    seconds = estimate._frozen_epoch_s(grid, 96, 200, frozenset({"mse", "dor"}))
+    assert 0.0 < seconds < 30.0
