@@ -16,6 +16,7 @@ from benchmark.allocator import keep_freed_memory  # noqa: E402  (no torch, no M
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
+    from benchmark.run.executors import EXECUTORS
     from benchmark.run.grid import default_workers, execute, plan_grid
     from benchmark.run.validate import GridValidationError, validate_grid
 
@@ -55,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"done: {ran} runs in {len({o.cell for o in outcomes})} cells, "
           f"{time.perf_counter() - start:.1f} s; next: dor-bench report --grid {grid.name}")
     failures = [(o.cell, r) for o in outcomes for r in o.failures]
-    left = sum(len(o.busy) for o in outcomes) if executor == "submitit" else 0  # the others retry them
+    left = 0 if EXECUTORS[executor].retries else sum(len(o.busy) for o in outcomes)
     if left:
         print(f"{left} run(s) were held by other processes and are theirs to finish", file=sys.stderr)
     if failures:
@@ -182,6 +183,7 @@ def _head_pair(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The ``dor-bench`` argument parser."""
     from benchmark.run.claims import DEFAULT_TTL_S
+    from benchmark.run.executors import EXECUTORS
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")
@@ -189,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a grid (default: the embedded offline default grid)")
     run.add_argument("--config", help="grid YAML file or built-in grid name (default: default)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    run.add_argument("--executor", choices=("local", "workers", "submitit"),
-                     help="where cells run: this process, --workers processes, or a Slurm job array "
-                          "(default: workers when --workers > 1, else local)")
+    run.add_argument("--executor", choices=tuple(EXECUTORS),
+                     help="where cells run: " + "; ".join(f"{e.name}: {e.description}" for e in EXECUTORS.values())
+                          + " (default: workers when --workers > 1, else local)")
     run.add_argument("--workers", type=int, help="worker processes of the workers executor (default: one per CPU "
                                                  "core for a frozen grid, else 1)")
     run.add_argument("--data-root", help="folder holding the datasets' images (else $DOR_IQA_DATA)")

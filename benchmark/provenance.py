@@ -36,14 +36,10 @@ def _git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def git_sha() -> str:
-    """Commit of the suite's source tree (``git rev-parse HEAD``); ``"unknown"`` outside a git checkout."""
-    return _head_of(_REPO_DIR)
-
-
 @functools.cache
-def _head_of(repo: Path) -> str:
-    """``git rev-parse HEAD`` in ``repo``, asked once per process (every run of a grid carries it)."""
+def git_sha() -> str:
+    """Commit of the suite's source tree (``git rev-parse HEAD``), asked once per process (every run of a grid
+    carries it); ``"unknown"`` outside a git checkout."""
     return _git("rev-parse", "HEAD") or "unknown"
 
 

@@ -65,8 +65,6 @@ DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 """MLflow dataset-input context of each part of a split."""
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 
-_TAGS = ("grid", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "head", "head_type", "regime",
-         "split", "seed", "git_sha", "init_hash", "order_hash", "config_hash", "role")
 _HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX, _TUNED_PREFIX = "head.", "image_policy.", "backbone.", "tuned."
 TRIAL_SCORES_PARAM = "tuning.val_srcc"
 BASE_TRIAL = "base"

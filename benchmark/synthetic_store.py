@@ -235,7 +235,7 @@ def write_synthetic_grid(
     Parameters
     ----------
     tracking_uri : str or None
-        MLflow tracking URI (``None``: :func:`benchmark.run.tracking.resolve_tracking_uri`'s default).
+        MLflow tracking URI (``None``: :func:`benchmark.store.resolve_tracking_uri`'s default).
     grid : str
         Grid name, used as the experiment name and the ``grid`` tag.
     backbones : sequence of str

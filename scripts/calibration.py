@@ -20,6 +20,9 @@ Two kinds of simulation go through the suite's own functions (``benchmark.analys
     MDE80 at J = 10, S = 2, of the naive paired t, the corrected t (both on split means), the VC t and the
     Bayes-VC significance rule (``variance_components_test``'s two decisions; with one seed per split
     both fall back to the corrected test), and the Bayes verdict rates.
+``assumed_r``
+    The population test assumes r = n_test/n_train; if the true r were larger, how often would it reject a
+    true null? Exact, by quadrature over every split share (J = 10 and 20, S = 2, the VC worst-share rule).
 ``shares``
     The df rules of the VC t over every split share ``λ = σ²_a / (σ²_a + σ²_e / S)`` on the exact normal
     model (r = 0.32): type-I errors computed exactly (``rejection_rate``), the Bayes-VC rule's simulated.
@@ -110,6 +113,7 @@ from benchmark.analysis.stats import (
     DEFAULT_ROPE,
     MIN_INDEPENDENT_BLOCKS,
     SATTERTHWAITE_MIN_SPLITS,
+    SHARES,
     VERDICTS,
     SplitSeedMoments,
     VarianceComponents,
@@ -144,7 +148,7 @@ NULL_TESTS = {
     "wilcoxon": "Wilcoxon signed-rank",
 }
 STUDIES = ("null", "effects", "friedman", "reference_groups", "cross_dataset", "bootstrap_coverage", "shares",
-           "structured")
+           "structured", "assumed_r")
 """In this order each study gets its child of the seed's generator: appending a study leaves the others' numbers."""
 EFFECTS_IN_ROPES = (0.0, 0.5, 2.0, 3.0)
 """True SRCC differences of the effect studies, in ROPE units."""
@@ -642,9 +646,21 @@ def bootstrap_coverage_study(args: argparse.Namespace, rng: np.random.Generator,
 
 
 # ------------------------------------------------------------------- per-run differences: split and seed noise
-MEASURED = VarianceComponents(var_split=0.0046, var_seed=0.0069)
-"""dor - mse on efficientnet_lite0 (``results/default-seeds/stats.csv``): within-grid split variance of the true
-per-split difference and training noise of one run's difference, in SRCC²."""
+COMPONENTS_ROW = {"backbone": "efficientnet_lite0", "head_a": "dor", "head_b": "mse", "metric": "srcc"}
+"""The ``stats.csv`` row whose variance components the structured study simulates."""
+
+
+def measured_components(stats_csv: Path) -> VarianceComponents:
+    """Within-grid split variance of the true per-split difference and one run's training noise, in SRCC², of
+    :data:`COMPONENTS_ROW` in a committed ``stats.csv``."""
+    table = pd.read_csv(stats_csv)
+    row = table[(table[list(COMPONENTS_ROW)] == pd.Series(COMPONENTS_ROW)).all(axis=1)
+                & (table["analysis"] == "complete-case")].iloc[0]
+    return VarianceComponents(float(row["var_split"]), float(row["var_seed"]))
+
+
+ASSUMED_R_TRUE = (0.5, 1.0, 1.5)
+"""True split correlations r the ``assumed_r`` study tries against the assumed n_test/n_train."""
 STRUCTURED_SPLITS = (10, 20, 50)
 STRUCTURED_SEEDS = (1, 2, 3, 5)
 EFFECTS_IN_MDE = (0.0, 0.5, 1.0, 2.0)
@@ -777,13 +793,14 @@ def structured_study(args: argparse.Namespace, rng: np.random.Generator, tables:
     (common random numbers); all tests use the pool's ``n_test / n_train``.
     """
     grids, j_max, s_max = args.n_structured_grids, max(STRUCTURED_SPLITS), max(STRUCTURED_SEEDS)
+    measured = measured_components(args.components)
     pool = split_pool(grids * j_max)
     ratio, n_train, n_test = pool.ratio, float(pool.n_train.mean()), float(pool.n_test.mean())
-    scales = scenario_scales(pool, MEASURED.var_split)
-    mde_ref = vc_mde80(MEASURED, 10, 2, ratio, args.alpha)
+    scales = scenario_scales(pool, measured.var_split)
+    mde_ref = vc_mde80(measured, 10, 2, ratio, args.alpha)
     index = np.arange(grids)[:, None] * j_max + np.arange(j_max)  # grid g: seeds g J_max .. g J_max + J_max - 1
     unit_test, unit_train = rng.standard_normal((2, grids, pool.test_weights.shape[1]))
-    noise = np.sqrt(MEASURED.var_seed) * rng.standard_normal((grids, j_max, s_max))
+    noise = np.sqrt(measured.var_seed) * rng.standard_normal((grids, j_max, s_max))
     rows, scenario_out = [], {}
     for name, scale in scales.items():
         a = (np.einsum("gjk,gk->gj", pool.test_weights[index], scale["sd_test_effect"] * unit_test)
@@ -809,13 +826,35 @@ def structured_study(args: argparse.Namespace, rng: np.random.Generator, tables:
                         rows.append({**base, "test": f"verdict: {v}", **rate(np.array(verdicts) == v)})
     table = pd.DataFrame(rows)
     tables["structured"] = table
-    return {"settings": {"n_grids": grids, "measured_components": asdict(MEASURED), "n_train": n_train,
+    return {"settings": {"n_grids": grids, "measured_components": asdict(measured),
+                         "components_from": str(args.components), "n_train": n_train,
                          "n_test": n_test, "test_train_ratio": ratio, "nadeau_bengio_correlation": ratio / (1 + ratio),
                          "test_effect_correlation": pool.correlation(pool.test_weights),
                          "train_effect_correlation": pool.correlation(pool.train_weights),
                          "mde80_vc_j10_s2": mde_ref, "split_seeds": f"0 .. {grids * j_max - 1}"},
             "scenarios": scenario_out,
-            "design_table_measured": design_table(MEASURED, ratio, alpha=args.alpha).to_dict("records")}
+            "design_table_measured": design_table(measured, ratio, alpha=args.alpha).to_dict("records")}
+
+
+def assumed_r_study(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd.DataFrame]) -> dict:
+    """Type-I error of the population test (VC worst-share rule, assumed r = n_test/n_train of the default
+    grid) when the true split correlation is larger, exactly by quadrature, at every split share."""
+    assumed = 1.0 / 3.0
+    rows = []
+    for j in (10, 20):
+        nu, h = j, 0.5  # S = 2
+        critical = worst_share_critical(j, nu, h, assumed, args.alpha)
+        for true_r in (assumed, *ASSUMED_R_TRUE):
+            for share in SHARES:
+                var_split, var_seed = share, (1.0 - share) / h
+                rate_ = rejection_rate(0.0, var_split, var_seed, j, nu, h, assumed,
+                                       lambda df: np.full_like(df, critical), true_ratio=true_r)
+                rows.append({"n_splits": j, "n_seeds": 2, "assumed_r": assumed, "true_r": true_r, "share": share,
+                             "rate": rate_})
+    table = pd.DataFrame(rows)
+    tables["assumed_r"] = table
+    worst = table.loc[table.groupby(["n_splits", "true_r"])["rate"].idxmax()]
+    return {"max_over_shares": worst.to_dict("records")}
 
 
 def share_study(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd.DataFrame]) -> dict:
@@ -958,7 +997,8 @@ def structured_markdown(table: pd.DataFrame, summary: dict) -> str:
     """One row per scenario, J and S; per test: type-I error / power at 0.5, 1, 2 MDE."""
     settings = summary["settings"]
     lines = [f"Per-split tests on `bundled`'s split structure ({settings['n_grids']} grids per row; "
-             f"var_split = {MEASURED.var_split}, var_seed = {MEASURED.var_seed}, n_test/n_train = "
+             f"var_split = {settings['measured_components']['var_split']:.5f}, var_seed = "
+             f"{settings['measured_components']['var_seed']:.5f} ({settings['components_from']}), n_test/n_train = "
              f"{settings['test_train_ratio']:.3f}; MDE80 of the VC test at J = 10, S = 2: "
              f"{settings['mde80_vc_j10_s2']:.3f} SRCC). Cells: type-I error / power at 0.5, 1, 2 × MDE. "
              "S = 1: the VC and Bayes-VC columns are the fallback (corrected test on split means).", "",
@@ -1021,6 +1061,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--coverage-resamples", type=int, default=1000)
     ap.add_argument("--n-structured-grids", type=int, default=2000, help="grids per row of the structured study")
     ap.add_argument("--n-share-grids", type=int, default=10_000, help="simulated grids per share (Bayes-VC)")
+    ap.add_argument("--components", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "default"
+                    / "stats.csv", help="stats.csv whose dor - mse (efficientnet_lite0) components the structured "
+                                        "study simulates")
     args = ap.parse_args(argv)
     if args.n_sims < 1 or args.n_splits < 2 or not 0 < args.test_fraction < 1:
         ap.error("need --n-sims >= 1, --n-splits >= 2 and 0 < --test-fraction < 1")
@@ -1062,6 +1105,10 @@ def print_summary(summary: dict) -> None:
         for row in summary["shares"]["max_over_shares"]:
             print(f"shares  J={row['n_splits']:3d} S={row['n_seeds']} {row['test']:>14}: max type-I "
                   f"{row['rate']:.3f} at share {row['share']:g}")
+    if "assumed_r" in summary:
+        for row in summary["assumed_r"]["max_over_shares"]:
+            print(f"assumed_r  J={row['n_splits']} true r {row['true_r']:.2f}: max type-I {row['rate']:.3f} at share "
+                  f"{row['share']:g}")
     if "structured" in summary:
         for name, info in summary["structured"]["scenarios"].items():
             print(f"structured  {name}: train share {info['train_share']}, correlation {info['correlation']} "
@@ -1079,6 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         "null": null_study, "effects": effects_study, "friedman": friedman_study,
         "reference_groups": reference_groups_study, "cross_dataset": cross_dataset_study,
         "bootstrap_coverage": bootstrap_coverage_study, "shares": share_study, "structured": structured_study,
+        "assumed_r": assumed_r_study,
     }
     summary: dict = {"settings": {"seed": args.seed, "alpha": args.alpha, "rope": args.rope}, "durations_s": {}}
     tables: dict[str, pd.DataFrame] = {}

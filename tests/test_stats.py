@@ -32,7 +32,6 @@ from benchmark.analysis.stats import (
     holm,
     independent_blocks,
     mde80,
-    vc_mde80,
     naive_paired_ttest,
     nemenyi_critical_difference,
     paired_bootstrap_srcc_ci,

@@ -34,7 +34,6 @@ from benchmark.schema import (
     GRID_TAG,
     PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
-    ROLE_REFERENCE,
     ROLE_RESULT,
     ROLE_TRIAL,
     TUNED_PREFIX,

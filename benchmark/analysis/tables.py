@@ -16,7 +16,6 @@ metric. The population rows (an extrapolation under an assumed split correlation
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np

@@ -26,8 +26,6 @@ from benchmark.data.scales import DatasetInfo, mos_to_u
 
 logger = logging.getLogger(__name__)
 
-LABEL_COLUMNS = ("image", "mos", "u", "ref", "distortion")
-
 
 def read_csv_table(source: Path | object, name: str, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV with every cell as a stripped string, checking that ``required`` columns exist.

@@ -1,7 +1,7 @@
 """A trained model and everything needed to rebuild it and map its output to MOS (the ``model.pt`` artifact).
 
 :class:`ModelBundle` is written by the cell for every result run (when the grid saves weights) and read by
-``dor-bench predict``; both sides go through :meth:`ModelBundle.save` / :meth:`ModelBundle.load`, and the
+``dor-bench predict``; both sides go through :meth:`ModelBundle.to_bytes` / :meth:`ModelBundle.from_file`, and the
 backbone is rebuilt by the very call training used (:func:`seeded_backbone`), so the architecture (e.g. the
 TF padding of the offline efficientnet-lite weights) matches. In the frozen regime the bundle holds the
 trunk + head and the feature standardisation (the backbone is rebuilt from its named weights, whose

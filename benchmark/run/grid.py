@@ -15,22 +15,18 @@ initialised one (whose weights depend on the seed).
 
 Before any run is claimed, every pending cell's image stores (and frozen features) are built in this
 process, so an image that does not decode stops the grid before any run exists, naming every such file.
-Executors (:data:`EXECUTORS`): ``local`` runs the cells in this process, ``workers`` in ``--workers``
-spawned processes, ``submitit`` as a Slurm job array.
+Executors (:mod:`benchmark.run.executors`): ``local`` runs the cells in this process, ``workers`` in
+``--workers`` spawned processes, ``submitit`` as a Slurm job array.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +39,7 @@ from benchmark.run.cell_data import load_cell_data
 from benchmark.run.inputs import CellInputs
 from benchmark.run.claims import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, ClaimBook
 from benchmark.run.estimate import Estimate, estimate_seconds
+from benchmark.run.executors import EXECUTORS, Done
 from benchmark.store import open_client, resolve_tracking_uri, sqlite_path, uri_kind
 from benchmark.run.tuning import trial_list
 from benchmark.run.tracking import find_experiment, finished_units, open_experiment
@@ -162,16 +159,32 @@ def _todo(plan: GridPlan, finished: dict[WorkKey, str]) -> GridPlan:
     return plan
 
 
-def run_cell(grid: GridConfig, cell: Cell, heads: set[str], tracking_uri: str, experiment_id: str,
-             data_root: str | None = None, threads: int | None = None,
-             claim_ttl_s: float = DEFAULT_TTL_S) -> CellOutcome:
-    """Run the given units of one cell (the unit of work of every executor)."""
-    keep_freed_memory()
-    if threads:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    runner = CellRun(grid, cell, open_client(tracking_uri), experiment_id, data_root, claim_ttl_s=claim_ttl_s)
-    return CellOutcome(cell, runner.run(todo=heads), time.perf_counter() - start)
+@dataclass(frozen=True)
+class CellWork:
+    """One cell's pending units, everything a process needs to run them (what every executor hands out)."""
+
+    grid: GridConfig
+    cell: Cell
+    heads: frozenset[str]
+    tracking_uri: str
+    experiment_id: str
+    data_root: str | None
+    claim_ttl_s: float
+
+    def run(self, threads: int | None = None) -> CellOutcome:
+        """Run the units in this process (``threads``: torch's thread count here, or left as it is)."""
+        keep_freed_memory()
+        if threads:
+            torch.set_num_threads(threads)
+        start = time.perf_counter()
+        runner = CellRun(self.grid, self.cell, open_client(self.tracking_uri), self.experiment_id, self.data_root,
+                         claim_ttl_s=self.claim_ttl_s)
+        return CellOutcome(self.cell, runner.run(todo=set(self.heads)), time.perf_counter() - start)
+
+
+def run_cell(work: CellWork, threads: int | None = None) -> CellOutcome:
+    """:meth:`CellWork.run` as a module-level function (what worker processes and job arrays pickle)."""
+    return work.run(threads)
 
 
 def prepare_caches(plan: GridPlan) -> None:
@@ -198,59 +211,9 @@ def prepare_caches(plan: GridPlan) -> None:
                                       f"datasets {cell.dataset}/{cell.test_dataset}: {exc}") from exc
 
 
-Done = Callable[[CellOutcome], None]
-
-
-def _cell_args(plan: GridPlan, todo: dict[Cell, set[str]]) -> list[tuple]:
-    return [(plan.grid, cell, heads, plan.tracking_uri, plan.experiment_id, plan.data_root)
-            for cell, heads in todo.items()]
-
-
-def _local(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, done: Done, options: dict) -> list[CellOutcome]:
-    """One pass over the cells, in this process."""
-    outcomes = []
-    for args in tqdm(_cell_args(plan, todo), desc=f"grid {plan.grid.name}", unit="cell"):
-        outcomes.append(run_cell(*args, claim_ttl_s=plan.claim_ttl_s))
-        done(outcomes[-1])
-    return outcomes
-
-
-def _workers(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, done: Done, options: dict) -> list[CellOutcome]:
-    """One pass over the cells in ``workers`` spawned processes, each with its share of the CPU threads."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    outcomes = []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
-            tqdm(total=len(todo), desc=f"grid {plan.grid.name}", unit="cell") as bar:
-        futures = [pool.submit(run_cell, *args, threads, plan.claim_ttl_s) for args in _cell_args(plan, todo)]
-        for future in as_completed(futures):
-            outcomes.append(future.result())
-            done(outcomes[-1])
-            bar.update(1)
-    return outcomes
-
-
-def _submitit(plan: GridPlan, todo: dict[Cell, set[str]], workers: int, done: Done, options: dict) -> list[CellOutcome]:
-    """One job per cell in a Slurm job array (``options``: submitit parameters, e.g. ``cluster``, partition)."""
-    import submitit
-
-    params = dict(options)
-    folder = Path(params.pop("folder", Path("mlruns") / "submitit" / plan.grid.name))
-    executor = submitit.AutoExecutor(folder=folder, cluster=params.pop("cluster", None))
-    executor.update_parameters(name=f"dor-bench-{plan.grid.name}", **params)
-    args = _cell_args(plan, todo)
-    jobs = executor.map_array(run_cell, *zip(*args), [None] * len(args), [plan.claim_ttl_s] * len(args))
-    log.info("submitted %d cells as job array %s (logs in %s)", len(jobs), jobs[0].job_id if jobs else "-", folder)
-    outcomes = []
-    for job in tqdm(jobs, desc=f"grid {plan.grid.name} (submitit)", unit="cell"):
-        outcomes.append(job.result())
-        done(outcomes[-1])
-    return outcomes
-
-
-EXECUTORS: dict[str, Callable[..., list[CellOutcome]]] = {"local": _local, "workers": _workers, "submitit": _submitit}
-"""Executor name -> one pass over the pending cells."""
-RETRYING = ("local", "workers")
-"""Executors that offer units held by other processes again until they are done (a job array makes one pass)."""
+def _work(plan: GridPlan, todo: dict[Cell, set[str]]) -> list[CellWork]:
+    return [CellWork(plan.grid, cell, frozenset(heads), plan.tracking_uri, plan.experiment_id, plan.data_root,
+                     plan.claim_ttl_s) for cell, heads in todo.items()]
 
 
 def default_workers(plan: GridPlan) -> int:
@@ -281,6 +244,7 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    chosen = EXECUTORS[executor]
     outcomes: list[CellOutcome] = []
 
     def done(outcome: CellOutcome) -> None:
@@ -291,8 +255,9 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     prepare_caches(plan)
     pending = dict(plan.todo)
     while pending:
-        rounds = EXECUTORS[executor](plan, pending, workers, done, options or {})
-        pending = {o.cell: o.busy for o in rounds if o.busy} if executor in RETRYING else {}
+        start = len(outcomes)
+        chosen.run(_work(plan, pending), workers, done, options or {})
+        pending = {o.cell: o.busy for o in outcomes[start:] if o.busy} if chosen.retries else {}
         if pending:
             log.warning("%d unit(s) of %d cell(s) are held by other live processes; offering them again in %.0f s",
                         sum(map(len, pending.values())), len(pending), plan.retry_s)
@@ -300,5 +265,5 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     return outcomes
 
 
-__all__ = ["EXECUTORS", "CellOutcome", "GridPlan", "default_workers", "execute", "plan_grid", "prepare_caches",
+__all__ = ["CellOutcome", "CellWork", "GridPlan", "default_workers", "execute", "plan_grid", "prepare_caches",
            "probe_cells", "run_cell"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import tempfile
 import time
 import traceback
@@ -35,7 +34,6 @@ from benchmark.schema import (
     DESCRIPTION_TAG,
     EXPERIMENT_KIND,
     PROBE_HEAD,
-    ROLE_REFERENCE,
     EXPERIMENT_KIND_TAG,
     FAILURE_TAG,
     GRID_TAG,

@@ -153,7 +153,6 @@ class HeadOutcome:
     selected: Trial
     fit: TrialFit
     model: nn.Module
-    head_module: nn.Module
     test_u: np.ndarray
     val_srcc: dict[str, float]
     train_seconds: float
@@ -183,7 +182,7 @@ def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], traine
     start = time.perf_counter()
     test_u = predict_u(chosen.model, chosen.head, inputs.source(), data.test_idx,
                        selected.settings.batch_size * 2, inputs.device)
-    return HeadOutcome(head, selected, chosen.fit, chosen.model, chosen.head, test_u, val,
+    return HeadOutcome(head, selected, chosen.fit, chosen.model, test_u, val,
                        sum(t.fit.seconds for t in mine.values()), time.perf_counter() - start)
 
 

@@ -241,8 +241,9 @@ class _NullNodes(NamedTuple):
 
 
 def _null_nodes(var_split: float, var_seed: float, n_splits: int, seed_df: int, h: float,
-                test_train_ratio: float, nodes: int) -> _NullNodes:
+                test_train_ratio: float, nodes: int, true_ratio: float | None = None) -> _NullNodes:
     j, nu, r = n_splits, seed_df, test_train_ratio
+    r_true = r if true_ratio is None else true_ratio
     var_means = var_split + h * var_seed
     u, w = _nodes(nodes)
     msw = var_seed * stats.chi2.ppf(u, nu) / nu
@@ -253,12 +254,12 @@ def _null_nodes(var_split: float, var_seed: float, n_splits: int, seed_df: int, 
                          msw=np.repeat(msw[:, None], nodes + 1, axis=1), n_splits=j, seed_df=nu, h=h)
     weights = w[:, None] * np.concatenate([cut[:, None], (1.0 - cut[:, None]) * w], axis=1)
     return _NullNodes(np.sqrt(m.variance_of_mean(r)), _satterthwaite_df(m, r), weights,
-                      math.sqrt(var_split * (1.0 / j + r) + h * var_seed / j), m.var_split)
+                      math.sqrt(var_split * (1.0 / j + r_true) + h * var_seed / j), m.var_split)
 
 
 def rejection_rate(delta: float, var_split: float, var_seed: float, n_splits: int, seed_df: int, h: float,
                    test_train_ratio: float, critical: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-                   nodes: int = 48) -> float:
+                   nodes: int = 48, true_ratio: float | None = None) -> float:
     """``P(|d̄| > critical(df) sqrt(V̂))`` under the VC model, by quadrature (exact up to the node count).
 
     ``d̄ ~ N(delta, V)``, ``V = var_split (1/J + r) + h var_seed / J``, independent of
@@ -283,6 +284,9 @@ def rejection_rate(delta: float, var_split: float, var_seed: float, n_splits: in
         Maps an array of df to the critical values of ``|t|``.
     nodes : int, default 48
         Nodes per dimension.
+    true_ratio : float, optional
+        The split correlation the data really have, when it differs from the ``test_train_ratio`` the test
+        assumes (``V`` then uses it, ``V̂`` the assumed one): the error of a wrong assumption.
 
     Returns
     -------
@@ -296,7 +300,7 @@ def rejection_rate(delta: float, var_split: float, var_seed: float, n_splits: in
     0.05
     >>> # V̂ is the corrected variance and t is exactly Student's t with J - 1 df.
     """
-    q = _null_nodes(var_split, var_seed, n_splits, seed_df, h, test_train_ratio, nodes)
+    q = _null_nodes(var_split, var_seed, n_splits, seed_df, h, test_train_ratio, nodes, true_ratio)
     half = critical(q.df) * q.se
     reject = stats.norm.sf((half - delta) / q.sd) + stats.norm.cdf((-half - delta) / q.sd)
     return float(np.sum(q.weights * reject))

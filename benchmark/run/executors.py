@@ -1,0 +1,85 @@
+"""Executors: where a grid's cells run — one registry, each entry of one shape (imports neither torch nor MLflow,
+so the CLI reads its choices from it without loading the run side).
+
+An executor takes the pending cells as :class:`~benchmark.run.grid.CellWork` items and makes one pass over
+them, handing each :class:`~benchmark.run.grid.CellOutcome` to ``done``; ``retries`` says whether
+:func:`benchmark.run.grid.execute` offers units held by other processes again until they are done (a Slurm job
+array makes one pass and leaves them to their holders).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[Any], None]
+"""Called with each cell's outcome as it finishes."""
+
+
+def _label(work: list) -> str:
+    return f"grid {work[0].grid.name}" if work else "grid"
+
+
+def _local(work: list, workers: int, done: Done, options: dict) -> None:
+    """One pass over the cells, in this process."""
+    for item in tqdm(work, desc=_label(work), unit="cell"):
+        done(item.run())
+
+
+def _workers(work: list, workers: int, done: Done, options: dict) -> None:
+    """One pass over the cells in ``workers`` spawned processes, each with its share of the CPU threads."""
+    from benchmark.run.grid import run_cell  # the run side, loaded only where cells run
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(work), desc=_label(work), unit="cell") as bar:
+        for future in as_completed([pool.submit(run_cell, item, threads) for item in work]):
+            done(future.result())
+            bar.update(1)
+
+
+def _submitit(work: list, workers: int, done: Done, options: dict) -> None:
+    """One job per cell in a Slurm job array (``options``: submitit parameters, e.g. ``cluster``, partition)."""
+    import submitit
+
+    from benchmark.run.grid import run_cell
+
+    params = dict(options)
+    name = work[0].grid.name if work else "grid"
+    folder = Path(params.pop("folder", Path("mlruns") / "submitit" / name))
+    executor = submitit.AutoExecutor(folder=folder, cluster=params.pop("cluster", None))
+    executor.update_parameters(name=f"dor-bench-{name}", **params)
+    jobs = executor.map_array(run_cell, work)
+    log.info("submitted %d cells as job array %s (logs in %s)", len(jobs), jobs[0].job_id if jobs else "-", folder)
+    for job in tqdm(jobs, desc=f"{_label(work)} (submitit)", unit="cell"):
+        done(job.result())
+
+
+@dataclass(frozen=True)
+class Executor:
+    """One way to run cells: ``run(work, workers, done, options)`` makes one pass over them."""
+
+    name: str
+    run: Callable[[list, int, Done, dict], None]
+    retries: bool
+    description: str
+
+
+EXECUTORS: dict[str, Executor] = {e.name: e for e in (
+    Executor("local", _local, True, "this process"),
+    Executor("workers", _workers, True, "--workers spawned processes"),
+    Executor("submitit", _submitit, False, "a Slurm job array (submitit)"),
+)}
+
+
+__all__ = ["EXECUTORS", "Done", "Executor"]
