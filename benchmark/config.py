@@ -116,9 +116,9 @@ class GridConfig:
     compare: tuple[tuple[str, str], ...] = ()
     """Head pairs (A, B) the report tests; analysis only (default: :func:`default_compare`)."""
     split_correlation: float | None = None
-    """The ``r`` the report's tests inflate the split variance by; None: ``n_test / n_train`` (Nadeau & Bengio).
-    A larger value (``scripts/split_correlation.py`` measures it) makes every test more conservative;
-    analysis only."""
+    """The split correlation ``r`` the report's population target assumes; None: ``n_test / n_train`` (Nadeau &
+    Bengio). An assumption one dataset cannot measure (the report gives the r* at which each conclusion would
+    flip); a larger value makes the population tests more conservative. Analysis only."""
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:

@@ -9,15 +9,18 @@ Two kinds of simulation go through the suite's own functions (``benchmark.analys
     The harness's real split structure: ``bundled``'s 18 content groups at their real sizes (16 of 100
     images, 2 of 50), split by ``benchmark.data.splits.make_split`` (0.6/0.2/0.2) with fresh split seeds
     per grid. Every grid draws a per-group test effect ``t_k`` and training effect ``g_k`` (i.i.d.
-    normal, mean 0 over datasets, so Δ is the expected difference over datasets and the dataset's own
-    mean is what correlates its splits); ``a_j`` = mean of ``t`` over split j's test images + mean of
-    ``g`` over its training images, scaled so that its within-grid variance is the measured
-    ``var_split`` = 0.0046 (dor - mse, efficientnet_lite0, ``results/default-seeds``), plus seed noise
-    ``e ~ N(0, 0.0069)`` (the measured ``var_seed``, ratio 1.5). Four scenarios: (i) no split effect,
-    (ii) test composition only, (iii) the training share that makes the between-split correlation
-    ``n_test / (n_test + n_train)`` — what the corrected test assumes — and (iv) a 25 % training share.
+    normal, mean 0 over datasets, so Δ is the expected difference over datasets — the population target —
+    and the dataset's own mean is what correlates its splits); ``a_j`` = mean of ``t`` over split j's test
+    images + mean of ``g`` over its training images, scaled so that its within-grid variance is the
+    committed default grid's ``var_split`` (dor - mse, efficientnet_lite0, read from ``--components``, by
+    default ``results/default/stats.csv``), plus seed noise ``e ~ N(0, var_seed)`` from the same row. Four
+    scenarios: (i) no split effect, (ii) test composition only, (iii) the training share that makes the
+    between-split correlation ``n_test / (n_test + n_train)`` — what the population test assumes — and (iv)
+    a 25 % training share. The training share is an INPUT of each scenario, not a measurement: (iii) checks
+    the test's algebra under its own assumption, (iv) what a wrong assumption costs.
     For J in {10, 20, 50} and S in {1, 2, 3, 5}: type-I error and power at 0, 0.5, 1 and 2 x the VC test's
-    MDE80 at J = 10, S = 2, of the naive paired t, the corrected t (both on split means), the VC t and the
+    MDE80 at J = 10, S = 2, of the naive paired t (the dataset test, here against the population truth),
+    the corrected t (both on split means), the VC t and the
     Bayes-VC significance rule (``variance_components_test``'s two decisions; with one seed per split
     both fall back to the corrected test), and the Bayes verdict rates.
 ``assumed_r``

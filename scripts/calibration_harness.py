@@ -20,8 +20,8 @@ What this null can and cannot show: the two "heads" are one head, so the split x
 training and test composition of a split moves one head against another) cancels exactly, and the d_j
 are i.i.d. seed noise. It checks the tests on the suite's real training noise (early stopping, tuning,
 dropout, sample order); it cannot check the overlap correction (any r passes it). The split term is
-covered by the structured simulation of ``scripts/calibration.py`` and measured, for dor vs mse, by
-``scripts/split_correlation.py`` (one fixed test set, only the training set redrawn).
+covered by the structured simulation of ``scripts/calibration.py`` and, for the dataset target, on real
+runs by ``scripts/calibration_livec.py``.
 
 Under this null, a calibrated test rejects in a fraction α of the grids, and the Bayesian test calls "a
 better" or "b better" in at most 5 % of them. Known effects are then added to the measured per-split
