@@ -1,0 +1,84 @@
+"""Where a grid's training time went, per result run: training steps, validation and test, per epoch.
+
+Reads the per-epoch seconds every run records (``train_s``, ``val_s``, ``input_wait_s``: the training loop's
+wait for its next batch of inputs) and its ``score_seconds`` (the test split, scored once) from the MLflow
+store, with the run's set sizes and image policy, and writes per run and per head:
+
+* seconds per epoch of training, of validation, and of waiting for inputs (and its share of training);
+* patches/s of training (``n_train x train patches / train_s``), validation and test scoring
+  (``n x test patches / seconds``).
+
+Usage::
+
+    python scripts/epoch_times.py --grid livec-finetune-cpu --tracking-uri sqlite:///mlruns/mlflow.db \\
+        --out results/livec-finetune-cpu
+
+Writes ``epoch_times.csv`` (one row per result run) and ``epoch_times.md`` (means per head) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from benchmark.analysis.report_data import load_runs, select_experiment, usable_runs  # noqa: E402
+from benchmark.schema import CONFIG_ARTIFACT, EPOCH_TIMES  # noqa: E402
+from benchmark.store import open_client, resolve_tracking_uri  # noqa: E402
+
+
+def epoch_table(uri: str, grid: str) -> pd.DataFrame:
+    """One row per usable result run: its per-epoch seconds (means over its epochs) and patches/s."""
+    client = open_client(uri)
+    _, experiment = select_experiment(client, grid)
+    runs = usable_runs(load_runs(client, experiment), [])
+    with tempfile.TemporaryDirectory() as tmp:  # the resolved grid every run stores: its image policies
+        config = yaml.safe_load(Path(client.download_artifacts(runs["run_id"].iloc[0], CONFIG_ARTIFACT, tmp)).read_text())
+    policies = config["image_policies"]
+    rows = []
+    for run in runs.itertuples():
+        history = {key: [m.value for m in client.get_metric_history(run.run_id, key)] for key in EPOCH_TIMES}
+        means = {key: sum(values) / len(values) for key, values in history.items()}
+        policy = policies[run.dataset]
+        rows.append({"head": run.head, "backbone": run.backbone, "split": run.split, "seed": run.seed,
+                     "epochs": len(history["train_s"]), **means, "score_s": run.score_seconds,
+                     "train_patches_per_s": run.n_train * policy["train_patches"] / means["train_s"],
+                     "val_patches_per_s": run.n_val * policy["test_patches"] / means["val_s"],
+                     "test_patches_per_s": run.n_test * policy["test_patches"] / run.score_seconds,
+                     "input_wait_share": means["input_wait_s"] / means["train_s"]})
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Means per head as a Markdown table."""
+    means = table.drop(columns=["backbone", "split", "seed"]).groupby("head", sort=False).mean()
+    lines = ["| head | " + " | ".join(means.columns) + " |", "|---|" + "---|" * len(means.columns)]
+    lines += [f"| {head} | " + " | ".join(f"{v:.3g}" for v in row) + " |" for head, row in means.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", required=True)
+    parser.add_argument("--tracking-uri")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    table = epoch_table(resolve_tracking_uri(args.tracking_uri), args.grid)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "epoch_times.csv", index=False)
+    (args.out / "epoch_times.md").write_text(markdown(table))
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()
