@@ -3,10 +3,10 @@
 glibc's malloc serves every block above its mmap threshold (at most 32 MB by default) with a fresh
 ``mmap`` and returns it to the kernel on ``free``. A backbone's activations are such blocks, allocated
 and freed on every forward pass, so every pass touches hundreds of MB of pages the kernel must map and
-zero again: efficientnet_lite0 on 25 patches of 224 px page-faults 157,000 times per image, and the
-kernel time was 40 % of the features stage (``scripts/bench_features.py``). Raising the mmap and trim
-thresholds keeps freed blocks in the heap for the next pass: the same stage then faults ~5 times per
-image and runs 2x faster; a process's memory stays at its peak instead of shrinking between passes.
+zero again — on a CPU, a large share of the features stage is then kernel time. Raising the mmap and trim
+thresholds keeps freed blocks in the heap for the next pass; a process's memory stays at its peak instead
+of shrinking between passes. ``scripts/bench_features.py`` measures both (page faults per image and
+patches/s, ``results/features/features.json``).
 
 Hand-written: no library sets malloc's options; this is ``mallopt(3)`` through :mod:`ctypes`, a no-op
 where the C library is not glibc. ``DOR_IQA_KEEP_FREED_MEMORY=0`` leaves malloc as it is (to measure the
@@ -27,6 +27,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """``mallopt`` parameters (glibc's ``malloc.h``)."""
 THRESHOLD = 1 << 30
 """Blocks up to 1 GiB come from the heap and stay there when freed."""
+OLD_GLIBC_MMAP_LIMIT = 32 << 20
+"""The largest mmap threshold glibc releases before 2.35 accept (``HEAP_MAX_SIZE / 2`` on 64-bit)."""
 SWITCH_ENV = "DOR_IQA_KEEP_FREED_MEMORY"
 
 
@@ -43,9 +45,12 @@ def keep_freed_memory() -> bool:
         log.debug("no mallopt in the C library %s: freed memory is left to its allocator", name)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    done = bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
-    log.debug("malloc keeps freed blocks up to %d bytes in the heap: %s", THRESHOLD, done)
-    return done
+    mmap = next((size for size in (THRESHOLD, OLD_GLIBC_MMAP_LIMIT) if mallopt(M_MMAP_THRESHOLD, size)), 0)
+    trim = bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+    if mmap < THRESHOLD or not trim:
+        log.info("malloc keeps freed blocks up to %d bytes (asked %d; trim threshold set: %s): larger activations "
+                 "are still mapped afresh on every forward pass", mmap, THRESHOLD, trim)
+    return mmap == THRESHOLD and trim
 
 
-__all__ = ["SWITCH_ENV", "keep_freed_memory"]
+__all__ = ["OLD_GLIBC_MMAP_LIMIT", "SWITCH_ENV", "THRESHOLD", "keep_freed_memory"]

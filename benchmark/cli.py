@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--pair", action="append", type=_head_pair, metavar="A:B",
                      help="test head A against head B instead of the grid's compare: list (repeatable)")
     rep.add_argument("--split-correlation", type=float, metavar="R",
-                     help="the tests' r instead of the grid's split_correlation (default: n_test/n_train of each "
-                          "cell), e.g. a measured value for a sensitivity report")
+                     help="the split correlation the population target assumes instead of the grid's "
+                          "split_correlation (default: n_test/n_train of each cell), for a sensitivity report")
     rep.set_defaults(func=_report)
 
     plan = sub.add_parser("plan", help="MDE and cost of (splits, seeds) designs from a finished pilot grid's variance")

@@ -271,18 +271,14 @@ def _heads(r: _Reader, value: Any, default_init: str) -> tuple[HeadSpec, ...]:
 
 
 def default_compare(labels: list[str]) -> tuple[tuple[str, str], ...]:
-    """Every head against ``mse`` (else against the first head), plus ``dor`` vs ``dor-seed`` when both exist.
+    """Without a ``compare:`` list, every head against the first head the grid lists (its reference).
 
     Examples
     --------
     >>> default_compare(["mse", "dor", "dor-seed"])
-    (('dor', 'mse'), ('dor-seed', 'mse'), ('dor', 'dor-seed'))
+    (('dor', 'mse'), ('dor-seed', 'mse'))
     """
-    reference = "mse" if "mse" in labels else labels[0]
-    pairs = [(label, reference) for label in labels if label != reference]
-    if "dor" in labels and "dor-seed" in labels and reference not in ("dor", "dor-seed"):
-        pairs.append(("dor", "dor-seed"))
-    return tuple(pairs)
+    return tuple((label, labels[0]) for label in labels[1:])
 
 
 def _compare(r: _Reader, value: Any, labels: list[str]) -> tuple[tuple[str, str], ...]:

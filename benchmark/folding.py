@@ -2,8 +2,8 @@
 
 In eval mode a batch norm is a fixed per-channel affine map, so ``bn(conv(x))`` equals one convolution with
 rescaled weights and a bias (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval` does the arithmetic). On the
-CPU the batch norms of an efficientnet-lite cost about as much as its convolutions in channels-last
-layout; folded, the frozen features stage runs ~1.5x faster (``scripts/bench_features.py``).
+CPU the batch norms of an efficientnet-lite cost a large share of its forward pass in channels-last layout;
+``scripts/bench_features.py`` measures the folded network against timm's (``results/features/``).
 
 Which convolution feeds which batch norm is read off one traced forward pass (forward hooks: the batch
 norm's input must be the very tensor the convolution returned). torch's own graph matcher

@@ -55,7 +55,7 @@ waiting for the next batch's inputs (what a faster loader or prefetching could w
 trained together share their epochs' seconds."""
 PREDICTIONS_ARTIFACT = "predictions.csv"
 """Test predictions: columns ``image, mos, pred, ref`` (``pred`` on the MOS scale, unclamped; ``ref`` the
-image's content group, which the report's bootstrap resamples)."""
+image's content group)."""
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "traceback.txt"
 WEIGHTS_ARTIFACT = "model.pt"

@@ -90,14 +90,18 @@ def _head_entry(label: str) -> dict:
 
 def synthetic_grid(grid: str, backbones: Sequence[str], heads: Sequence[str], datasets: Sequence[str],
                    n_splits: int, n_seeds: int, regime: str = "frozen",
-                   tuning: Sequence[float] | None = DEFAULT_TUNING) -> GridConfig:
-    """The grid a synthetic store holds (datasets ``"train->test"`` name cross-dataset pairs)."""
+                   tuning: Sequence[float] | None = DEFAULT_TUNING,
+                   compare: Sequence[str] | None = None) -> GridConfig:
+    """The grid a synthetic store holds (datasets ``"train->test"`` name cross-dataset pairs; ``compare``: its
+    ``A:B`` pairs, else each head against the first)."""
     pairs = [dict(zip(("train", "test"), d.split("->", 1), strict=True)) if "->" in d else d for d in datasets]
     data = {"name": grid, "regime": regime, "backbones": {b: {"pretrained": True} for b in backbones},
             "heads": {label: _head_entry(label) for label in heads}, "datasets": pairs, "splits": n_splits,
             "seeds": list(range(n_seeds)), "epochs": EPOCHS}
     if tuning:
         data["tuning"] = {"lr": list(tuning)}
+    if compare:
+        data["compare"] = list(compare)
     return parse_grid(data, f"<synthetic grid {grid}>")
 
 
@@ -229,6 +233,7 @@ def write_synthetic_grid(
     probe_effect: float | None = 0.0,
     tuning: Sequence[float] | None = DEFAULT_TUNING,
     lr_profile: Mapping[str, Sequence[float]] | None = None,
+    compare: Sequence[str] | None = None,
 ) -> GridConfig:
     """Write a complete synthetic grid into an MLflow store and return the grid it holds.
 
@@ -261,6 +266,8 @@ def write_synthetic_grid(
         Learning rates of the tuning budget (one trial child per value); None: no tuning.
     lr_profile : mapping of str to sequence of float, optional
         Per head label, the val SRCC offset of each trial (default 0: the selection is noise).
+    compare : sequence of str, optional
+        The grid's ``compare:`` pairs (``"A:B"``); default each head against the first.
 
     Raises
     ------
@@ -272,7 +279,7 @@ def write_synthetic_grid(
     if client.get_experiment_by_name(grid) is not None:
         raise SyntheticStoreError(f"experiment {grid!r} already exists in the store; pick a new grid name "
                                   "or a fresh store.")
-    config = synthetic_grid(grid, backbones, heads, datasets, n_splits, n_seeds, regime, tuning)
+    config = synthetic_grid(grid, backbones, heads, datasets, n_splits, n_seeds, regime, tuning, compare)
     writer = _Writer(client, open_experiment(client, uri, config, "synthetic store"), config, seed)
     flat = [0.0] * len(writer.trials)
     with_probe = probe_cells(config) if probe_effect is not None else set()

@@ -1,8 +1,8 @@
 """The frozen features stage against a bare forward pass of the same backbone over the same patches.
 
 On the first ``--images`` images of a dataset (default: LIVE Challenge, 25 test patches per image, from
-``--data-root``; its image store is built first, outside the timings), rounds of three measurements
-alternate, so a busy or throttled machine weighs on all three alike:
+``--data-root``; its image store is built first, outside the timings), rounds of four measurements
+alternate, so a busy or throttled machine weighs on all four alike:
 
 * ``stage``: :func:`benchmark.run.features.cached_features` from an empty features cache — patch
   extraction from the store, conversion and normalisation, the forward passes, the per-image means and
@@ -12,7 +12,8 @@ alternate, so a busy or throttled machine weighs on all three alike:
 * ``timm``: the same forward passes through the backbone as timm builds it (batch norms unfolded);
 * ``stage, malloc default``: the stage in a child process with ``DOR_IQA_KEEP_FREED_MEMORY=0``, where glibc
   hands every large freed block back to the kernel and each forward pass page-faults its activations
-  afresh (:mod:`benchmark.allocator`); the child's page faults per image are counted too.
+  afresh (:mod:`benchmark.allocator`); the child folds and warms its network up before the timing, as the
+  parent has; the page faults per image of both are counted too.
 
 Prints per round and as medians over rounds: patches/s of each, the ratio stage / bare (the share of the
 backbone's own speed the stage keeps; goal >= 0.8), bare / timm (what folding gains) and stage / stage with
@@ -49,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from benchmark.data import batch_test_positions, cache_root, default_policy, extract_patches, load_labels  # noqa: E402
 from benchmark.models import create_backbone, weights_fingerprint  # noqa: E402
 from benchmark.run.features import (  # noqa: E402
+    BATCH_PATCHES,
     FeatureExtractor,
     Preprocessing,
     cached_features,
@@ -152,7 +154,9 @@ def main() -> None:
     labels.attrs = table.attrs
     if args.child:
         backbone = create_backbone(args.child, True).eval()
-        extractor = FeatureExtractor(backbone, Preprocessing.for_backbone(backbone))
+        prep = Preprocessing.for_backbone(backbone)
+        extractor = FeatureExtractor(backbone, prep)
+        extractor(torch.zeros(BATCH_PATCHES // 2, prep.patch, prep.patch, 3, dtype=torch.uint8), 1)  # fold, warm up
         seconds, faults = stage_once(extractor, args.child, weights_fingerprint(backbone), args.dataset, labels,
                                      default_policy(args.dataset))
         print(json.dumps({"seconds": seconds, "faults": faults}))

@@ -59,7 +59,7 @@ from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.analysis.report_data import Scores, load_runs, usable_runs  # noqa: E402
 from benchmark.store import open_client  # noqa: E402
-from benchmark.schema import PROBE_HEAD  # noqa: E402
+from benchmark.schema import PROBE_HEAD, GridRecord  # noqa: E402
 from benchmark.analysis.stats import (  # noqa: E402
     bayesian_correlated_ttest,
     corrected_resampled_ttest,
@@ -95,17 +95,18 @@ def seed_pairs(finished: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(head="dor@seed" + runs["seed"].astype(str), seed=0)
 
 
-def grid_statistics(null_runs: pd.DataFrame, n_splits: int, rope: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def grid_statistics(null_runs: pd.DataFrame, n_splits: int, record: GridRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The report's statistics of dor@seed0 − dor@seed1 for every null grid (splits g·J … g·J + J − 1), and the
-    per-split differences."""
+    per-split differences: the population row, with the dataset row's p (the paired t-test on split means)."""
     rows, frames = [], []
     for g, runs in null_runs.groupby(null_runs["split"] // n_splits):
         runs = runs.assign(pair_key=f"grid{g}")
         scores = Scores.of(runs)
         deltas = paired_deltas(scores, [NULL_PAIR], ["srcc"])
         sizes = runs.groupby("pair_key")[["n_train", "n_test"]].mean()
-        row = cell_stats(scores, deltas, [NULL_PAIR], sizes, [], rope).iloc[0].to_dict()
-        row.update(grid=g, p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
+        by_target = cell_stats(scores, deltas, sizes, [], record).query("metric == 'srcc'").set_index("target")
+        row = by_target.loc["population"].to_dict()
+        row.update(grid=g, p_dataset=by_target.loc["dataset", "p"], p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
         rows.append(row)
         frames.append(deltas)
     return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
@@ -164,7 +165,7 @@ def main() -> None:
 
     finished = usable_runs(load_runs(open_client(uri), plan.experiment_id), [])
     twins = finished.pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
-    grids, deltas = grid_statistics(seed_pairs(finished), args.splits, grid.rope)
+    grids, deltas = grid_statistics(seed_pairs(finished), args.splits, grid.record())
     one_head = finished[finished["head"] == HEADS[0]].rename(columns={"test_srcc": "srcc"})
     components = split_seed_variance(one_head, value="srcc")
     shifts = (0.0, grid.rope / 2, 2 * grid.rope, 3 * grid.rope, 5 * grid.rope)
@@ -174,7 +175,7 @@ def main() -> None:
     n = len(grids)
     counts = {
         "corrected_t": int((grids["p_corrected"] < ALPHA).sum()),
-        "naive_t": int((grids["p_naive"] < ALPHA).sum()),
+        "dataset_paired_t": int((grids["p_dataset"] < ALPHA).sum()),
         "wilcoxon_splits": int((grids["p_wilcoxon_splits"] < ALPHA).sum()),
         "verdict_a_or_b_better": int(grids["verdict"].isin(["a better", "b better"]).sum()),
         "verdict_equivalent": int((grids["verdict"] == "equivalent").sum()),

@@ -38,10 +38,13 @@ from benchmark.store import open_client, resolve_tracking_uri  # noqa: E402
 
 
 def epoch_table(uri: str, grid: str) -> pd.DataFrame:
-    """One row per usable result run: its per-epoch seconds (means over its epochs) and patches/s."""
+    """One row per successful result run: its per-epoch seconds (means over its epochs) and patches/s."""
     client = open_client(uri)
     _, experiment = select_experiment(client, grid)
     runs = usable_runs(load_runs(client, experiment), [])
+    runs = runs[~runs["failed"]]  # a failed run has no config, maybe no curves, no test scoring
+    if runs.empty:
+        raise SystemExit(f"grid {grid!r} has no successful result run")
     with tempfile.TemporaryDirectory() as tmp:  # the resolved grid every run stores: its image policies
         config = yaml.safe_load(Path(client.download_artifacts(runs["run_id"].iloc[0], CONFIG_ARTIFACT, tmp)).read_text())
     policies = config["image_policies"]

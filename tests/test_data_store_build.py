@@ -197,3 +197,24 @@ def test_undersized_images_come_from_headers_only(tmp_path: Path, monkeypatch: p
     assert caught.value.images == [tiny, wide] and "tiny.png (64x64)" in str(caught.value)
     check_patch_size(table, ImagePolicy(), 64)
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_interrupted_build_never_records_a_bad_image_as_done(labels: pd.DataFrame, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = labels.copy()
+    cut = tmp_path / "cut.png"  # header intact, pixels truncated: it fails while the store is written
+    cut.write_bytes(Path(labels["image"][3]).read_bytes()[:600])
+    broken.loc[3, "image"] = str(cut)
+    saved: list[np.ndarray] = []
+    save = patch_store._save_progress
+    monkeypatch.setattr(patch_store, "CHECKPOINT_S", 0.0)  # a checkpoint after every chunk
+
+    def recording(partial: Path, done: np.ndarray) -> None:
+        saved.append(done.copy())
+        save(partial, done)
+
+    monkeypatch.setattr(patch_store, "_save_progress", recording)
+    with pytest.raises(patch_store.CorruptImageError, match="cut.png"):
+        build_image_store(broken, POLICY, PATCH, cache_dir=tmp_path / "stores", workers=1)
+    assert len(saved) > 2 and not any(done[3] for done in saved)  # a resume from any checkpoint retries it
+    assert any(done[:3].all() for done in saved)

@@ -300,32 +300,35 @@ def test_frozen_grids_default_to_one_worker_per_core_and_fine_tuning_to_one(grid
     assert grid_module.default_workers(finetune) == 1
 
 
-def test_a_lost_claim_stops_its_training_at_the_next_epoch(grid_file, tracking_uri, monkeypatch):
+def test_a_lost_claim_stops_its_training_at_the_next_epoch_and_leaves_the_head_to_its_taker(grid_file, tracking_uri,
+                                                                                            monkeypatch):
     import benchmark.run.cell as cell_module
 
-    checked = []
+    checked, taken = [], []
     real_check = cell_module._claims_check
 
-    def losing_dor(held):
+    def losing_dor_once(held):
         check = real_check(held)
 
         def after_epoch():
             checked.append(tuple(head.spec.label for head in held))
             for head in held:  # what the heartbeat thread does once another process expired the run
-                if head.spec.label == "dor":
+                if head.spec.label == "dor" and not taken:
+                    taken.append(head.result.run_id)
                     head.result._heartbeat.lost.set()
             check()
 
         return after_epoch
 
-    monkeypatch.setattr(cell_module, "_claims_check", losing_dor)
+    monkeypatch.setattr(cell_module, "_claims_check", losing_dor_once)
     path = grid_file(splits=1, heads={"mse": {}, "dor": {"num_bins": 8}}, epochs=4, early_stopping={"patience": 4})
-    assert main(["run", "--config", path, "--tracking-uri", tracking_uri]) == 1
+    assert main(["run", "--config", path, "--tracking-uri", tracking_uri, "--claim-ttl", "2"]) == 0
     client, runs = _runs(tracking_uri)
-    by_head = {r.data.tags["head"]: r for r in _role(runs, "result")}
-    assert by_head["dor"].info.status == "FAILED" and "ClaimLost" in by_head["dor"].data.tags["failure"]
-    assert by_head["mse"].info.status == "FINISHED"
-    assert len(client.get_metric_history(by_head["mse"].info.run_id, "val_srcc")) == 4
-    # together (the grid file lists dor first): stopped after the first epoch; then, one head at a time, dor
-    # stops after one epoch again and mse trains its 4
-    assert checked == [("dor", "mse"), ("dor",)] + [("mse",)] * 4
+    # together (the grid file lists dor first): stopped after the first epoch; mse trained on alone; the dor
+    # unit, left to its taker, was offered again, its abandoned claim expired, and dor trained afresh
+    assert checked == [("dor", "mse")] + [("mse",)] * 4 + [("dor",)] * 4
+    abandoned = client.get_run(taken[0])
+    assert abandoned.info.status == "FAILED" and abandoned.data.tags["failure"].startswith("claim expired")
+    finished = [r for r in _role(runs, "result") if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["head"] for r in finished) == ["dor", "mse"]
+    assert all(len(client.get_metric_history(r.info.run_id, "val_srcc")) == 4 for r in finished)

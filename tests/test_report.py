@@ -21,6 +21,7 @@ from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
 
 GRID = "synthetic"
 HEADS = ["mse", "dor", "dor-seed"]
+COMPARE = ["dor:mse", "dor-seed:mse", "dor:dor-seed"]
 EFFECT = {"dor": 0.05}  # dor beats mse by +0.05 SRCC on every split; dor-seed has no effect
 DATASETS = ["bundled", "koniq->livec"]
 PAIR_KEYS = ["efficientnet_lite0|bundled->bundled|frozen", "efficientnet_lite0|koniq->livec|frozen"]
@@ -28,7 +29,7 @@ N_SPLITS, N_TEST = 10, 60
 FILES = [
     "runs.csv", "pairs.csv", "stats.csv", "across_datasets.csv", "missing.csv",
     "table_srcc.md", "table_srcc.tex", "table_srcc.csv", "table_plcc.md", "table_plcc.tex", "table_plcc.csv",
-    "summary_dor_variants.md", "summary_dor_variants.csv", "forest_srcc.png", "slope_srcc.png",
+    "summary_pairs.md", "summary_pairs.csv", "forest_srcc.png", "slope_srcc.png",
     "scatter.png", "learning_curves.png", "provenance.json", "health.csv", "tuning_lr.png", "report.html",
 ]  # no critical_difference.png: two (backbone, dataset) blocks are too few for a Friedman test
 
@@ -37,7 +38,8 @@ FILES = [
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_store")
     uri = f"sqlite:///{root}/mlflow.db"
-    write_synthetic_grid(uri, GRID, ["efficientnet_lite0"], HEADS, DATASETS, N_SPLITS, 1, EFFECT, N_TEST, seed=0)
+    write_synthetic_grid(uri, GRID, ["efficientnet_lite0"], HEADS, DATASETS, N_SPLITS, 1, EFFECT, N_TEST, seed=0,
+                         compare=COMPARE)
     return root, uri
 
 
@@ -211,18 +213,16 @@ def test_dagger_marks_significant_differences_from_the_reference(report):
     assert "†: differs from mse" in (report.out_dir / "table_srcc.md").read_text()
 
 
-def test_dor_variants_summary(report, stats_csv):
-    summary = pd.read_csv(report.out_dir / "summary_dor_variants.csv")
-    assert len(summary) == 2
-    for column in ("srcc_dor-seed", "srcc_dor", "srcc_mse", "plcc_dor", "rmse_dor-seed", "rmse_mse"):
-        assert column in summary
-    assert (summary["srcc_dor"] > summary["srcc_mse"]).all()
-    assert (summary["rmse_dor-seed"] > summary["rmse_dor"]).all()  # the seed code's +1/2-bin bias
-    first = summary.set_index("pair_key").loc[PAIR_KEYS[0]]
-    assert first["p_dor_vs_mse"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "mse")["p"])
-    assert first["p_dor_vs_dor_seed"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "dor-seed")["p"])
-    text = (report.out_dir / "summary_dor_variants.md").read_text()
-    assert "DOR as published (dor-seed) vs corrected (dor) vs MSE" in text
+def test_pairs_summary_covers_the_grids_compared_pairs(report, stats_csv):
+    summary = pd.read_csv(report.out_dir / "summary_pairs.csv")
+    assert len(summary) == 2 * 3  # two cells x the grid's three compare: pairs
+    assert list(zip(summary["head_a"], summary["head_b"]))[:3] == [("dor", "mse"), ("dor-seed", "mse"),
+                                                                   ("dor", "dor-seed")]
+    first = summary[summary["pair_key"] == PAIR_KEYS[0]].set_index(["head_a", "head_b"])
+    assert (first["srcc_a"] > first["srcc_b"]).loc[("dor", "mse")]
+    assert first.loc[("dor", "mse"), "p"] == pytest.approx(_row(stats_csv, PAIR_KEYS[0], "dor", "mse")["p"])
+    assert first.loc[("dor-seed", "mse"), "rmse_a"] > first.loc[("dor", "dor-seed"), "rmse_a"]  # the seed code's bias
+    assert "## Compared pairs" in (report.out_dir / "summary_pairs.md").read_text()
 
 
 def test_across_datasets_tests_within_dataset_cells_only(report):
@@ -384,6 +384,10 @@ def test_critical_difference_needs_ten_independent_dataset_blocks_and_a_friedman
     warnings = []
     assert rank_blocks(Scores.of(usable[usable["dataset"].isin(datasets[:8])]), warnings) is None
     assert "only 8 complete" in warnings[0] and "not independent blocks" in warnings[0]
+    crossed = usable[usable["dataset"].isin(datasets[:9])].copy()
+    crossed.loc[crossed["dataset"] == datasets[8], "test_dataset"] = datasets[0]  # a cross-dataset cell X→Y
+    warnings = []
+    assert rank_blocks(Scores.of(crossed), warnings) is None and "only 8 complete" in warnings[0]
 
 
 def test_no_critical_difference_diagram_when_friedman_does_not_reject(tmp_path):
@@ -398,7 +402,8 @@ def test_no_critical_difference_diagram_when_friedman_does_not_reject(tmp_path):
 
 def test_two_seeds_get_the_variance_components_test(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    write_synthetic_grid(uri, "vc", ["efficientnet_lite0"], HEADS, ["bundled"], N_SPLITS, 2, EFFECT, N_TEST, seed=4)
+    write_synthetic_grid(uri, "vc", ["efficientnet_lite0"], HEADS, ["bundled"], N_SPLITS, 2, EFFECT, N_TEST, seed=4,
+                         compare=COMPARE)
     result = build_report("vc", uri, tmp_path / "report")
     stats_csv = pd.read_csv(result.files["stats.csv"])
     population = stats_csv[stats_csv["target"] == "population"]

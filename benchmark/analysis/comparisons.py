@@ -163,15 +163,17 @@ def _worst_rank_row(row: dict, paired: pd.DataFrame, rope: float) -> dict | None
         filled_a, filled_b = stats.worst_rank_fill(paired["value_a"], paired["value_b"], paired["failed_a"],
                                                    paired["failed_b"], higher_is_better=HIGHER_IS_BETTER[row["metric"]])
         deltas = paired[["split"]].assign(delta=filled_a - filled_b)
-        return {**row, **dataset_columns(deltas, rope), "analysis": WORST_RANK,
-                "n_splits": deltas["split"].nunique(), "mean_a": filled_a.mean(), "mean_b": filled_b.mean(),
-                "descriptive": True, "caveat": "failed runs scored as the worst observed run (sensitivity only)"}
+        means = deltas.groupby("split")["delta"].mean()
+        return {**row, **dataset_columns(deltas, rope), "analysis": WORST_RANK, "n_splits": len(means),
+                "mean_a": filled_a.mean(), "mean_b": filled_b.mean(), "median_delta": means.median(),
+                "std_delta": means.std(ddof=1), "descriptive": True,
+                "caveat": "failed runs scored as the worst observed run (sensitivity only)"}
     except stats.StatsInputError:
         return None
 
 
-def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str, str]], sizes: pd.DataFrame,
-               warnings: list[str], grid: GridRecord) -> pd.DataFrame:
+def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warnings: list[str],
+               grid: GridRecord) -> pd.DataFrame:
     """Rows per (cell, head pair, metric, analysis, target): the columns of ``stats.csv`` (module docstring).
 
     ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs. ``grid`` gives the ROPE and the
@@ -196,20 +198,22 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, compare: Sequence[tuple[str,
                "median_delta": np.median(d), "std_delta": d.std(ddof=1) if d.size > 1 else np.nan,
                "rope": rope, "descriptive": caveat is not None, "caveat": caveat or "", "test": "", "test_note": "",
                "verdict": "", **dict.fromkeys(_TEST_FIELDS, np.nan)}
-        if d.size >= 2 and n_train > 0 and n_test > 0:
+        if d.size < 2:
+            if metric == "srcc":
+                warn(warnings, f"{pair_key} {head_a} vs {head_b}: {d.size} complete split(s); no test")
+            rows.append({**row, "target": stats.DATASET})
+        else:
             deltas = complete[["split"]].assign(delta=complete["value_a"] - complete["value_b"])
             dataset = {**row, **dataset_columns(deltas, rope)}
-            r = grid.assumed_r(n_train, n_test)
-            rows += [dataset, {**row, **population_columns(deltas, r, rope,
-                                                            metric in BREAK_EVEN_METRICS and caveat is None)}]
+            rows.append(dataset)
             if failures.failures_a + failures.failures_b:
                 sensitivity = _worst_rank_row(dataset, paired, rope)
                 rows += [sensitivity] if sensitivity is not None else []
-        else:
-            if metric == "srcc":
-                warn(warnings, f"{pair_key} {head_a} vs {head_b}: {d.size} complete split(s) or unknown "
-                               "n_train/n_test params; no t-test")
-            rows.append({**row, "target": stats.DATASET})
+            if n_train > 0 and n_test > 0:  # the population target needs the split sizes for its assumed r
+                rows.append({**row, **population_columns(deltas, grid.assumed_r(n_train, n_test), rope,
+                                                         metric in BREAK_EVEN_METRICS and caveat is None)})
+            elif metric == "srcc":
+                warn(warnings, f"{pair_key} {head_a} vs {head_b}: unknown n_train/n_test params; no population test")
         if caveat and metric == "srcc":
             warn(warnings, f"{pair_key}: {caveat}")
     out = pd.DataFrame(rows, columns=STATS_COLUMNS)
@@ -259,12 +263,14 @@ def rank_blocks(scores: Scores, warnings: list[str]) -> pd.DataFrame | None:
     """Test SRCC per independent block and head, for the Friedman test and the critical-difference diagram;
     None, with a warning saying why, when there are too few blocks or heads for the test to mean anything.
 
-    A block is a (train, test) dataset pair, splits averaged and, where a grid has several backbones or
-    regimes, those averaged too (``skipna=False``: a head missing on one backbone leaves the block
-    incomplete): two backbones on one dataset share its images, so they are not independent blocks.
+    A block is a dataset (its within-dataset cells only), splits averaged and, where a grid has several
+    backbones or regimes, those averaged too (``skipna=False``: a head missing on one backbone leaves the
+    block incomplete): two backbones on one dataset share its images, and a cross-dataset cell X→Y shares
+    X's and Y's, so neither is an independent block.
     """
     keys = ["dataset", "test_dataset", "split", "head"]
-    table = scores.per_split.groupby(keys, sort=False)["test_srcc"].agg(lambda v: v.mean(skipna=False)).reset_index()
+    within = scores.per_split[scores.per_split["dataset"] == scores.per_split["test_dataset"]]
+    table = within.groupby(keys, sort=False)["test_srcc"].agg(lambda v: v.mean(skipna=False)).reset_index()
     blocks, note = stats.independent_blocks(table, "test_srcc", block=("dataset", "test_dataset"), seed=None)
     if note:
         warn(warnings, f"critical-difference diagram: {note}" + (" (it is not drawn: splits share their training "

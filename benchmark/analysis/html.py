@@ -42,6 +42,7 @@ th { background: #f4f6f7; white-space: nowrap; } tr.group th { background: #fff;
 .bar span { display: block; height: 100%; } .below { background: #c0392b; } .rope { background: #aab7b8; }
 .above { background: #1e8449; }
 .verdict { font-weight: 600; white-space: nowrap; } .flag { color: #c0392b; font-weight: 600; }
+td.pair { white-space: nowrap; }
 .ok { color: #1e8449; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto;
   border: 1px solid #e5e8e8; } figcaption { color: #5d6d7e; font-size: 0.9em; }
 details { margin: 0.6em 0; } summary { cursor: pointer; color: #2e86c1; } code { font-size: 0.92em; }
@@ -145,7 +146,7 @@ def _verdict_rows(stats: pd.DataFrame) -> str:
             failures = f"{int(row['failures_a'])} / {int(row['failures_b'])}" + (
                 f" (p = {row['p_failures']:.2g})" if row["failures_a"] + row["failures_b"] else "")
             rows.append(
-                "<tr>" + f'<td data-col="pair" data-label="A − B" style="white-space:nowrap">{label}</td>'
+                "<tr>" + f'<td class="pair" data-col="pair" data-label="A − B">{label}</td>'
                 + f'<td class="verdict" data-col="verdict" data-label="verdict">{verdict}</td>'
                 + _td("mean_delta", _num(row["mean_delta"], signed=True), label="mean ΔSRCC")
                 + _td("interval", _interval(row), label="95 % interval")
@@ -198,8 +199,10 @@ def _population(page: ReportPage) -> str:
         f"{_td('r_star_verdict', _r_star(r.r_star_verdict), label='r* verdict')}</tr>" for r in rows.itertuples())
     return ("<h3>Beyond this dataset: an extrapolation under an assumed r</h3><p>To other data of the same kind the "
             "verdicts above do not speak. Random splits of one dataset share their images, so their effects "
-            "correlate; the variance-components test below inflates the split variance by an <b>assumed</b> "
-            "r = n_test/n_train (Nadeau &amp; Bengio), which one dataset cannot measure. r* is the largest r at "
+            "correlate; the test below (the variance-components test; with one seed per split the corrected "
+            "resampled t-test) inflates the split variance by an <b>assumed</b> split correlation r — "
+            "n_test/n_train (Nadeau &amp; Bengio) unless the grid sets one — which one dataset cannot measure. "
+            "r* is the largest r at "
             "which a significant difference would still be significant, and separately at which the verdict would "
             "still read the same (<i>never</i>: it does not flip; – : not significant at the assumed r, which a "
             "larger r cannot change). Claims beyond a dataset are what several datasets as units test (the "

@@ -12,7 +12,7 @@ Files: ``runs.csv`` (the usable result and probe runs, each result with its sele
 trial's val SRCC), ``pairs.csv`` (per-split paired values), ``stats.csv`` (per cell and head pair: tests,
 Bayesian verdicts, power), ``across_datasets.csv`` (Wilcoxon over datasets of the per-dataset mean
 deltas, with the small-N caveat), ``missing.csv``, ``health.csv`` (heads vs the linear probe; tuning
-selections vs the budget's edges), ``table_<metric>.{md,tex,csv}``, ``summary_dor_variants.{md,csv}``,
+selections vs the budget's edges), ``table_<metric>.{md,tex,csv}``, ``summary_pairs.{md,csv}``,
 PNG plots and ``provenance.json``.
 
 ``stats.csv`` is described in :mod:`benchmark.analysis.comparisons`; ``health.csv`` in :mod:`benchmark.analysis.health`.
@@ -160,7 +160,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
                        "slope plot")
     deltas = paired_deltas(scores, record.compare, metrics)
     sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
-    stats_df = cell_stats(scores, deltas, record.compare, sizes, warnings, record)
+    stats_df = cell_stats(scores, deltas, sizes, warnings, record)
     splits = shown_splits(scores)
     predictions = load_predictions(client, usable, splits.iloc[:1], warnings)
     across = across_datasets(stats_df, warnings)
@@ -178,7 +178,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     paper = {metric: tables.paper_table(scores, primary, metric, record.reference, probes, health)
              for metric in metrics}
     paper = {metric: table for metric, table in paper.items() if not table.empty}
-    files.update(tables.write_tables(out, paper, tables.dor_variants_summary(scores, primary), record.reference))
+    files.update(tables.write_tables(out, paper, tables.pairs_summary(scores, primary, record.compare), record.reference))
     files.update(_write_plots(out, client, usable, scores, deltas, primary, predictions, splits, record, trials,
                               blocks, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)

@@ -226,7 +226,7 @@ def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, pro
 
 
 def shown_splits(scores: Scores) -> pd.Series:
-    """Per pair_key, the split whose predictions the bootstrap CI and the scatter plot use: the lowest split
+    """Per pair_key, the split whose predictions the scatter plot and the learning curves use: the lowest split
     where every head has a successful run (else the lowest split). A fixed rule, so the choice never
     depends on any head's test score."""
     ok = scores.runs[~scores.runs["failed"]]

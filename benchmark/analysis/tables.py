@@ -6,7 +6,8 @@
   bold (a ranking of means, not a test: the caption says so), ``†`` where the head differs from the
   reference head after Holm, ``≈`` where it is practically equivalent to it (Bayesian verdict), ``‡`` where
   the health check found it below the linear probe.
-* ``summary_dor_variants``: DOR as published (``dor-seed``) vs corrected (``dor``) vs MSE.
+* ``summary_pairs``: every pair the grid compares (``compare:``, e.g. DOR as published vs corrected vs MSE),
+  with both heads' means and the dataset test of their SRCC difference.
 
 The marks speak for the dataset target only (``stats.csv`` rows with ``target = dataset``): the paired
 t-test on the per-split mean differences, Holm-adjusted over the grid's within-dataset comparisons of the
@@ -16,6 +17,7 @@ metric. The population rows (an extrapolation under an assumed split correlation
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 DAGGER, EQUIVALENT, FLAGGED = "†", "≈", "‡"
 MARKS = {"significant": DAGGER, "equivalent": EQUIVALENT, "flagged": FLAGGED}
 """Marks after a table cell, keyed by the :func:`paper_table` column that sets them."""
-DOR_VARIANTS = ("dor-seed", "dor", "mse")
+SUMMARY_METRICS = ("srcc", "plcc", "rmse")
+"""The metrics of the compared-pairs summary."""
 TARGET_NOTE = ("the test speaks for this dataset: the mean difference over random splits of it (paired t-test on the "
                "per-split mean differences, seeds averaged); extrapolating to other data of its kind rests on an "
                "assumed split correlation r (stats.csv, target = population, with the r* at which it would flip)")
@@ -178,58 +181,50 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
     return "\n".join(lines).replace("–", "--") + "\n"
 
 
-def dor_variants_summary(scores: Scores, stats_df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: mean SRCC, PLCC and RMSE of dor-seed, dor and mse (those present) and, for dor vs dor-seed
-    and dor vs mse (SRCC), the primary test's p (``stats.csv``), the Bayesian verdict and the 80 %-power MDE; empty unless
-    dor and one of the others are present."""
-    heads = [h for h in DOR_VARIANTS if h in scores.heads]
-    if "dor" not in heads or len(heads) < 2:
-        return pd.DataFrame()
-    parts = []
-    for metric in ("srcc", "plcc", "rmse"):
-        summary = head_split_summary(scores, metric)
-        summary = summary[summary["head"].isin(heads)]
-        wide = summary.pivot(index=["backbone", "regime", "pair_key", "column"], columns="head", values="mean")
-        parts.append(wide.reindex(columns=heads).rename(columns=lambda h, m=metric: f"{m}_{h}"))
-    table = pd.concat(parts, axis=1).reset_index()
-    srcc = stats_df[stats_df["metric"] == "srcc"] if not stats_df.empty else stats_df
-    for other in ("dor-seed", "mse"):
-        if other in heads and not srcc.empty:
-            rows = srcc[(srcc["head_a"] == "dor") & (srcc["head_b"] == other)].set_index("pair_key")
-            for statistic in ("p", "verdict", "mde80") if len(rows) else ():
-                name = f"{statistic}_dor_vs_{other.replace('-', '_')}"
-                table[name] = rows[statistic].reindex(table["pair_key"]).to_numpy()
-    return table.rename(columns={"column": "dataset"})
+def pairs_summary(scores: Scores, stats_df: pd.DataFrame, compare: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Per cell and compared pair (the grid's ``compare:``): each head's mean test SRCC, PLCC and RMSE, and the
+    dataset test of ΔSRCC (``stats.csv``'s p, verdict and 80 %-power MDE); empty without pairs."""
+    srcc = stats_df[stats_df["metric"] == "srcc"].set_index(["pair_key", "head_a", "head_b"]) if len(stats_df) \
+        else stats_df
+    means = {metric: head_split_summary(scores, metric).set_index(["pair_key", "head"]) for metric in SUMMARY_METRICS}
+    rows = []
+    for cell in means["srcc"].reset_index().drop_duplicates("pair_key").itertuples():
+        for head_a, head_b in compare:
+            if (cell.pair_key, head_a) not in means["srcc"].index or (cell.pair_key, head_b) not in means["srcc"].index:
+                continue
+            row = {"backbone": cell.backbone, "regime": cell.regime, "dataset": cell.column, "pair_key": cell.pair_key,
+                   "head_a": head_a, "head_b": head_b}
+            for metric, table in means.items():
+                row[f"{metric}_a"], row[f"{metric}_b"] = (table.loc[(cell.pair_key, h), "mean"] for h in (head_a, head_b))
+            test = srcc.loc[(cell.pair_key, head_a, head_b)] if (cell.pair_key, head_a, head_b) in srcc.index else None
+            row.update({key: (test[key] if test is not None else np.nan) for key in ("mean_delta", "p", "verdict", "mde80")})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """Markdown rendering of :func:`dor_variants_summary`."""
-    value_columns = [c for c in summary.columns if c.split("_")[0] in ("srcc", "plcc", "rmse")]
-    test_columns = [c for c in summary.columns if c.split("_")[0] in ("p", "verdict", "mde80")]
-    header = ["Backbone", "Regime", "Dataset",
-              *(f"{METRIC_LABELS[c.split('_', 1)[0]]} {c.split('_', 1)[1]}" for c in value_columns),
-              *(c.split("_", 1)[1].replace("_vs_", " vs ").replace("dor_seed", "dor-seed") + " "
-                + c.split("_", 1)[0] for c in test_columns)]
-    lines = ["## DOR as published (dor-seed) vs corrected (dor) vs MSE", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """Markdown rendering of :func:`pairs_summary`."""
+    header = ["Backbone", "Regime", "Dataset", "A", "B", *(f"{METRIC_LABELS[m]} A / B" for m in SUMMARY_METRICS),
+              "ΔSRCC", "p", "verdict", "MDE80"]
+    lines = ["## Compared pairs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for values in summary.to_dict("records"):
-        tests = [(values[c] if isinstance(values[c], str) else "–") if c.startswith("verdict")
-                 else f"{values[c]:.2g}" if c.startswith("p_") else f"{values[c]:.3f}" for c in test_columns]
-        cells = [values["backbone"], values["regime"], values["dataset"],
-                 *(f"{values[c]:.3f}" for c in value_columns), *tests]
+        cells = [values["backbone"], values["regime"], values["dataset"], values["head_a"], values["head_b"],
+                 *(f"{values[f'{m}_a']:.3f} / {values[f'{m}_b']:.3f}" for m in SUMMARY_METRICS),
+                 f"{values['mean_delta']:+.3f}", f"{values['p']:.2g}",
+                 values["verdict"] if isinstance(values["verdict"], str) else "–", f"{values['mde80']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Means over splits (seeds averaged within a split); p: two-sided p of the paired t-test on the per-split "
-            "mean SRCC differences, unadjusted (stats.csv has the Holm-adjusted values); verdict: its posterior with the "
-            "grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else undecided; unadjusted); mde80: the "
-            "smallest true ΔSRCC this grid detects with 80 % power (a plug-in estimate; stats.csv gives its 90 % range); "
-            f"{TARGET_NOTE}.")
+    note = ("Means over splits (seeds averaged within a split); ΔSRCC, p: the paired t-test on the per-split "
+            "mean SRCC differences of A and B, unadjusted (stats.csv has the Holm-adjusted values); verdict: its "
+            "posterior with the grid's ROPE (a better / b better / equivalent at posterior ≥ 0.95, else undecided; "
+            "unadjusted); MDE80: the smallest true ΔSRCC this grid detects with 80 % power (a plug-in estimate; "
+            f"stats.csv gives its 90 % range); {TARGET_NOTE}.")
     lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], summary: pd.DataFrame, reference: str) -> dict[str, Path]:
-    """Write ``table_<metric>.{md,tex,csv}`` per :func:`paper_table` and ``summary_dor_variants.{md,csv}``
-    (:func:`dor_variants_summary`; none when it is empty).
+    """Write ``table_<metric>.{md,tex,csv}`` per :func:`paper_table` and ``summary_pairs.{md,csv}``
+    (:func:`pairs_summary`; none when it is empty).
 
     Returns
     -------
@@ -244,14 +239,14 @@ def write_tables(out: Path, tables: dict[str, pd.DataFrame], summary: pd.DataFra
         written[f"table_{metric}.csv"] = out / f"table_{metric}.csv"
         table.to_csv(written[f"table_{metric}.csv"], index=False)
     if summary.empty:
-        log.info("no dor with dor-seed or mse in this grid: no summary_dor_variants table")
+        log.info("no compared pair in this grid: no summary_pairs table")
         return written
-    written["summary_dor_variants.md"] = out / "summary_dor_variants.md"
-    written["summary_dor_variants.md"].write_text(summary_markdown(summary), encoding="utf-8")
-    written["summary_dor_variants.csv"] = out / "summary_dor_variants.csv"
-    summary.to_csv(written["summary_dor_variants.csv"], index=False)
+    written["summary_pairs.md"] = out / "summary_pairs.md"
+    written["summary_pairs.md"].write_text(summary_markdown(summary), encoding="utf-8")
+    written["summary_pairs.csv"] = out / "summary_pairs.csv"
+    summary.to_csv(written["summary_pairs.csv"], index=False)
     return written
 
 
-__all__ = ["column_label", "dor_variants_summary", "head_split_summary", "latex_escape", "paper_table",
+__all__ = ["column_label", "head_split_summary", "pairs_summary", "latex_escape", "paper_table",
            "to_latex", "to_markdown", "write_tables"]

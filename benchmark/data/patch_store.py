@@ -346,7 +346,8 @@ def _build(folder: Path, paths: Sequence[str], policy: ImagePolicy, patch: int, 
     bad: list[tuple[int, str]] = []
     for rows, failed in map_chunks(writer, todo, workers, "decoding", processes):
         bad += failed
-        done[rows] = True
+        unreadable = {row for row, _ in failed}
+        done[[row for row in rows if row not in unreadable]] = True  # a checkpoint never marks a bad row done
         if time.monotonic() - saved >= CHECKPOINT_S:
             _save_progress(partial, done)
             saved = time.monotonic()

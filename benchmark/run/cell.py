@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.config import GridConfig, HeadSpec
 from benchmark.metrics import compute_metrics
 from benchmark.run.cell_data import CellData, load_cell_data
-from benchmark.run.claims import DEFAULT_TTL_S, Claim, ClaimBook, Outcome, State
+from benchmark.run.claims import DEFAULT_TTL_S, Claim, ClaimBook, ClaimLost, Outcome, State
 from benchmark.run.inputs import CellInputs
 from benchmark.run.probe import PROBE_ALPHAS, fit_probe
 from benchmark.run.tracking import RunWriter, claim, new_record
@@ -73,6 +73,11 @@ class _HeadClaims:
     result: Claim
     trials: dict[str, Claim] = field(default_factory=dict)
     recorded: dict[str, float] = field(default_factory=dict)
+
+
+def _lost(head: _HeadClaims) -> bool:
+    """Whether another process took over any of this head's runs."""
+    return any(claimed.lost for claimed in (head.result, *head.trials.values()))
 
 
 def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
@@ -202,25 +207,31 @@ class CellRun:
         return held
 
     def _train(self, held: list[_HeadClaims]) -> dict[str, list[TrainedTrial] | Exception]:
-        """Every claimed trial of every held head, trained together; a head whose training raises (or whose
-        claims another process took over: checked after every epoch) is retried alone, so one failing head
-        never fails the others."""
+        """Every claimed trial of every held head: frozen heads trained together, fine-tuned heads one after the
+        other (so one head's failure costs no other head its training). A head whose claims another process
+        took over (checked after every epoch) stops there and the others train on without it; a head whose
+        training raises is retried alone, so one failing head never fails the others."""
         jobs = {head.spec.label: [TrialJob(head.spec, t) for t in self.trials
                                   if t.key in head.trials or len(self.trials) == 1] for head in held}
+        if not self.inputs.frozen or len(held) == 1:
+            return {head.spec.label: self._train_alone(head, jobs[head.spec.label]) for head in held}
         try:
             trained = train_trials(self.inputs, [job for head_jobs in jobs.values() for job in head_jobs],
                                    _claims_check(held))
             return {label: [t for t in trained if t.job.head.label == label] for label in jobs}
-        except Exception as exc:  # noqa: BLE001 - find the head that raises
-            if len(jobs) == 1:
-                return {label: exc for label in jobs}
-        outcome: dict[str, list[TrainedTrial] | Exception] = {}
-        for head in held:
-            try:
-                outcome[head.spec.label] = train_trials(self.inputs, jobs[head.spec.label], _claims_check([head]))
-            except Exception as exc:  # noqa: BLE001 - recorded on the head's runs below
-                outcome[head.spec.label] = exc
-        return outcome
+        except ClaimLost as lost:
+            taken = [head for head in held if _lost(head)]
+            rest = [head for head in held if not _lost(head)]
+            return {**{head.spec.label: lost for head in taken}, **(self._train(rest) if rest else {})}
+        except Exception:  # noqa: BLE001 - find the head that raises
+            return {head.spec.label: self._train_alone(head, jobs[head.spec.label]) for head in held}
+
+    def _train_alone(self, head: _HeadClaims, jobs: list[TrialJob]) -> list[TrainedTrial] | Exception:
+        """One head's trials, or the exception that stopped them (recorded on its runs by :meth:`_finish_head`)."""
+        try:
+            return train_trials(self.inputs, jobs, _claims_check([head]))
+        except Exception as exc:  # noqa: BLE001 - recorded on the head's runs
+            return exc
 
     def _finish_head(self, head: _HeadClaims, trained: list[TrainedTrial] | Exception) -> HeadResult:
         spec = head.spec
@@ -234,6 +245,15 @@ class CellRun:
                 metrics = self._write_result(writer, conclude(self.inputs, spec, self.trials, trained, head.recorded,
                                                               _claims_check([head])))
             return HeadResult(spec.label, metrics, "" if metrics else "diverged")
+        except ClaimLost:  # another process took the head over and redoes it: leave its runs to it
+            log.warning("%s %s: taken over by another process (this process was presumed dead); its runs are "
+                        "left to it", self.cell.key, spec.label)
+            for claimed in (c for c in [*head.trials.values(), head.result] if c.status is None):
+                if claimed.lost:
+                    claimed.abandon()
+                else:
+                    claimed.release()
+            return HeadResult(spec.label, {}, busy=True)
         except Exception as exc:  # noqa: BLE001 - recorded on the runs (FAILED, traceback); the grid goes on
             log.error("%s %s failed: %s: %s", self.cell.key, spec.label, type(exc).__name__, exc)
             for still_open in (c for c in [*head.trials.values(), head.result] if c.status is None):

@@ -257,6 +257,14 @@ class Claim:
         self.client.delete_run(self.run_id)
         self.status = KILLED
 
+    def abandon(self) -> None:
+        """Stop beating for a claim another process has taken over (:attr:`lost`): its run is theirs now, so
+        nothing is written to it — not even the status, which would overwrite the taker's record."""
+        if not self.lost:
+            raise ClaimError(f"claim {self.run_id} is still ours; finish or release it instead")
+        self._heartbeat.stop()
+        self.status = "ABANDONED"
+
     @property
     def lost(self) -> bool:
         """Whether the heartbeat found the claim expired by another process (the result will be discarded)."""

@@ -11,7 +11,7 @@ the same architecture) and timed here:
   trials on random features of the cell's size; a trial runs between ``patience + 1`` epochs and all of them
   (early stopping), so the estimate takes the midpoint (measured: trials ran 19 of 30 epochs on LIVE
   Challenge, where this gives 18.5) and gives the range;
-* fine-tuning — a training step and an inference pass at the grid's batch, over every trial's epochs;
+* fine-tuning — a training step (8 patches) and the extractor's inference rate, over every trial's epochs;
 * per run, claiming and recording it in the store: :data:`RUN_OVERHEAD_S`, measured on SQLite.
 
 The image store's decoding (seconds for LIVE Challenge, ~1 min for KonIQ-sized sets) and a first build of
@@ -39,9 +39,10 @@ from benchmark.run.training import fit_frozen
 from benchmark.run.tuning import trial_list
 
 TIMED_BATCHES = 2
-RUN_OVERHEAD_S = 0.25
-"""Seconds to claim, record and close one MLflow run (result, trial or probe) on a SQLite store, measured on
-the livec grid (cell wall minus its training, over its 41 runs)."""
+RUN_OVERHEAD_S = 0.14
+"""Seconds per MLflow run (result, trial or probe) a cell spends besides training — claiming, recording and
+closing it on a SQLite store, building the models, the probe and test scoring — measured on the livec grid:
+(cell wall − its heads' training seconds) / its 48–49 runs, 0.136 on average over 60 cells."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ so the CLI reads its choices from it without loading the run side).
 An executor takes the pending cells as :class:`~benchmark.run.grid.CellWork` items and makes one pass over
 them, handing each :class:`~benchmark.run.grid.CellOutcome` to ``done``; ``retries`` says whether
 :func:`benchmark.run.grid.execute` offers units held by other processes again until they are done (a Slurm job
-array makes one pass and leaves them to their holders).
+array makes one pass and leaves them to their holders), ``prepares_caches`` whether the launching process
+builds every image store and frozen feature first (the executors that run cells on this machine; a job array's
+jobs build or wait for what they need on the compute nodes, so a login node decodes nothing).
 """
 
 from __future__ import annotations
@@ -72,13 +74,14 @@ class Executor:
     name: str
     run: Callable[[list, int, Done, dict], None]
     retries: bool
+    prepares_caches: bool
     description: str
 
 
 EXECUTORS: dict[str, Executor] = {e.name: e for e in (
-    Executor("local", _local, True, "this process"),
-    Executor("workers", _workers, True, "--workers spawned processes"),
-    Executor("submitit", _submitit, False, "a Slurm job array (submitit)"),
+    Executor("local", _local, True, True, "this process"),
+    Executor("workers", _workers, True, True, "--workers spawned processes"),
+    Executor("submitit", _submitit, False, False, "a Slurm job array (submitit)"),
 )}
 
 

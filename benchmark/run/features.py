@@ -95,7 +95,9 @@ class FeatureExtractor:
     @functools.cached_property
     def model(self) -> nn.Module:
         """The folded channels-last copy of the backbone on the extractor's device (the backbone is untouched)."""
-        example = self.prep.inputs(torch.zeros(2, self.prep.patch, self.prep.patch, 3, dtype=torch.uint8), True)
+        pixels = torch.randint(0, 256, (2, self.prep.patch, self.prep.patch, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(0))  # varied pixels: a wrong fold shows
+        example = self.prep.inputs(pixels, True)
         folded = fold_batch_norms(self.backbone, example.to(next(self.backbone.parameters()).device))
         return folded.to(self.device, memory_format=torch.channels_last)
 
@@ -118,7 +120,8 @@ def cached_features(extractor: FeatureExtractor, backbone_name: str, weights_has
     The cache key covers the backbone name, ``weights_hash`` (:func:`benchmark.models.weights_fingerprint`
     of the backbone), the dataset's image list, the policy and the preprocessing, so changed weights,
     images or patches never reuse stale features. Features are written batch by batch into a preallocated
-    memory-mapped ``.npy`` file (published whole when complete), so memory stays flat whatever N.
+    memory-mapped ``.npy`` file (published whole when complete), so memory stays flat while they are computed
+    whatever N; the returned array is the file read back.
     """
     prep = extractor.prep
     key = hashlib.sha256(repr((backbone_name, weights_hash, dataset, labels_fingerprint(labels), policy.to_mapping(),

@@ -14,7 +14,8 @@ initial backbone: at the grid's first seed for a pretrained backbone, at every s
 initialised one (whose weights depend on the seed).
 
 Before any run is claimed, every pending cell's image stores (and frozen features) are built in this
-process, so an image that does not decode stops the grid before any run exists, naming every such file.
+process (not for a Slurm job array, whose jobs build them on the compute nodes), so an image that does not
+decode stops the grid before any run exists, naming every such file.
 Executors (:mod:`benchmark.run.executors`): ``local`` runs the cells in this process, ``workers`` in
 ``--workers`` spawned processes, ``submitit`` as a Slurm job array.
 """
@@ -87,7 +88,8 @@ class GridPlan:
         return sum(len(heads - {PROBE_HEAD}) for heads in self.todo.values())
 
     def estimate(self) -> Estimate:
-        """Upper-bound time of the pending work, from rates measured here (:mod:`benchmark.run.estimate`)."""
+        """Expected time of the pending work (and its range), from rates measured here
+        (:mod:`benchmark.run.estimate`)."""
         return estimate_seconds(self.grid, self.todo, len(trial_list(self.grid.training, self.grid.tuning)))
 
     @property
@@ -236,8 +238,8 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
     on_cell : called with each cell outcome (the CLI prints a summary line).
     options : executor options (``submitit``: its parameters, e.g. ``{"cluster": "local"}``).
 
-    The caches (image stores, frozen features) are built first, here (:func:`prepare_caches`). The
-    retrying executors offer units that another live process held (``busy``) again every heartbeat
+    The caches (image stores, frozen features) are built first, here (:func:`prepare_caches`), by the
+    executors that run cells on this machine. The retrying executors offer units that another live process held (``busy``) again every heartbeat
     period until each is FINISHED by someone or taken over after its claim expired, so when they return
     every unit is done (or FAILED here). A submitit array makes one pass; its busy units are left to
     whichever process holds them (or to the next launch).
@@ -252,7 +254,8 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
         if on_cell:
             on_cell(outcome)
 
-    prepare_caches(plan)
+    if chosen.prepares_caches:
+        prepare_caches(plan)
     pending = dict(plan.todo)
     while pending:
         start = len(outcomes)

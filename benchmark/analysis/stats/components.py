@@ -343,8 +343,8 @@ def worst_share_p(t: Float, n_splits: int, seed_df: int, h: float, test_train_ra
 
 @lru_cache(maxsize=16)
 def _share_nodes(n_splits: int, seed_df: int, h: float, nodes: int = 48) -> tuple[NDArray[np.float64], ...]:
-    """Per split share (:data:`SHARES`, ``σ²_m = 1``) and quadrature node: ``σ̂²_a``, ``h MSW / J``, the node
-    weights and the share's ``(σ²_a, h σ²_e)``; none depends on ``r``, so any ``r`` is read off them cheaply."""
+    """``(σ̂²_a, h MSW / J, weights)`` at every quadrature node, one row per split share (:data:`SHARES`,
+    ``σ²_m = 1``); none depends on ``r``, so the VC t's null at any ``r`` is read off them cheaply."""
     split, seed, weights = [], [], []
     for share in SHARES:
         q = _null_nodes(share, (1.0 - share) / h, n_splits, seed_df, h, 0.0, nodes)
