@@ -107,13 +107,14 @@ def test_every_file_with_an_unreadable_header_is_named_before_anything_runs(grid
     assert _store_untouched(tracking_uri)
 
 
+@pytest.mark.parametrize("regime", ["frozen", "finetune"])
 def test_truncated_images_stop_a_grid_of_several_cells_before_any_run_naming_every_one(grid_file, tracking_uri,
-                                                                                     tiny_dataset, tmp_path):
+                                                                                     tiny_dataset, tmp_path, regime):
     labels = pd.read_csv(tiny_dataset)
     cut = {row: tmp_path / f"cut{row}.png" for row in (5, 11)}  # headers intact: they pass the header check
     for row, path in cut.items():
         path.write_bytes(open(labels["image"][row], "rb").read()[:3000])
-    path = _with_images(grid_file, tiny_dataset, cut, splits=2, seeds=[0, 1])
+    path = _with_images(grid_file, tiny_dataset, cut, splits=2, seeds=[0, 1], regime=regime)
     code, err = _run(path, tracking_uri)
     assert code == 1 and "cannot run; no run was started" in err and "2 image file(s) cannot be decoded" in err
     assert all(f"{image}: " in err for image in cut.values()) and "truncated" in err
