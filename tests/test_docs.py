@@ -91,3 +91,21 @@ def test_the_front_page_shows_the_committed_live_challenge_numbers():
         backbone, head = label.split(" · ")
         assert _number(cells[4]) == round(srcc[(srcc["backbone"] == backbone) & (srcc["head"] == head)]["mean"].item(), 3)
         assert cells[:4] == ["–"] * 4 and cells[5] == "–"
+
+
+def test_the_front_page_shows_the_committed_pool_numbers():
+    import re
+
+    import pandas as pd
+
+    readme = (REPO / "README.md").read_text()
+    shown = re.search(r"dor − mse = (\S+) \[(\S+), (\S+)\], p < (\S+),\s+and \*\*practically equivalent\*\* "
+                      r"\(P\(\|Δ\| ≤ 0.01\) = (\S+)\)", readme)
+    assert shown, "the README's livec-pool sentence changed shape"
+    stats = pd.read_csv(REPO / "results" / "livec-pool" / "stats.csv")
+    row = stats[(stats["metric"] == "srcc") & (stats["target"] == "dataset") & (stats["analysis"] == "complete-case")
+                & (stats["head_a"] == "dor") & (stats["head_b"] == "mse")].iloc[0]
+    delta, low, high, p_bound, p_rope = shown.groups()
+    assert [_number(v) for v in (delta, low, high)] == [round(row[c], 3) for c in ("mean_delta", "ci_low", "ci_high")]
+    assert row["p"] < float(p_bound) and _number(p_rope) == round(row["p_rope"], 3)
+    assert row["verdict"] == "equivalent"
