@@ -53,7 +53,7 @@ def test_a_tiny_real_grid_lands_in_mlflow_and_reports(clive_root, tmp_path, monk
             "custom_datasets": {"clive60": {"csv": str(csv), "higher_is_better": True, "scale": [0, 100],
                                             "image_policy": {"test_patches": 1}}}}
     path = tmp_path / "clive60.yaml"
-    path.write_text(yaml.safe_dump(grid))
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))  # the first head listed is the reference
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["run", "--config", str(path), "--tracking-uri", uri]) == 0
 

@@ -547,7 +547,11 @@ def test_write_provenance_fields(tmp_path) -> None:
 
 def test_write_provenance_outside_git_and_reserved_keys(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(provenance, "_REPO_DIR", tmp_path)
-    record = json.loads(provenance.write_provenance(tmp_path, "python x.py").read_text())
+    provenance.git_sha.cache_clear()  # an earlier test of this process may have asked the real checkout
+    try:
+        record = json.loads(provenance.write_provenance(tmp_path, "python x.py").read_text())
+    finally:
+        provenance.git_sha.cache_clear()
     assert record["git_sha"] == "unknown"
     assert record["command"] == "python x.py" and record["argv"] is None
     with pytest.raises(ValueError, match="reserved"):
