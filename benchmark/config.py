@@ -162,7 +162,8 @@ class GridConfig:
             name=self.name, regime=self.regime, backbones=tuple(b.name for b in self.backbones), heads=heads,
             datasets=tuple((d.train, d.test) for d in self.datasets), splits=tuple(range(self.splits)),
             seeds=self.seeds, rope=self.rope, compare=self.compare, tuning=dict(self.tuning),
-            split_fractions=self.split_fractions, split_correlation=self.split_correlation)
+            split_fractions=self.split_fractions, split_correlation=self.split_correlation,
+            random_init=tuple(b.name for b in self.backbones if b.pretrained is False))
 
     def to_yaml(self) -> str:
         """The resolved configuration (stored with every run)."""

@@ -412,11 +412,18 @@ class GridRecord:
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_correlation: float | None = None
     """``r`` of the tests; None: each cell's ``n_test / n_train``."""
+    random_init: tuple[str, ...] = ()
+    """Backbones without pretrained weights: their initial weights, and so their probe, vary with the seed."""
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in the grid's order (backbone, dataset, split, seed)."""
         return [Cell(b, train, test, split, seed, self.regime) for b in self.backbones
                 for train, test in self.datasets for split in self.splits for seed in self.seeds]
+
+    def probe_cells(self) -> list[Cell]:
+        """The cells that record the closed-form probe, which depends on a cell's data and initial backbone
+        only: the first seed's cells, and every seed's for a randomly initialised backbone."""
+        return [c for c in self.cells() if c.seed == self.seeds[0] or c.backbone in self.random_init]
 
     @property
     def reference(self) -> str:
@@ -440,7 +447,8 @@ class GridRecord:
                    compare=tuple(tuple(pair) for pair in data["compare"]),
                    tuning={k: tuple(v) for k, v in data["tuning"].items()},
                    split_fractions=tuple(data["split_fractions"]),
-                   split_correlation=data.get("split_correlation"))
+                   split_correlation=data.get("split_correlation"),
+                   random_init=tuple(data.get("random_init", ())))
 
     def assumed_r(self, n_train: float, n_test: float) -> float:
         """The split correlation ``r`` the population target assumes for a cell with these set sizes: the

@@ -7,7 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.schema import GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord, RunRecord, Sizes
+from benchmark.schema import (GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord, HeadRecord, RunRecord,
+                              Sizes)
 from benchmark.synthetic_store import write_synthetic_grid
 
 
@@ -75,6 +76,23 @@ def test_grid_record_round_trips():
                         {"lr": (1e-3, 3e-3)})
     assert GridRecord.from_json(record.to_json()) == record and record.reference == "mse"
     assert [c.key for c in record.cells()] == ["b|d->d|frozen|split0|seed0", "b|d->d|frozen|split1|seed0"]
+
+
+def test_the_probe_rule_is_one_rule_for_the_run_and_the_report():
+    import pandas as pd
+
+    from benchmark.analysis.report_data import find_missing
+
+    record = GridRecord("g", "frozen", ("pre", "rand"), {"mse": HeadRecord("mse")}, (("d", "d"),), (0,), (0, 1),
+                        0.01, (), {}, random_init=("rand",))
+    assert GridRecord.from_json(record.to_json()) == record
+    assert [c.key for c in record.probe_cells()] == ["pre|d->d|frozen|split0|seed0", "rand|d->d|frozen|split0|seed0",
+                                                     "rand|d->d|frozen|split0|seed1"]
+    empty = pd.DataFrame(columns=["pair_key", "split", "seed", "head", "role", "status", "start_time"])
+    probes = pd.DataFrame({"pair_key": ["rand|d->d|frozen"], "split": [0], "seed": [0]})
+    missing = find_missing(record, empty, empty, probes)
+    missing = missing[missing["head"] == "probe"]
+    assert sorted(zip(missing["backbone"], missing["seed"])) == [("pre", 0), ("rand", 1)]
 
 
 def test_dataset_refs_are_read_back_from_run_inputs():

@@ -216,11 +216,10 @@ def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, pro
     missing = missing[missing["_done"].isna()].drop(columns="_done")
     results = runs[runs["role"] == ROLE_RESULT].sort_values("start_time").drop_duplicates(RUN_KEYS, keep="last")
     missing = missing.merge(results[[*RUN_KEYS, "status"]], on=RUN_KEYS, how="left").fillna({"status": "absent"})
-    probe_splits = set(zip(probes["pair_key"], probes["split"])) if len(probes) else set()
+    recorded = set(zip(probes["pair_key"], probes["split"], probes["seed"])) if len(probes) else set()
     lacking = [{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset, "test_dataset": c.test_dataset,
                 "regime": c.regime, "split": c.split, "seed": c.seed, "head": "probe", "cell_key": c.key,
-                "status": "absent"} for c in grid.cells() if c.seed == grid.seeds[0]
-               and (c.pair_key, c.split) not in probe_splits]
+                "status": "absent"} for c in grid.probe_cells() if (c.pair_key, c.split, c.seed) not in recorded]
     missing = pd.concat([missing, pd.DataFrame(lacking)], ignore_index=True) if lacking else missing
     return missing[[*CELL_COLUMNS, "split", "seed", "head", "status", "cell_key"]].reset_index(drop=True)
 

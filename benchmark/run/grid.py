@@ -100,8 +100,7 @@ class GridPlan:
 
 def probe_cells(grid: GridConfig) -> set[Cell]:
     """The cells that record the probe: one per split and initial backbone (see the module docstring)."""
-    first = grid.seeds[0]
-    return {cell for cell in grid.cells() if cell.seed == first or grid.backbone(cell.backbone).pretrained is False}
+    return set(grid.record().probe_cells())
 
 
 def plan_grid(grid: GridConfig, tracking_uri: str | None = None, dry_run: bool = False,
