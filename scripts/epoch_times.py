@@ -11,9 +11,10 @@ store, with the run's set sizes and image policy, and writes per run and per hea
 Usage::
 
     python scripts/epoch_times.py --grid livec-finetune-cpu --tracking-uri sqlite:///mlruns/mlflow.db \\
-        --out results/livec-finetune-cpu
+        --out results/livec-finetune-cpu/epoch-times
 
-Writes ``epoch_times.csv`` (one row per result run) and ``epoch_times.md`` (means per head) into ``--out``.
+Writes ``epoch_times.csv`` (one row per result run), ``epoch_times.md`` (means per head) and the command's
+``provenance.json`` into ``--out`` (a folder of its own: a report folder keeps the report's provenance).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from benchmark.analysis.report_data import load_runs, select_experiment, usable_runs  # noqa: E402
+from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.schema import CONFIG_ARTIFACT, EPOCH_TIMES  # noqa: E402
 from benchmark.store import open_client, resolve_tracking_uri  # noqa: E402
 
@@ -80,6 +82,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "epoch_times.csv", index=False)
     (args.out / "epoch_times.md").write_text(markdown(table))
+    write_provenance(args.out, sys.argv, grid=args.grid, n_runs=len(table))
     print(markdown(table))
 
 
