@@ -34,6 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"grid '{grid.name}' ({grid.source}): {len(cells)} cells × {len(grid.heads)} heads, regime "
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
     print(f"tracking: {plan.tracking_uri}")
+    workers = args.workers or default_workers(plan)
+    executor = args.executor or ("workers" if workers > 1 else "local")
     if args.dry_run:
         print("image policies (resolution; training patches; test patches):")
         for name, policy in grid.image_policies.items():
@@ -41,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{'cell':<70} units to run")
         for cell in cells:
             print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
-        print(f"estimated time (rates measured here for each backbone):\n{plan.estimate().describe()}")
+        estimate = plan.estimate(workers if executor == "workers" else 1)
+        print(f"estimated time (rates measured here for each backbone):\n{estimate.describe()}")
         if problems:
             print(f"error: {problems}", file=sys.stderr)
             return 1
@@ -49,8 +52,6 @@ def _run(args: argparse.Namespace) -> int:
     options = {"cluster": args.slurm_cluster} if args.slurm_cluster else {}
     if args.slurm_partition:
         options["slurm_partition"] = args.slurm_partition
-    workers = args.workers or default_workers(plan)
-    executor = args.executor or ("workers" if workers > 1 else "local")
     start = time.perf_counter()
     outcomes = execute(plan, executor, workers, on_cell=_print_cell, options=options)
     ran = sum(len(o.results) - len(o.busy) for o in outcomes)

@@ -14,7 +14,7 @@ GRID = {"name": "est", "regime": "frozen", "backbones": ["efficientnet_lite0"], 
 def test_frozen_estimate_adds_features_epochs_and_run_overheads(monkeypatch):
     grid = parse_grid(GRID)
     monkeypatch.setattr(estimate, "backbone_rates", lambda *args: (100.0, 0.0, 1280, 224))
-    monkeypatch.setattr(estimate, "_frozen_epoch_s", lambda grid, width, n, heads: 0.5)
+    monkeypatch.setattr(estimate, "_frozen_epoch_s", lambda grid, width, n, heads, threads: 0.5)
     todo = {cell: {"probe", "mse", "dor"} if cell.seed == 0 else {"mse", "dor"} for cell in grid.cells()}
     result = estimate.estimate_seconds(grid, todo, trials=2)
     assert result.features_s["efficientnet_lite0"] == pytest.approx(dataset_info("livec").n_rows * 25 / 100.0)
@@ -24,9 +24,13 @@ def test_frozen_estimate_adds_features_epochs_and_run_overheads(monkeypatch):
     assert result.training_s["efficientnet_lite0"] == pytest.approx((low + high) / 2)
     assert result.total_s == pytest.approx(result.features_s["efficientnet_lite0"] + (low + high) / 2)
     assert "efficientnet_lite0: features" in result.describe() and "total: about" in result.describe()
+    shared = estimate.estimate_seconds(grid, todo, trials=2, workers=2)  # the cells' seconds shared, not the features
+    assert shared.total_s == pytest.approx(result.features_s["efficientnet_lite0"] + (low + high) / 4)
+    assert "shared by 2 worker processes" in shared.describe()
 
 
 def test_the_frozen_epoch_is_timed_on_the_real_training_loop():
     grid = parse_grid({**GRID, "backbones": ["test_resnet"]})
-    seconds = estimate._frozen_epoch_s(grid, 96, 200, frozenset({"mse", "dor"}))
-    assert 0.0 < seconds < 30.0
+    before = estimate.torch.get_num_threads()
+    seconds = estimate._frozen_epoch_s(grid, 96, 200, frozenset({"mse", "dor"}), threads=1)
+    assert 0.0 < seconds < 30.0 and estimate.torch.get_num_threads() == before

@@ -14,6 +14,10 @@ the same architecture) and timed here:
 * fine-tuning â€” a training step (8 patches) and the extractor's inference rate, over every trial's epochs;
 * per run, claiming and recording it in the store: :data:`RUN_OVERHEAD_S`, measured on SQLite.
 
+The features stage runs in the main process on every core; the cells run in the grid's worker processes, each
+on its share of the cores, so a frozen epoch is timed on one worker's threads and the cells' seconds are
+divided by the workers (``--workers``, default one per core for frozen grids).
+
 The image store's decoding (seconds for LIVE Challenge, ~1 min for KonIQ-sized sets) and a first build of
 ``bundled`` (~1 min) are not included.
 """
@@ -21,6 +25,7 @@ The image store's decoding (seconds for LIVE Challenge, ~1 min for KonIQ-sized s
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -47,16 +52,18 @@ closing it on a SQLite store, building the models, the probe and test scoring â€
 
 @dataclass(frozen=True)
 class Estimate:
-    """Seconds of a plan's work per backbone: frozen features (first run only) and training with its range."""
+    """Seconds of a plan's work per backbone: frozen features (first run only) and training (one worker's
+    seconds, with its range), and the worker processes that share the training."""
 
     features_s: dict[str, float]
     training_s: dict[str, float]
     training_range_s: dict[str, tuple[float, float]]
+    workers: int = 1
 
     @property
     def total_s(self) -> float:
-        """Everything, in seconds."""
-        return sum(self.features_s.values()) + sum(self.training_s.values())
+        """Wall-clock seconds of everything: the features, then the training shared by the workers."""
+        return sum(self.features_s.values()) + sum(self.training_s.values()) / self.workers
 
     def describe(self) -> str:
         """One line per backbone and the total."""
@@ -64,8 +71,9 @@ class Estimate:
                  f"{self.training_s[name] / 60:.1f} min ({self.training_range_s[name][0] / 60:.1f}-"
                  f"{self.training_range_s[name][1] / 60:.1f} as early stopping ends trials sooner or later)"
                  for name in self.training_s]
-        return "\n".join([*lines, f"  total: about {self.total_s / 60:.1f} min on this machine (image stores and a "
-                                  "first bundled build not included)"])
+        shared = f" with training shared by {self.workers} worker processes" if self.workers > 1 else ""
+        return "\n".join([*lines, f"  total: about {self.total_s / 60:.1f} min on this machine{shared} (image stores "
+                                  "and a first bundled build not included)"])
 
 
 def _device() -> str:
@@ -114,8 +122,9 @@ def backbone_rates(name: str, pretrained: bool | str, image_size: int | None,
     return infer, fit, feature_width(model), prep.patch
 
 
-def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str]) -> float:
-    """Seconds of one real ``fit_frozen`` epoch of the cell's heads x trials on random features of its size."""
+def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str], threads: int) -> float:
+    """Seconds of one real ``fit_frozen`` epoch of the cell's heads x trials on random features of its size, on
+    ``threads`` torch threads (a worker's share of the cores)."""
     train, val, _ = grid.split_fractions
     n_train, n_val = int(n * train), int(n * val)
     specs = [h for h in grid.heads if h.label in heads]
@@ -126,15 +135,22 @@ def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str])
     source = FeatureSource([np.random.default_rng(0).standard_normal((len(rows), width), dtype=np.float32)],
                            rows[:n_train], "cpu")
     settings = [replace(t.settings, epochs=1) for _ in specs for t in trials]
-    start = time.perf_counter()
-    fit_frozen(models, source, torch.rand(len(rows)), rows[:n_train], rows[n_train:], [np.arange(n_train)],
-               settings, np.random.default_rng(1).random(n_val))
-    return time.perf_counter() - start
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        fit_frozen(models, source, torch.rand(len(rows)), rows[:n_train], rows[n_train:], [np.arange(n_train)],
+                   settings, np.random.default_rng(1).random(n_val))
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
 
 
-def estimate_seconds(grid: GridConfig, todo: dict, trials: int) -> Estimate:
-    """Expected seconds of the plan's pending work (``todo``: cell -> units, as in a grid plan), with the
-    training's range from every trial stopping at its earliest to every trial running all its epochs."""
+def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1) -> Estimate:
+    """Expected seconds of the plan's pending work (``todo``: cell -> units, as in a grid plan) run by
+    ``workers`` processes, with the training's range from every trial stopping at its earliest to every trial
+    running all its epochs."""
+    threads = max(1, (os.cpu_count() or 1) // workers)  # as the workers executor shares the cores
     features_s: dict[str, float] = {}
     training_s: dict[str, float] = {}
     ranges: dict[str, tuple[float, float]] = {}
@@ -153,7 +169,7 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int) -> Estimate:
             if grid.regime == "frozen":
                 key = (width, n, heads)
                 if key not in frozen_epochs:
-                    frozen_epochs[key] = _frozen_epoch_s(grid, width, n, heads)
+                    frozen_epochs[key] = _frozen_epoch_s(grid, width, n, heads, threads)
                 per_epoch += frozen_epochs[key]
             else:
                 per_epoch += len(heads) * trials * (n * train * policy.train_patches / fit
@@ -164,7 +180,7 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int) -> Estimate:
             features_s[spec.name] = sum(_rows(grid, n) * grid.image_policies[n].test_patches / infer for n in names)
         low, high = per_epoch * shortest + fixed, per_epoch * epochs + fixed
         training_s[spec.name], ranges[spec.name] = (low + high) / 2, (low, high)
-    return Estimate(features_s, training_s, ranges)
+    return Estimate(features_s, training_s, ranges, workers)
 
 
 def _rows(grid: GridConfig, dataset: str) -> int:

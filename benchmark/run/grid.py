@@ -87,10 +87,11 @@ class GridPlan:
         """Number of (cell, head) result runs still to train (the probes not counted)."""
         return sum(len(heads - {PROBE_HEAD}) for heads in self.todo.values())
 
-    def estimate(self) -> Estimate:
-        """Expected time of the pending work (and its range), from rates measured here
+    def estimate(self, workers: int = 1) -> Estimate:
+        """Expected time of the pending work (and its range) on ``workers`` processes, from rates measured here
         (:mod:`benchmark.run.estimate`)."""
-        return estimate_seconds(self.grid, self.todo, len(trial_list(self.grid.training, self.grid.tuning)))
+        return estimate_seconds(self.grid, self.todo, len(trial_list(self.grid.training, self.grid.tuning)),
+                                workers)
 
     @property
     def retry_s(self) -> float:
