@@ -9,8 +9,9 @@ the same architecture) and timed here:
   rows x test patches, as if none were cached yet;
 * frozen training — one real epoch of :func:`~benchmark.run.training.fit_frozen` with the grid's heads x
   trials on random features of the cell's size; a trial runs between ``patience + 1`` epochs and all of them
-  (early stopping), so the estimate takes the midpoint (measured: trials ran 19 of 30 epochs on LIVE
-  Challenge, where this gives 18.5) and gives the range;
+  (early stopping), so the estimate takes the midpoint and gives the range (measured: trials ran 20 of 30
+  epochs on average on LIVE Challenge, where the midpoint is 18.5, but 11 on ``bundled``'s noisy proxy
+  labels; docs/performance.md compares estimates with runs);
 * fine-tuning — a training step (8 patches) and the extractor's inference rate, over every trial's epochs;
 * per run, claiming and recording it in the store: :data:`RUN_OVERHEAD_S`, measured on SQLite.
 
