@@ -300,7 +300,7 @@ def vc_mde80(components: VarianceComponents, n_splits: int, n_seeds: int, test_t
 
     Examples
     --------
-    >>> c = VarianceComponents(var_split=0.0046, var_seed=0.0069)  # dor - mse, efficientnet_lite0
+    >>> c = VarianceComponents(var_split=0.0046, var_seed=0.0069)  # example components
     >>> [round(vc_mde80(c, j, 2, 0.32), 4) for j in (10, 50, 1000)], round(2.8016 * (0.32 * 0.0046) ** 0.5, 4)
     ([0.1786, 0.1232, 0.1082], 0.1075)
     """
