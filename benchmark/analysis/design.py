@@ -18,8 +18,8 @@ import pandas as pd
 
 from benchmark.analysis import stats
 from benchmark.analysis.comparisons import paired_runs
-from benchmark.analysis.report_data import ReportError, Scores, load_grid_record, load_runs, select_experiment, usable_runs
-from benchmark.store import open_client, resolve_tracking_uri
+from benchmark.analysis.report_data import ReportError, Scores, load_report_data
+from benchmark.store import resolve_tracking_uri
 
 TARGET_SEEDS = (1, 2, 3, 5)
 """Seeds per split for which ``--target-mde`` searches the number of splits."""
@@ -76,17 +76,13 @@ def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | 
     ReportError
         When the grid has no usable runs or no pair with two or more seeds per split.
     """
-    client = open_client(resolve_tracking_uri(tracking_uri))
-    name, experiment_id = select_experiment(client, grid)
-    record = load_grid_record(client, experiment_id)
-    usable = usable_runs(load_runs(client, experiment_id), [])
-    if usable.empty:
-        raise ReportError(f"grid {name!r} has no usable result runs; run it first (dor-bench run).")
-    pilot = pilot_components(Scores.of(usable), record.compare)
+    data = load_report_data(resolve_tracking_uri(tracking_uri), grid, [])
+    name, record = data.name, data.record
+    pilot = pilot_components(data.scores, record.compare)
     if pilot.empty:
         raise ReportError(f"grid {name!r} has no within-dataset pair with two or more seeds in a split: split and "
                           "seed variance cannot be told apart. Run a pilot with seeds: [0, 1].")
-    sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
+    sizes = data.sizes
     rows = []
     for pair in pilot.itertuples(index=False):
         components = stats.VarianceComponents(pair.var_split, pair.var_seed)

@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -45,20 +45,17 @@ from benchmark.analysis.report_data import (
     ReportError,
     Scores,
     find_missing,
-    load_grid_record,
     load_learning_curves,
     load_predictions,
-    load_runs,
-    select_experiment,
+    load_report_data,
     shown_splits,
     trial_table,
-    usable_runs,
     warn,
 )
 from benchmark.metrics import METRIC_NAMES
 from benchmark.provenance import write_provenance
-from benchmark.schema import FIT_COLUMNS, ROLE_REFERENCE, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
-from benchmark.store import open_client, resolve_tracking_uri, uri_kind
+from benchmark.schema import FIT_COLUMNS, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
+from benchmark.store import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +126,13 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         raise ReportError(f"unknown metric(s) {unknown}; choose from {', '.join(METRIC_NAMES)}.")
     metrics = tuple(dict.fromkeys(("srcc", *metrics)))
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_client(uri)
-    name, experiment_id = select_experiment(client, grid)
-    record = load_grid_record(client, experiment_id)
-    if pairs:
-        unknown_heads = sorted({h for pair in pairs for h in pair} - set(record.heads))
-        if unknown_heads:
-            raise ReportError(f"--pair names head(s) the grid does not have: {', '.join(unknown_heads)}; "
-                              f"heads: {', '.join(record.heads)}")
-        record = record.with_compare(tuple(pairs))
-    if split_correlation is not None:
-        record = replace(record, split_correlation=split_correlation)
+    warnings: list[str] = []
+    data = load_report_data(uri, grid, warnings, pairs, split_correlation)
+    name, client, record, runs, usable = data.name, data.client, data.record, data.runs, data.usable
+    probe_runs, scores, probes = data.probe_runs, data.scores, data.probes
     out = Path(out_dir) if out_dir is not None else Path("results") / name
     out.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(grid=name, out_dir=out)
-    warnings = result.warnings
-
-    runs = load_runs(client, experiment_id)
-    usable = usable_runs(runs, warnings)
-    probe_runs = usable_runs(runs, warnings, ROLE_REFERENCE)
-    if usable.empty:
-        raise ReportError(f"grid {name!r} has no usable result runs ({len(runs)} other run(s)); run the grid first.")
-    scores, probes = Scores.of(usable), Scores.of(probe_runs)
+    result = ReportResult(grid=name, out_dir=out, warnings=warnings)
     missing = find_missing(record, runs, usable, probe_runs)
     if len(missing):
         warn(warnings, f"{len(missing)} expected unit(s) have no usable run (see missing.csv); statistics use only "
@@ -159,8 +141,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         warn(warnings, f"no head pairs to compare (heads: {', '.join(record.heads)}); no statistics, forest or "
                        "slope plot")
     deltas = paired_deltas(scores, record.compare, metrics)
-    sizes = usable.groupby("pair_key")[["n_train", "n_test"]].mean()
-    stats_df = cell_stats(scores, deltas, sizes, warnings, record)
+    stats_df = cell_stats(scores, deltas, data.sizes, warnings, record)
     splits = shown_splits(scores)
     predictions = load_predictions(client, usable, splits.iloc[:1], warnings)
     across = across_datasets(stats_df, warnings)
@@ -196,7 +177,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
         out, command if command is not None else sys.argv, grid=name, tracking_uri_kind=uri_kind(uri),
-        experiment_id=experiment_id, reference=record.reference, compare=[list(p) for p in record.compare],
+        experiment_id=data.experiment_id, reference=record.reference, compare=[list(p) for p in record.compare],
         metrics=list(metrics), rope=record.rope, split_correlation=record.split_correlation,
         n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
         n_missing=result.n_missing, n_pairs=result.n_pairs, n_stats_rows=result.n_stats_rows, warnings=warnings,

@@ -1,5 +1,6 @@
 """Data of a grid report, read from the MLflow store through :class:`benchmark.schema.RunRecord` (no statistics).
 
+* :func:`load_report_data` — everything a report or a plan reads, loaded once as :class:`ReportData`;
 * :func:`select_experiment`, :func:`load_grid_record` — the grid (experiment) to report on, as it was run;
 * :func:`load_runs` — every run as one tidy row (:meth:`RunRecord.as_row`), from one search;
 * :func:`usable_runs` — one run per expected (cell, head): FINISHED, else the failure that stands for it;
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.metrics import METRIC_NAMES
-from benchmark.store import all_runs
+from benchmark.store import all_runs, open_client
 from benchmark.schema import (
     BLANK_ROW_COLUMNS,
     CURVES,
     GRID_TAG,
     PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
+    ROLE_REFERENCE,
     ROLE_RESULT,
     ROLE_TRIAL,
     TUNED_PREFIX,
@@ -188,6 +191,77 @@ class Scores:
         return self._wide[metric, per_seed]
 
 
+@dataclass(frozen=True)
+class ReportData:
+    """One grid as the report and the plan read it, loaded once by :func:`load_report_data`.
+
+    Attributes
+    ----------
+    name, experiment_id : str
+        The grid (MLflow experiment).
+    client : MlflowClient
+        The store's client (artifacts and metric histories of a few runs are fetched later).
+    record : GridRecord
+        The grid as it was run, with the compared pairs and split correlation the caller chose.
+    runs : pandas.DataFrame
+        Every run of the grid, one row each (:func:`load_runs`).
+    usable, probe_runs : pandas.DataFrame
+        One result run per expected (cell, head), and one probe run per cell and split
+        (:func:`usable_runs`).
+    scores, probes : Scores
+        The per-run and per-split tables of those.
+    """
+
+    name: str
+    experiment_id: str
+    client: MlflowClient
+    record: GridRecord
+    runs: pd.DataFrame
+    usable: pd.DataFrame
+    probe_runs: pd.DataFrame
+    scores: Scores
+    probes: Scores
+
+    @property
+    def sizes(self) -> pd.DataFrame:
+        """Mean ``n_train`` and ``n_test`` per pair_key: what each cell's assumed r is computed from."""
+        return self.usable.groupby("pair_key")[["n_train", "n_test"]].mean()
+
+
+def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
+                     pairs: Sequence[tuple[str, str]] | None = None,
+                     split_correlation: float | None = None) -> ReportData:
+    """Load a grid's record and usable runs from the store at ``tracking_uri``.
+
+    ``pairs`` replaces the grid's ``compare`` list and ``split_correlation`` its r (a sensitivity analysis).
+
+    Raises
+    ------
+    ReportError
+        On an unknown grid, a store with several grids and no ``grid``, a pair naming a head the grid does
+        not have, or a grid without usable result runs.
+    """
+    client = open_client(tracking_uri)
+    name, experiment_id = select_experiment(client, grid)
+    record = load_grid_record(client, experiment_id)
+    if pairs:
+        unknown_heads = sorted({h for pair in pairs for h in pair} - set(record.heads))
+        if unknown_heads:
+            raise ReportError(f"--pair names head(s) the grid does not have: {', '.join(unknown_heads)}; "
+                              f"heads: {', '.join(record.heads)}")
+        record = record.with_compare(tuple(pairs))
+    if split_correlation is not None:
+        record = replace(record, split_correlation=split_correlation)
+    runs = load_runs(client, experiment_id)
+    usable = usable_runs(runs, warnings)
+    probe_runs = usable_runs(runs, warnings, ROLE_REFERENCE)
+    if usable.empty:
+        raise ReportError(f"grid {name!r} has no usable result runs ({len(runs)} other run(s)); run the grid "
+                          "first (dor-bench run).")
+    return ReportData(name, experiment_id, client, record, runs, usable, probe_runs, Scores.of(usable),
+                      Scores.of(probe_runs))
+
+
 def trial_table(usable: pd.DataFrame) -> pd.DataFrame:
     """Every tuning trial of the usable result runs, one row each: ``pair_key, head, split, seed,
     parent_run_id, trial``, the trial's tuned values (``tuned.<setting>``) and its ``best_val_srcc``."""
@@ -279,6 +353,6 @@ def load_learning_curves(client: MlflowClient, usable: pd.DataFrame, splits: pd.
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportError", "Scores", "find_missing", "load_grid_record",
-           "load_learning_curves", "load_predictions", "load_runs", "select_experiment", "shown_splits",
+__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "find_missing", "load_grid_record",
+           "load_learning_curves", "load_predictions", "load_report_data", "load_runs", "select_experiment", "shown_splits",
            "split_runs", "trial_table", "usable_runs", "warn"]
