@@ -57,9 +57,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis import stats  # noqa: E402
 from benchmark.analysis.comparisons import run_deltas  # noqa: E402
-from benchmark.analysis.report_data import Scores, load_runs, select_experiment, usable_runs  # noqa: E402
+from benchmark.analysis.report_data import load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.store import open_client, resolve_tracking_uri  # noqa: E402
+from benchmark.store import resolve_tracking_uri  # noqa: E402
 
 PAIRS = (("dor", "mse"), ("dor-seed", "mse"), ("dor", "dor-seed"))
 DESIGNS = ((5, 1), (5, 2), (10, 1), (10, 2), (20, 1), (20, 2))
@@ -69,21 +69,17 @@ ROPE = 0.01
 
 def pool_deltas(uri: str, grid: str, metric: str) -> tuple[dict[tuple[str, str], np.ndarray], float]:
     """Per pair, the pool's differences as an array [splits, 2 seeds] (splits where both seeds of both heads
-    succeeded), and the pool's ``n_test / n_train``."""
-    client = open_client(uri)
-    _, experiment = select_experiment(client, grid)
-    warnings: list[str] = []
-    usable = usable_runs(load_runs(client, experiment), warnings)
-    scores = Scores.of(usable)
+    succeeded), and the r the report assumes for the pool (its ``n_test / n_train``)."""
+    data = load_report_data(uri, grid, [])
     out = {}
     for head_a, head_b in PAIRS:
-        runs = run_deltas(scores, head_a, head_b, metric)
+        runs = run_deltas(data.scores, head_a, head_b, metric)
         wide = runs.pivot_table(index="split", columns="seed", values="delta").dropna()
         if wide.shape[1] != 2:
             raise SystemExit(f"{grid}: {head_a} − {head_b} needs two seeds per split, got {wide.shape[1]}")
         out[head_a, head_b] = wide.to_numpy()
-    ratio = float((usable["n_test"] / usable["n_train"]).mean())
-    return out, ratio
+    sizes = data.sizes.mean()  # the pool's splits all have one size
+    return out, data.record.assumed_r(sizes["n_train"], sizes["n_test"])
 
 
 def _population(sub: np.ndarray, ratio: float) -> dict:

@@ -33,17 +33,16 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from benchmark.analysis.report_data import load_runs, select_experiment, usable_runs  # noqa: E402
+from benchmark.analysis.report_data import load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.schema import CONFIG_ARTIFACT, EPOCH_TIMES  # noqa: E402
-from benchmark.store import open_client, resolve_tracking_uri  # noqa: E402
+from benchmark.store import resolve_tracking_uri  # noqa: E402
 
 
 def epoch_table(uri: str, grid: str) -> pd.DataFrame:
     """One row per successful result run: its per-epoch seconds (means over its epochs) and patches/s."""
-    client = open_client(uri)
-    _, experiment = select_experiment(client, grid)
-    runs = usable_runs(load_runs(client, experiment), [])
+    data = load_report_data(uri, grid, [])
+    client, runs = data.client, data.usable
     runs = runs[~runs["failed"]]  # a failed run has no config, maybe no curves, no test scoring
     if runs.empty:
         raise SystemExit(f"grid {grid!r} has no successful result run")
