@@ -19,7 +19,8 @@ Per pair (dor − mse, dor-seed − mse, dor − dor-seed), design (J ∈ {5, 10
 
 * ``dataset`` — the paired t-test on the sub-grid's split means and its posterior
   (:func:`benchmark.analysis.stats.dataset_target_test`): interval, significance, verdict;
-* ``population`` — the variance-components test with ``r = n_test / n_train`` (the corrected resampled t-test
+* ``population`` — the variance-components test with the r the report assumes (``n_test / n_train`` unless the
+  grid sets ``split_correlation``; the corrected resampled t-test
   and the correlated Bayesian t-test with one seed per split), what the report labels the population target;
   here scored against the same dataset truth, which it over-covers by design (its interval also allows
   for datasets other than this one).
@@ -57,7 +58,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis import stats  # noqa: E402
 from benchmark.analysis.comparisons import run_deltas  # noqa: E402
-from benchmark.analysis.report_data import load_report_data  # noqa: E402
+from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.store import resolve_tracking_uri  # noqa: E402
 
@@ -163,7 +164,10 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     uri = resolve_tracking_uri(args.tracking_uri)
-    pools, ratio = pool_deltas(uri, args.grid, args.metric)
+    try:
+        pools, ratio = pool_deltas(uri, args.grid, args.metric)
+    except ReportError as exc:  # no such grid, no usable runs: a message, not a traceback
+        raise SystemExit(f"error: {exc}") from exc
     rng = np.random.default_rng(args.seed)
     rows, summary = [], []
     for (head_a, head_b), pool in pools.items():

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from benchmark.analysis.report_data import load_report_data  # noqa: E402
+from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.schema import CONFIG_ARTIFACT, EPOCH_TIMES  # noqa: E402
 from benchmark.store import resolve_tracking_uri  # noqa: E402
@@ -77,7 +77,10 @@ def main() -> None:
     parser.add_argument("--tracking-uri")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    table = epoch_table(resolve_tracking_uri(args.tracking_uri), args.grid)
+    try:
+        table = epoch_table(resolve_tracking_uri(args.tracking_uri), args.grid)
+    except ReportError as exc:  # no such grid, no usable runs: a message, not a traceback
+        raise SystemExit(f"error: {exc}") from exc
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "epoch_times.csv", index=False)
     (args.out / "epoch_times.md").write_text(markdown(table))

@@ -27,6 +27,12 @@ def test_frozen_estimate_adds_features_epochs_and_run_overheads(monkeypatch):
     shared = estimate.estimate_seconds(grid, todo, trials=2, workers=2)  # the cells' seconds shared, not the features
     assert shared.total_s == pytest.approx(result.features_s["efficientnet_lite0"] + (low + high) / 4)
     assert "shared by 2 worker processes" in shared.describe()
+    more = estimate.estimate_seconds(grid, todo, trials=2, workers=16)  # 4 cells: 4 processes get one
+    assert more.workers == 4 and more.total_s == pytest.approx(result.features_s["efficientnet_lite0"] + (low + high) / 8)
+    finetune = parse_grid({**GRID, "regime": "finetune"})
+    monkeypatch.setattr(estimate, "backbone_rates", lambda *args: (100.0, 50.0, 1280, 224))
+    tuned = estimate.estimate_seconds(finetune, {c: {"mse", "dor"} for c in finetune.cells()}, trials=2, workers=2)
+    assert tuned.workers == 1  # fine-tune workers share one device: nothing is divided
 
 
 def test_the_frozen_epoch_is_timed_on_the_real_training_loop():

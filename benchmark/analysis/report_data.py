@@ -206,8 +206,8 @@ class ReportData:
     runs : pandas.DataFrame
         Every run of the grid, one row each (:func:`load_runs`).
     usable, probe_runs : pandas.DataFrame
-        One result run per expected (cell, head), and one probe run per cell and split
-        (:func:`usable_runs`).
+        One result run per expected (cell, head), and the probe runs of
+        :meth:`~benchmark.schema.GridRecord.probe_cells` (:func:`usable_runs`).
     scores, probes : Scores
         The per-run and per-split tables of those.
     """
@@ -275,10 +275,11 @@ def trial_table(usable: pd.DataFrame) -> pd.DataFrame:
 
 
 def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
-    """Expected units of the grid without a usable run: (cell, head) results and the probe of each split.
+    """Expected units of the grid without a usable run: (cell, head) results and the probes of
+    :meth:`~benchmark.schema.GridRecord.probe_cells`.
 
-    A unit whose latest run is RUNNING or KILLED is listed with that status, one that never started as
-    ``absent``.
+    A result whose latest run is RUNNING or KILLED is listed with that status, one that never started as
+    ``absent``; a probe without a usable run is listed as ``absent``.
     """
     expected = pd.DataFrame([{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset,
                               "test_dataset": c.test_dataset, "regime": c.regime, "split": c.split, "seed": c.seed,

@@ -15,9 +15,10 @@ the same architecture) and timed here:
 * fine-tuning — a training step (8 patches) and the extractor's inference rate, over every trial's epochs;
 * per run, claiming and recording it in the store: :data:`RUN_OVERHEAD_S`, measured on SQLite.
 
-The features stage runs in the main process on every core; the cells run in the grid's worker processes, each
-on its share of the cores, so a frozen epoch is timed on one worker's threads and the cells' seconds are
-divided by the workers (``--workers``, default one per core for frozen grids).
+The features stage runs in the main process on every core; a frozen grid's cells run in its worker processes,
+each on its share of the cores, so a frozen epoch is timed on one worker's threads and the cells' seconds are
+divided by the workers that have a cell to run (``--workers``, default one per core; the last, partly idle
+round of workers is not modelled). A fine-tune grid's workers share one device: nothing is divided.
 
 The image store's decoding (seconds for LIVE Challenge, ~1 min for KonIQ-sized sets) and a first build of
 ``bundled`` (~1 min) are not included.
@@ -26,7 +27,6 @@ The image store's decoding (seconds for LIVE Challenge, ~1 min for KonIQ-sized s
 from __future__ import annotations
 
 import functools
-import os
 import time
 from dataclasses import dataclass, replace
 
@@ -39,6 +39,7 @@ from benchmark.config import GridConfig
 from benchmark.data import dataset_info
 from benchmark.heads import get_head
 from benchmark.models import OFFLINE_LITE_WEIGHTS, create_backbone, feature_width
+from benchmark.run.executors import worker_threads
 from benchmark.run.features import BATCH_PATCHES, FeatureExtractor, Preprocessing
 from benchmark.run.regimes import FeatureSource, frozen_model, frozen_trunk
 from benchmark.run.training import fit_frozen
@@ -60,6 +61,7 @@ class Estimate:
     training_s: dict[str, float]
     training_range_s: dict[str, tuple[float, float]]
     workers: int = 1
+    """Processes that train cells at the same time."""
 
     @property
     def total_s(self) -> float:
@@ -68,11 +70,12 @@ class Estimate:
 
     def describe(self) -> str:
         """One line per backbone and the total."""
-        lines = [f"  {name}: features {self.features_s.get(name, 0.0) / 60:.1f} min (first run only), training "
-                 f"{self.training_s[name] / 60:.1f} min ({self.training_range_s[name][0] / 60:.1f}-"
+        one = " in one process" if self.workers > 1 else ""
+        lines = [f"  {name}: features {self.features_s.get(name, 0.0) / 60:.1f} min (first run only), cells "
+                 f"{self.training_s[name] / 60:.1f} min{one} ({self.training_range_s[name][0] / 60:.1f}-"
                  f"{self.training_range_s[name][1] / 60:.1f} as early stopping ends trials sooner or later)"
                  for name in self.training_s]
-        shared = f" with training shared by {self.workers} worker processes" if self.workers > 1 else ""
+        shared = f" with the cells shared by {self.workers} worker processes" if self.workers > 1 else ""
         return "\n".join([*lines, f"  total: about {self.total_s / 60:.1f} min on this machine{shared} (image stores "
                                   "and a first bundled build not included)"])
 
@@ -123,9 +126,9 @@ def backbone_rates(name: str, pretrained: bool | str, image_size: int | None,
     return infer, fit, feature_width(model), prep.patch
 
 
-def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str], threads: int) -> float:
+def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str], threads: int | None) -> float:
     """Seconds of one real ``fit_frozen`` epoch of the cell's heads x trials on random features of its size, on
-    ``threads`` torch threads (a worker's share of the cores)."""
+    ``threads`` torch threads (a worker's share of the cores; None: torch's own count, as a local run has)."""
     train, val, _ = grid.split_fractions
     n_train, n_val = int(n * train), int(n * val)
     specs = [h for h in grid.heads if h.label in heads]
@@ -137,7 +140,7 @@ def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str],
                            rows[:n_train], "cpu")
     settings = [replace(t.settings, epochs=1) for _ in specs for t in trials]
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or before)
     try:
         start = time.perf_counter()
         fit_frozen(models, source, torch.rand(len(rows)), rows[:n_train], rows[n_train:], [np.arange(n_train)],
@@ -151,7 +154,8 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
     """Expected seconds of the plan's pending work (``todo``: cell -> units, as in a grid plan) run by
     ``workers`` processes, with the training's range from every trial stopping at its earliest to every trial
     running all its epochs."""
-    threads = max(1, (os.cpu_count() or 1) // workers)  # as the workers executor shares the cores
+    parallel = max(1, min(workers, len(todo))) if grid.regime == "frozen" else 1
+    threads = worker_threads(workers) if parallel > 1 else None
     features_s: dict[str, float] = {}
     training_s: dict[str, float] = {}
     ranges: dict[str, tuple[float, float]] = {}
@@ -181,7 +185,7 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
             features_s[spec.name] = sum(_rows(grid, n) * grid.image_policies[n].test_patches / infer for n in names)
         low, high = per_epoch * shortest + fixed, per_epoch * epochs + fixed
         training_s[spec.name], ranges[spec.name] = (low + high) / 2, (low, high)
-    return Estimate(features_s, training_s, ranges, workers)
+    return Estimate(features_s, training_s, ranges, parallel)
 
 
 def _rows(grid: GridConfig, dataset: str) -> int:

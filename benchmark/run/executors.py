@@ -38,11 +38,16 @@ def _local(work: list, workers: int, done: Done, options: dict) -> None:
         done(item.run())
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads of each of ``workers`` processes: its share of the CPU cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _workers(work: list, workers: int, done: Done, options: dict) -> None:
     """One pass over the cells in ``workers`` spawned processes, each with its share of the CPU threads."""
     from benchmark.run.grid import run_cell  # the run side, loaded only where cells run
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
             tqdm(total=len(work), desc=_label(work), unit="cell") as bar:
         for future in as_completed([pool.submit(run_cell, item, threads) for item in work]):
@@ -85,4 +90,4 @@ EXECUTORS: dict[str, Executor] = {e.name: e for e in (
 )}
 
 
-__all__ = ["EXECUTORS", "Done", "Executor"]
+__all__ = ["EXECUTORS", "Done", "Executor", "worker_threads"]
