@@ -10,7 +10,6 @@ import sys
 import time
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per predictions.csv read
 
 from benchmark.allocator import keep_freed_memory  # noqa: E402  (no torch, no MLflow)
 

@@ -57,7 +57,7 @@ from benchmark.analysis.comparisons import cell_stats, paired_deltas  # noqa: E4
 from benchmark.config import load_grid, parse_grid  # noqa: E402
 from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.analysis.report_data import Scores, load_runs, usable_runs  # noqa: E402
+from benchmark.analysis.report_data import Scores, cell_sizes, load_runs, usable_runs  # noqa: E402
 from benchmark.store import open_client  # noqa: E402
 from benchmark.schema import PROBE_HEAD, GridRecord  # noqa: E402
 from benchmark.analysis.stats import (  # noqa: E402
@@ -103,8 +103,7 @@ def grid_statistics(null_runs: pd.DataFrame, n_splits: int, record: GridRecord) 
         runs = runs.assign(pair_key=f"grid{g}")
         scores = Scores.of(runs)
         deltas = paired_deltas(scores, [NULL_PAIR], ["srcc"])
-        sizes = runs.groupby("pair_key")[["n_train", "n_test"]].mean()
-        by_target = cell_stats(scores, deltas, sizes, [], record).query("metric == 'srcc'").set_index("target")
+        by_target = cell_stats(scores, deltas, cell_sizes(runs), [], record).query("metric == 'srcc'").set_index("target")
         row = by_target.loc["population"].to_dict()
         row.update(grid=g, p_dataset=by_target.loc["dataset", "p"], p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
         rows.append(row)

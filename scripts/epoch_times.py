@@ -31,7 +31,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402

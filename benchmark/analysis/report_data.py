@@ -225,7 +225,12 @@ class ReportData:
     @property
     def sizes(self) -> pd.DataFrame:
         """Mean ``n_train`` and ``n_test`` per pair_key: what each cell's assumed r is computed from."""
-        return self.usable.groupby("pair_key")[["n_train", "n_test"]].mean()
+        return cell_sizes(self.usable)
+
+
+def cell_sizes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``n_train`` and ``n_test`` of the runs per pair_key."""
+    return runs.groupby("pair_key")[["n_train", "n_test"]].mean()
 
 
 def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
@@ -354,6 +359,6 @@ def load_learning_curves(client: MlflowClient, usable: pd.DataFrame, splits: pd.
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "find_missing", "load_grid_record",
+__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "cell_sizes", "find_missing", "load_grid_record",
            "load_learning_curves", "load_predictions", "load_report_data", "load_runs", "select_experiment", "shown_splits",
            "split_runs", "trial_table", "usable_runs", "warn"]

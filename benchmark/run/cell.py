@@ -74,10 +74,15 @@ class _HeadClaims:
     trials: dict[str, Claim] = field(default_factory=dict)
     recorded: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def claims(self) -> tuple[Claim, ...]:
+        """Every claimed run of the head: its trials, then its result (the order they are closed in)."""
+        return (*self.trials.values(), self.result)
+
 
 def _lost(head: _HeadClaims) -> bool:
     """Whether another process took over any of this head's runs."""
-    return any(claimed.lost for claimed in (head.result, *head.trials.values()))
+    return any(claimed.lost for claimed in head.claims)
 
 
 def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
@@ -86,7 +91,7 @@ def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
 
     def check() -> None:
         for head in held:
-            for claimed in (head.result, *head.trials.values()):
+            for claimed in head.claims:
                 claimed.check()
 
     return check
@@ -248,7 +253,7 @@ class CellRun:
         except ClaimLost:  # another process took the head over and redoes it: leave its runs to it
             log.warning("%s %s: taken over by another process (this process was presumed dead); its runs are "
                         "left to it", self.cell.key, spec.label)
-            for claimed in (c for c in [*head.trials.values(), head.result] if c.status is None):
+            for claimed in (c for c in head.claims if c.status is None):
                 if claimed.lost:
                     claimed.abandon()
                 else:
@@ -256,7 +261,7 @@ class CellRun:
             return HeadResult(spec.label, {}, busy=True)
         except Exception as exc:  # noqa: BLE001 - recorded on the runs (FAILED, traceback); the grid goes on
             log.error("%s %s failed: %s: %s", self.cell.key, spec.label, type(exc).__name__, exc)
-            for still_open in (c for c in [*head.trials.values(), head.result] if c.status is None):
+            for still_open in (c for c in head.claims if c.status is None):
                 RunWriter(still_open).end_with(exc)
             return HeadResult(spec.label, {}, f"{type(exc).__name__}: {exc}")
 

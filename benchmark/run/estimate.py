@@ -162,6 +162,8 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
     epochs = grid.training.epochs
     shortest = min(epochs, grid.training.patience + 1)
     frozen_epochs: dict[tuple[int, int, frozenset[str]], float] = {}
+    rows = {name: _rows(grid, name) for cell in todo for name in (cell.dataset, cell.test_dataset)}
+    train, val, test = grid.split_fractions
     for spec in (b for b in grid.backbones if timm.is_model(b.name)):  # validation names the others
         cells = [cell for cell in todo if cell.backbone == spec.name]
         infer, fit, width, _ = backbone_rates(spec.name, spec.pretrained, grid.image_size, grid.regime == "finetune")
@@ -169,8 +171,7 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
         for cell in cells:
             heads = frozenset(todo[cell] - {"probe"})
             fixed += RUN_OVERHEAD_S * (len(heads) * (trials + (trials > 1)) + ("probe" in todo[cell]))
-            n, policy = _rows(grid, cell.dataset), grid.image_policies[cell.dataset]
-            train, val, test = grid.split_fractions
+            n, policy = rows[cell.dataset], grid.image_policies[cell.dataset]
             if grid.regime == "frozen":
                 key = (width, n, heads)
                 if key not in frozen_epochs:
@@ -182,7 +183,7 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
                 fixed += len(heads) * n * test * policy.test_patches / infer  # the test split, scored once
         if grid.regime == "frozen":
             names = {name for c in cells for name in (c.dataset, c.test_dataset)}
-            features_s[spec.name] = sum(_rows(grid, n) * grid.image_policies[n].test_patches / infer for n in names)
+            features_s[spec.name] = sum(rows[n] * grid.image_policies[n].test_patches / infer for n in names)
         low, high = per_epoch * shortest + fixed, per_epoch * epochs + fixed
         training_s[spec.name], ranges[spec.name] = (low + high) / 2, (low, high)
     return Estimate(features_s, training_s, ranges, parallel)
