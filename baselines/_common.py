@@ -26,28 +26,6 @@ def bin_centres(num_bins: int, like: Tensor) -> Tensor:
     return (torch.arange(num_bins, device=like.device, dtype=like.dtype) + 0.5) / num_bins
 
 
-def check_positive(head: str, key: str, value: float) -> float:
-    """Return ``float(value)`` or raise ``ValueError`` naming the head and key when it is not > 0.
-
-    Parameters
-    ----------
-    head : str
-        Registry name of the head.
-    key : str
-        Hyper-parameter name.
-    value : float
-        Value to check.
-
-    Returns
-    -------
-    float
-        The value as a float.
-    """
-    if not value > 0:
-        raise ValueError(f"head {head!r}: hyper-parameter {key!r} must be > 0, got {value!r}.")
-    return float(value)
-
-
 class BinDistributionHead(nn.Module):
     """Base of the heads that predict a distribution over ``K`` equal bins of [0, 1] (SORD, EMD).
 

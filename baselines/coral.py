@@ -7,11 +7,11 @@ from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss
 from torch import Tensor, nn
 
-from baselines.registry import NUM_BINS, HParam, register_head
+from baselines.registry import register_head
 from dor_iqa.ordinal import encode_labels, in_float32, smoothed_logit, soft_inference, validate_num_bins
 
 
-@register_head(num_bins=NUM_BINS, preinit_bias=HParam(bool, True))
+@register_head()
 class CoralHead(nn.Module):
     """Rank-consistent ordinal head: one shared weight vector, ``K - 1`` biases (registry name ``"coral"``).
 

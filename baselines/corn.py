@@ -6,7 +6,7 @@ import torch
 from coral_pytorch.losses import corn_loss
 from torch import Tensor, nn
 
-from baselines.registry import NUM_BINS, register_head
+from baselines.registry import register_head
 from dor_iqa.ordinal import (
     bin_index,
     encode_labels,
@@ -18,7 +18,7 @@ from dor_iqa.ordinal import (
 )
 
 
-@register_head(num_bins=NUM_BINS)
+@register_head()
 class CornHead(nn.Module):
     """Conditional ordinal head (registry name ``"corn"``).
 

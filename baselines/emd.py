@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines._common import BinDistributionHead, check_positive
-from baselines.registry import NUM_BINS, positive, register_head
+from baselines._common import BinDistributionHead
+from baselines.registry import check_hparams, register_head
 from dor_iqa.ordinal import at_least_float32, in_float32
 
 
-@register_head(num_bins=NUM_BINS, sigma=positive(1.0))
+@register_head()
 class EMDHead(BinDistributionHead):
     """K-way softmax trained with the squared EMD between CDFs (registry name ``"emd"``).
 
@@ -33,7 +33,8 @@ class EMDHead(BinDistributionHead):
 
     def __init__(self, in_features: int, num_bins: int = 28, sigma: float = 1.0) -> None:
         super().__init__(in_features, num_bins)
-        self.sigma = check_positive(self.name, "sigma", sigma)
+        check_hparams(self.name, {"sigma": sigma})
+        self.sigma = float(sigma)
 
     def target_distribution(self, u: Tensor) -> Tensor:
         """Discretised Gaussian ``N(u, (sigma/K)^2)`` over the ``K`` bins, shape ``(B, K)``."""

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines._common import BinDistributionHead, bin_centres, check_positive
-from baselines.registry import NUM_BINS, positive, register_head
+from baselines._common import BinDistributionHead, bin_centres
+from baselines.registry import check_hparams, register_head
 from dor_iqa.ordinal import at_least_float32, in_float32
 
 
-@register_head(num_bins=NUM_BINS, alpha=positive(1.0))
+@register_head()
 class SORDHead(BinDistributionHead):
     """K-way softmax trained on soft ordinal labels (registry name ``"sord"``).
 
@@ -35,7 +35,8 @@ class SORDHead(BinDistributionHead):
 
     def __init__(self, in_features: int, num_bins: int = 28, alpha: float = 1.0) -> None:
         super().__init__(in_features, num_bins)
-        self.alpha = check_positive(self.name, "alpha", alpha)
+        check_hparams(self.name, {"alpha": alpha})
+        self.alpha = float(alpha)
 
     def soft_labels(self, u: Tensor) -> Tensor:
         """SORD targets ``softmax(-alpha * (K (t_i - u))^2)``, shape ``(B, K)``, at least float32."""

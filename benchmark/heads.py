@@ -1,29 +1,23 @@
-"""Registry of prediction heads: short name -> head class, and construction with checked hyper-parameters.
+"""Prediction heads by registry name: construction with checked hyper-parameters.
 
 Every head follows the protocol of :class:`dor_iqa.DORHead`: ``__init__(in_features, **hparams)``,
 ``forward(features)``, ``loss(outputs, u)`` with ``u`` in [0, 1], ``predict(outputs)`` a continuous score
 on the ``u`` scale (never clamped: ranking metrics use it as is), and ``init_prior(u_train)`` that starts
-the output layer at the training targets' location. Baseline heads register themselves with
-``@register_head`` (:mod:`baselines.registry`), which also declares their hyper-parameters (type, default,
-bounds); the method's own heads, which depend on torch only, are registered here.
+the output layer at the training targets' location. The registry (:mod:`baselines.registry`) declares every
+head's hyper-parameters (type, default, bounds) without torch, so the names and checks here need none;
+only :func:`get_head` imports the classes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from baselines.registry import HPARAMS, check_hparams, hparam_problems, load_heads
 
-from baselines import HEADS
-from baselines.registry import HPARAMS, NUM_BINS, HParam, register_head
-from dor_iqa.ordinal import DORHead
-from dor_iqa.seed_compat import SeedDORHead
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["HeadHparamError", "UnknownHeadError", "get_head", "head_hparams", "hparam_problems", "list_heads"]
-
-register_head(num_bins=NUM_BINS, soft_targets=HParam(bool, False))(DORHead)
-register_head(num_bins=NUM_BINS, min_score=HParam(float, 0.0), max_score=HParam(float, 1.0),
-              ignore_index=HParam(int, 0, optional=True))(SeedDORHead)
 
 
 class UnknownHeadError(KeyError, ValueError):
@@ -45,17 +39,7 @@ def list_heads() -> list[str]:
     list of str
         E.g. ``['coral', 'corn', 'dor', 'dor-seed', 'emd', 'l1', 'mse', 'sord']``.
     """
-    return sorted(HEADS)
-
-
-def _head_class(name: str) -> type[nn.Module]:
-    try:
-        return HEADS[name]
-    except KeyError:
-        raise UnknownHeadError(
-            f"unknown head {name!r}; registered heads: {', '.join(list_heads())}. "
-            "Fix the name in the grid config, or add a head: a class with @register_head in baselines/."
-        ) from None
+    return sorted(HPARAMS)
 
 
 def head_hparams(name: str) -> dict[str, Any]:
@@ -76,29 +60,13 @@ def head_hparams(name: str) -> dict[str, Any]:
     UnknownHeadError
         If ``name`` is not registered.
     """
-    _head_class(name)
+    if name not in HPARAMS:
+        raise UnknownHeadError(
+            f"unknown head {name!r}; registered heads: {', '.join(list_heads())}. "
+            "Fix the name in the grid config, or add a head: a class with @register_head() in baselines/ and "
+            "its hyper-parameters in baselines/registry.py."
+        )
     return {key: spec.default for key, spec in HPARAMS[name].items()}
-
-
-def hparam_problems(name: str, hparams: dict[str, Any]) -> dict[str, str]:
-    """Why each given hyper-parameter does not fit head ``name``'s declarations: ``{key: reason}`` (empty: fine).
-
-    Examples
-    --------
-    >>> hparam_problems("sord", {"alpha": 0.0, "sigma": 1.0})
-    {'sigma': 'is not declared (declared: num_bins, alpha)', 'alpha': 'must be > 0.0, got 0.0'}
-    >>> hparam_problems("dor", {"num_bins": 8})
-    {}
-    """
-    _head_class(name)
-    declared = HPARAMS[name]
-    problems = {key: f"is not declared (declared: {', '.join(declared) or 'none'})"
-                for key in sorted(set(hparams) - set(declared))}
-    for key, spec in declared.items():
-        problem = spec.problem(hparams[key]) if key in hparams else None
-        if problem:
-            problems[key] = problem
-    return problems
 
 
 def get_head(name: str, in_features: int, **hparams: Any) -> nn.Module:
@@ -125,7 +93,7 @@ def get_head(name: str, in_features: int, **hparams: Any) -> nn.Module:
     HeadHparamError
         If a hyper-parameter is not accepted by that head.
     ValueError
-        If ``in_features`` is not a positive integer, or a head rejects a hyper-parameter's value.
+        If ``in_features`` is not a positive integer, or a hyper-parameter's value is outside its declaration.
     """
     accepted = head_hparams(name)
     unexpected = sorted(set(hparams) - set(accepted))
@@ -134,9 +102,7 @@ def get_head(name: str, in_features: int, **hparams: Any) -> nn.Module:
             f"head {name!r} does not accept hyper-parameter(s) {', '.join(map(repr, unexpected))}; "
             f"accepted: {', '.join(accepted) or '(none)'}."
         )
-    problems = hparam_problems(name, hparams)
-    if problems:
-        raise ValueError(f"head {name!r}: " + "; ".join(f"hyper-parameter {k!r} {v}" for k, v in problems.items()) + ".")
+    check_hparams(name, hparams)
     if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
         raise ValueError(f"head {name!r}: in_features must be a positive integer, got {in_features!r}.")
-    return HEADS[name](in_features, **hparams)
+    return load_heads()[name](in_features, **hparams)

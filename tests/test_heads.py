@@ -54,10 +54,10 @@ def test_bad_values_are_rejected() -> None:
         get_head("sord", 8, alpha=-1)
 
 
-def test_declarations_must_match_the_constructor() -> None:
+def test_declarations_must_match_the_constructor(monkeypatch) -> None:
     from torch import nn
 
-    from baselines.registry import HParam, register_head
+    from baselines.registry import HPARAMS, HParam, register_head
 
     class Huber(nn.Module):
         name = "huber-test"
@@ -67,8 +67,12 @@ def test_declarations_must_match_the_constructor() -> None:
 
         forward = loss = predict = init_prior = lambda self, *args: None
 
+    with pytest.raises(TypeError, match="is not declared: add its hyper-parameters to HPARAMS"):
+        register_head()(Huber)
+    monkeypatch.setitem(HPARAMS, Huber.name, {"delta": HParam(float, 2.0)})
     with pytest.raises(TypeError, match="declared hyper-parameters"):
-        register_head(delta=HParam(float, 2.0))(Huber)
+        register_head()(Huber)
+    monkeypatch.setitem(HPARAMS, Huber.name, {})
     with pytest.raises(TypeError, match="declared hyper-parameters"):
         register_head()(Huber)
 

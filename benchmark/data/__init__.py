@@ -29,54 +29,33 @@ Native-resolution patches (policy -> store -> positions -> patches -> mean score
 The ``bundled`` dataset's labels are a proxy from full-reference metrics, not human opinion.
 """
 
-from benchmark.data.bundled import (
-    DEFAULT_RECIPE,
-    BundledRecipe,
-    build_bundled,
-    bundled_folder,
-    bundled_is_built,
-    load_bundled,
-)
-from benchmark.data.cache import cache_root
-from benchmark.data.datasets import dataset_info, image_folder, list_datasets, load_labels, read_label_file
-from benchmark.data.errors import (
-    CorruptImageError,
-    CorruptImagesError,
-    DataError,
-    DuplicateImageError,
-    ImagePolicyError,
-    InvalidScoreError,
-    LabelFileError,
-    MissingImagesError,
-    PatchSizeError,
-    RecipeError,
-    ScoreOutOfRangeError,
-    SplitError,
-    StoreSpaceError,
-    UnknownDatasetError,
-)
-from benchmark.data.images import decode_image, find_bad_images
-from benchmark.data.labels import load_custom_labels
-from benchmark.data.patch_store import (
-    ImageStore,
-    build_image_store,
-    check_patch_size,
-    load_at_policy,
-    undersized_images,
-)
-from benchmark.data.patches import (
-    PatchPositions,
-    batch_test_positions,
-    extract_patches,
-    flip_patches,
-    mean_over_patches,
-    test_patch_positions,
-    train_patch_positions,
-)
-from benchmark.data.policy import DATASET_POLICIES, ImagePolicy, ShorterSide, default_policy, parse_image_policy
-from benchmark.data.scales import DatasetInfo, mos_to_u, u_to_mos
-from benchmark.data.splits import make_split
-from benchmark.data.transforms import normalize, to_float_chw
+import importlib
+from typing import Any
+
+_SUBMODULES = {
+    "bundled": ("DEFAULT_RECIPE", "BundledRecipe", "build_bundled", "bundled_folder", "bundled_is_built", "load_bundled"),
+    "cache": ("cache_root",),
+    "datasets": ("dataset_info", "image_folder", "list_datasets", "load_labels", "read_label_file"),
+    "errors": ("CorruptImageError", "CorruptImagesError", "DataError", "DuplicateImageError", "ImagePolicyError", "InvalidScoreError", "LabelFileError", "MissingImagesError", "PatchSizeError", "RecipeError", "ScoreOutOfRangeError", "SplitError", "StoreSpaceError", "UnknownDatasetError"),
+    "images": ("decode_image", "find_bad_images"),
+    "labels": ("load_custom_labels",),
+    "patch_store": ("ImageStore", "build_image_store", "check_patch_size", "load_at_policy", "undersized_images"),
+    "patches": ("PatchPositions", "batch_test_positions", "extract_patches", "flip_patches", "mean_over_patches", "test_patch_positions", "train_patch_positions"),
+    "policy": ("DATASET_POLICIES", "ImagePolicy", "ShorterSide", "default_policy", "parse_image_policy"),
+    "scales": ("DatasetInfo", "mos_to_u", "u_to_mos"),
+    "splits": ("make_split",),
+    "transforms": ("normalize", "to_float_chw"),
+}
+"""Submodule of each public name. They load on first use (PEP 562), so a module that needs one torch-free
+part (``policy``, ``errors``, ``scales``) does not load the image and proxy-label code, which imports torch."""
+_HOME = {name: module for module, names in _SUBMODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
 
 __all__ = [
     "BundledRecipe",

@@ -17,7 +17,6 @@ names such files before decoding anything, and the functions here check again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+
+from benchmark.data.policy import grid_side
 
 if TYPE_CHECKING:
     from benchmark.data.patch_store import ImageStore
@@ -113,11 +114,6 @@ def train_patch_positions(shapes: ArrayLike, indices: Sequence[int], per_image: 
     lefts = torch.minimum((unit_lefts * free[:, 1]).long(), free[:, 1] - 1)
     images = torch.as_tensor(np.asarray(indices, dtype=np.int64)).repeat_interleave(per_image)
     return PatchPositions(images, tops, lefts, flips, patch, per_image)
-
-
-def grid_side(count: int) -> int:
-    """Side of the square grid test patches are taken from: ``ceil(sqrt(count))``."""
-    return math.isqrt(count - 1) + 1
 
 
 def test_patch_positions(height: int, width: int, patch: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

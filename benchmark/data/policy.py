@@ -47,12 +47,12 @@ pixel set the ``imagenet`` policy gives, so the offline default grid keeps its c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from benchmark.data.errors import ImagePolicyError
-from benchmark.data.patches import grid_side
 
 NATIVE = "native"
 IMAGENET = "imagenet"
@@ -61,6 +61,11 @@ DEFAULT_TEST_PATCHES = 25
 POLICY_KEYS = ("resize", "train_patches", "test_patches")
 _RESIZE_ALLOWED = "'native', 'imagenet', [width, height] (positive integers) or {shorter: N} (positive integer)"
 _COUNT_ALLOWED = "an integer >= 1"
+
+
+def grid_side(count: int) -> int:
+    """Side of the square grid test patches are taken from: ``ceil(sqrt(count))``."""
+    return math.isqrt(count - 1) + 1
 
 
 @dataclass(frozen=True)
