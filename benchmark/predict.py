@@ -1,6 +1,6 @@
 """Scoring images with a model trained by a grid run (``dor-bench predict``).
 
-Every result run stores its :class:`benchmark.run.bundle.ModelBundle` (``model.pt``): what rebuilds its
+Every result run stores its :class:`benchmark.bundle.ModelBundle` (``model.pt``): what rebuilds its
 model, the image policy of its test dataset, and the map from the head's output to MOS. An image is
 scored as in the grid: decoded at the policy's resolution, cut into its fixed test patches, and the
 patches' predictions averaged (in the frozen regime the patches' features are averaged, as the grid's
@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 
+from benchmark.bundle import ModelBundle
 from benchmark.data import DataError, load_at_policy, mean_over_patches, test_patch_positions
-from benchmark.run.bundle import ModelBundle
-from benchmark.run.features import FeatureExtractor
+from benchmark.factory import FeatureExtractor
 from benchmark.store import open_client, resolve_tracking_uri
 from benchmark.schema import WEIGHTS_ARTIFACT
 

@@ -59,7 +59,7 @@ image's content group)."""
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "traceback.txt"
 WEIGHTS_ARTIFACT = "model.pt"
-"""The trained model and what is needed to rebuild it (:mod:`benchmark.run.bundle`)."""
+"""The trained model and what is needed to rebuild it (:mod:`benchmark.bundle`)."""
 PREDICTION_COLUMNS = ("image", "mos", "pred", "ref")
 DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 """MLflow dataset-input context of each part of a split."""

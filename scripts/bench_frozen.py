@@ -64,7 +64,7 @@ def main() -> None:
         grid = replace(grid, training=replace(grid.training, batch_size=args.batch_size))
     cell = grid.cells()[0]
     data = load_cell_data(grid, cell)
-    inputs = CellInputs(grid, cell, data)
+    inputs = CellInputs.open(grid, cell, data)
     _ = inputs.features  # built and cached outside the timings
     jobs = [TrialJob(head, trial) for head in grid.heads for trial in trial_list(grid.training, grid.tuning)]
     print(f"cell {cell.key}: {len(jobs)} models ({len(grid.heads)} heads x {len(jobs) // len(grid.heads)} trials), "
@@ -90,7 +90,7 @@ def main() -> None:
         uri = f"sqlite:///{tmp}/mlflow.db"
         client = open_client(uri)
         experiment_id = open_experiment(client, uri, grid, "bench_frozen")
-        timed("whole cell (CellRun.run)", lambda: CellRun(grid, cell, client, experiment_id).run())
+        timed("whole cell (CellRun.run)", lambda: CellRun.open(grid, cell, client, experiment_id).run())
 
 
 if __name__ == "__main__":

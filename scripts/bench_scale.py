@@ -332,7 +332,8 @@ def frozen_backbone(name: str):
 
 def stage_features(args: argparse.Namespace, labels: pd.DataFrame) -> dict[str, object]:
     from benchmark.data import cache_root
-    from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
+    from benchmark.factory import FeatureExtractor, Preprocessing
+    from benchmark.run.features import cached_features
 
     shutil.rmtree(cache_root() / "features", ignore_errors=True)
     policy = default_policy(args.dataset)
@@ -348,11 +349,12 @@ def stage_cell(args: argparse.Namespace, labels: pd.DataFrame) -> dict[str, obje
     import torch
 
     from benchmark.config import TrainSettings
-    from benchmark.heads import get_head
-    from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
+    from benchmark.data.cell_data import epoch_orders
+    from benchmark.factory import FROZEN, FeatureExtractor, Preprocessing, create_model, frozen_trunk
+    from benchmark.run.features import cached_features
     from benchmark.run.probe import fit_probe
-    from benchmark.run.regimes import FeatureSource, frozen_model, frozen_trunk
-    from benchmark.run.training import epoch_orders, fit, predict_u
+    from benchmark.run.regimes import FeatureSource
+    from benchmark.run.training import fit, predict_u
 
     backbone, digest = frozen_backbone(args.backbone)
     extractor = FeatureExtractor(backbone, Preprocessing.for_backbone(backbone))
@@ -372,10 +374,8 @@ def stage_cell(args: argparse.Namespace, labels: pd.DataFrame) -> dict[str, obje
     for label, head_type, hparams in HEADS:
         head_start = time.perf_counter()
         torch.manual_seed(1)
-        trunk = frozen_trunk(source.num_features, 256, 0.1)
-        head = get_head(head_type, 256, **hparams)
+        model, head = create_model(FROZEN, frozen_trunk(source.num_features, 256, 0.1), head_type, hparams, 256)
         head.init_prior(targets[train_idx])
-        model = frozen_model(trunk, head)
         fit(model, head, source, targets, train_idx, val_idx, orders, settings, "cpu", val_truth=truth[val_idx])
         predict_u(model, head, source, test_idx, 2 * settings.batch_size, "cpu")
         timings[label] = round(time.perf_counter() - head_start, 2)

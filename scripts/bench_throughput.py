@@ -42,10 +42,11 @@ from benchmark.data import (
     load_labels,
     train_patch_positions,
 )
-from benchmark.run.features import Preprocessing
+from benchmark.factory import Preprocessing
 from benchmark.heads import get_head
 from benchmark.models import IQAModel, create_backbone
-from benchmark.run.regimes import ImageSource, RowTable
+from benchmark.data.cell_data import RowTable
+from benchmark.run.regimes import ImageSource
 from benchmark.config import TrainSettings
 from benchmark.run.training import fit
 

@@ -78,7 +78,7 @@ def main() -> None:
     settings = next(t.settings for t in trial_list(grid.training, grid.tuning) if t.settings.lr == args.lr)
     rows = {start: [] for start in STARTS}
     for cell in grid.cells():
-        inputs = CellInputs(grid, cell, load_cell_data(grid, cell))
+        inputs = CellInputs.open(grid, cell, load_cell_data(grid, cell))
         for start in STARTS:
             rows[start].append(diagnose(inputs, start, settings))
     summary = {"lr": args.lr, "n_cells": len(grid.cells()),

@@ -16,8 +16,9 @@ from PIL import Image
 
 import benchmark.run.regimes as regimes
 from benchmark.data import ImagePolicy, extract_patches, train_patch_positions
-from benchmark.run.features import Preprocessing
-from benchmark.run.regimes import ImageSource, RowTable
+from benchmark.factory import Preprocessing
+from benchmark.data.cell_data import RowTable
+from benchmark.run.regimes import ImageSource
 
 PATCH, COUNT, BATCH = 32, 12, 4
 PREP = Preprocessing(PATCH, 0.875, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

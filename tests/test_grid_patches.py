@@ -20,12 +20,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import benchmark.run.regimes as regimes
-from benchmark.run.bundle import seeded_backbone
+from benchmark.factory import seeded_backbone
 from benchmark.run.cell_data import load_cell_data
 from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.data import cache_root, load_custom_labels
-from benchmark.run.features import Preprocessing
+from benchmark.factory import Preprocessing
 from benchmark.run.seeding import CellSeeds
 from benchmark.models import backbone_data_config
 from benchmark.schema import PREDICTIONS_ARTIFACT

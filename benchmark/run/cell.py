@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.config import GridConfig, HeadSpec
 from benchmark.metrics import compute_metrics
-from benchmark.run.cell_data import CellData, load_cell_data
+from benchmark.run.cell_data import input_refs, load_cell_data
 from benchmark.run.claims import DEFAULT_TTL_S, Claim, ClaimBook, ClaimLost, Outcome, State
 from benchmark.run.inputs import CellInputs
 from benchmark.run.probe import PROBE_ALPHAS, fit_probe
@@ -100,13 +100,19 @@ def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
 class CellRun:
     """Runs and records the units of one cell (the probe, each head with its tuning trials)."""
 
-    def __init__(self, grid: GridConfig, cell: Cell, client: MlflowClient, experiment_id: str,
-                 data_root: str | None = None, device: str | None = None, claim_ttl_s: float = DEFAULT_TTL_S):
-        self.grid, self.cell, self.client = grid, cell, client
-        self.book = ClaimBook.for_ttl(client, experiment_id, claim_ttl_s)
-        self.data: CellData = load_cell_data(grid, cell, data_root)
-        self.inputs = CellInputs(grid, cell, self.data, device)
+    def __init__(self, grid: GridConfig, cell: Cell, client: MlflowClient, book: ClaimBook, inputs: CellInputs):
+        self.grid, self.cell, self.client, self.book = grid, cell, client, book
+        self.inputs, self.data = inputs, inputs.data
         self.trials = trial_list(grid.training, grid.tuning)
+
+    @classmethod
+    def open(cls, grid: GridConfig, cell: Cell, client: MlflowClient, experiment_id: str, data_root: str | None = None,
+             device: str | None = None, claim_ttl_s: float = DEFAULT_TTL_S) -> CellRun:
+        """The cell ready to run: its data loaded (:func:`~benchmark.run.cell_data.load_cell_data`), its backbone
+        loaded (:meth:`CellInputs.open`), its claims kept in ``experiment_id`` of ``client``'s store."""
+        data = load_cell_data(grid, cell, data_root)
+        return cls(grid, cell, client, ClaimBook.for_ttl(client, experiment_id, claim_ttl_s),
+                   CellInputs.open(grid, cell, data, device))
 
     def run(self, todo: set[str] | None = None) -> list[HeadResult]:
         """Run the units named in ``todo`` (head labels, ``probe`` for the reference; default: all) that no
@@ -138,7 +144,7 @@ class CellRun:
             order_hash=inputs.order_hash,
             image_policies={name: policy.describe() for name, policy in zip(data.names, data.policies)},
             sizes=Sizes(len(data.train_idx), len(data.val_idx), len(data.test_idx)),
-            inputs=data.input_refs(self.cell, ("train", "val") if role == ROLE_TRIAL else ("train", "val", "test")),
+            inputs=input_refs(data, self.cell, ("train", "val") if role == ROLE_TRIAL else ("train", "val", "test")),
             **fields)
 
     def _score(self, writer: RunWriter, record: RunRecord, pred_u: np.ndarray) -> dict[str, float]:

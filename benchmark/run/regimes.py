@@ -15,7 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -27,17 +26,8 @@ from benchmark.data import (
     flip_patches,
     train_patch_positions,
 )
-from benchmark.run.features import Preprocessing
-
-
-def frozen_trunk(num_features: int, hidden: int, dropout: float) -> nn.Sequential:
-    """The small MLP between cached features and the head in the frozen regime."""
-    return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(dropout))
-
-
-def frozen_model(trunk: nn.Module, head: nn.Module) -> nn.Sequential:
-    """What trains in the frozen regime (and what its model bundle holds): the trunk, then the head."""
-    return nn.Sequential(trunk, head)
+from benchmark.data.cell_data import RowTable
+from benchmark.factory import Preprocessing
 
 
 def stacked_trunk_forward(trunks: list[nn.Sequential], features: torch.Tensor,
@@ -62,25 +52,6 @@ def stacked_trunk_forward(trunks: list[nn.Sequential], features: torch.Tensor,
         mask = nn.functional.dropout(torch.ones(len(features), width, device=features.device), dropout.p, True)
         hidden = (hidden.view(len(features), len(trunks), width) * mask[:, None, :]).view(len(features), -1)
     return list(hidden.split(width, dim=1))
-
-
-class RowTable:
-    """One or two label tables (train dataset, then a different test dataset) indexed as one."""
-
-    def __init__(self, tables: list[pd.DataFrame]):
-        self.tables = tables
-        self.offsets = np.cumsum([0] + [len(t) for t in tables])
-
-    def column(self, name: str) -> np.ndarray:
-        """A column over all rows, in row order."""
-        return np.concatenate([t[name].to_numpy() for t in self.tables])
-
-    def locate(self, indices: np.ndarray) -> tuple[int, np.ndarray]:
-        """(table, rows within it) of indices that all lie in one table (a batch never mixes datasets)."""
-        part = np.searchsorted(self.offsets, indices, side="right") - 1
-        if not (part == part[0]).all():
-            raise ValueError("a batch mixes rows of the train and the test dataset; batch each part separately")
-        return int(part[0]), np.asarray(indices) - self.offsets[part[0]]
 
 
 class FeatureSource:

@@ -17,7 +17,6 @@ guard, model selection — is the same code for every head, so a pair differs on
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import time
@@ -104,20 +103,6 @@ class _EarlyStopping:
         if self.fit.nonfinite_batches:
             log.warning("%d batches had a non-finite loss and were skipped", self.fit.nonfinite_batches)
         return self.fit
-
-
-def epoch_orders(n_train: int, epochs: int, seed: int) -> list[np.ndarray]:
-    """The training order of every epoch, drawn from the cell's seed (identical for all heads)."""
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randperm(n_train, generator=generator).numpy() for _ in range(epochs)]
-
-
-def order_hash(orders: list[np.ndarray]) -> str:
-    """Short hash of the planned sample order, logged so anyone can check a pair saw the same order."""
-    digest = hashlib.sha256()
-    for order in orders:
-        digest.update(np.ascontiguousarray(order, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _param_groups(model: nn.Module, head: nn.Module, s: TrainSettings) -> list[dict]:
@@ -337,5 +322,5 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
     return [stop.finish(seconds * run / total_epochs) for stop, run in zip(stopping, epochs_run, strict=True)]
 
 
-__all__ = ["BatchSource", "EpochCheck", "TrialFit", "epoch_orders", "fit", "fit_frozen", "order_hash", "predict_u",
+__all__ = ["BatchSource", "EpochCheck", "TrialFit", "fit", "fit_frozen", "predict_u",
            "shared_schedule", "srcc"]

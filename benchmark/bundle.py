@@ -1,9 +1,9 @@
 """A trained model and everything needed to rebuild it and map its output to MOS (the ``model.pt`` artifact).
 
 :class:`ModelBundle` is written by the cell for every result run (when the grid saves weights) and read by
-``dor-bench predict``; both sides go through :meth:`ModelBundle.to_bytes` / :meth:`ModelBundle.from_file`, and the
-backbone is rebuilt by the very call training used (:func:`seeded_backbone`), so the architecture (e.g. the
-TF padding of the offline efficientnet-lite weights) matches. In the frozen regime the bundle holds the
+``dor-bench predict``; both sides go through :meth:`ModelBundle.to_bytes` / :meth:`ModelBundle.from_file`,
+and the model is rebuilt by the very factory training used (:func:`benchmark.factory.create_model`), so the
+architecture (e.g. the TF padding of the offline efficientnet-lite weights) matches. In the frozen regime the bundle holds the
 trunk + head and the feature standardisation (the backbone is rebuilt from its named weights, whose
 fingerprint must match); after fine-tuning it holds the whole model.
 """
@@ -18,21 +18,13 @@ import torch
 from torch import nn
 
 from benchmark.data import DatasetInfo, ImagePolicy
-from benchmark.heads import get_head
-from benchmark.models import IQAModel, create_backbone, feature_width, weights_fingerprint
-from benchmark.run.cell_data import LabelMap
-from benchmark.run.features import Preprocessing
-from benchmark.run.regimes import frozen_model, frozen_trunk
+from benchmark.data.cell_data import LabelMap
+from benchmark.factory import FROZEN, Preprocessing, create_model, frozen_trunk, seeded_backbone
+from benchmark.models import feature_width, weights_fingerprint
 
 
 class BundleError(RuntimeError):
     """A model bundle cannot be rebuilt here (other backbone weights, a bundle of another version)."""
-
-
-def seeded_backbone(name: str, pretrained: bool | str, seed: int) -> nn.Module:
-    """A backbone whose random initialisation (if any) is seeded, never left to chance."""
-    torch.manual_seed(seed)
-    return create_backbone(name, pretrained)
 
 
 @dataclass
@@ -88,19 +80,15 @@ class ModelBundle:
             When the frozen regime's backbone weights available here differ from the run's.
         """
         backbone = seeded_backbone(self.backbone, self.pretrained, self.backbone_seed).eval()
-        if self.regime == "frozen":
-            if weights_fingerprint(backbone) != self.backbone_weights:
-                raise BundleError(f"the backbone weights available here ({self.backbone}, pretrained="
-                                  f"{self.pretrained!r}) differ from those the run used; its frozen head needs "
-                                  "the same weights")
-            head = get_head(self.head_type, self.hidden, **self.head_hparams)
-            predictor = frozen_model(frozen_trunk(feature_width(backbone), self.hidden, self.dropout), head)
-            predictor.load_state_dict(self.state_dict)
-            return backbone, predictor.eval(), head
-        head = get_head(self.head_type, feature_width(backbone), **self.head_hparams)
-        model = IQAModel(backbone, head)
+        frozen = self.regime == FROZEN
+        if frozen and weights_fingerprint(backbone) != self.backbone_weights:
+            raise BundleError(f"the backbone weights available here ({self.backbone}, pretrained="
+                              f"{self.pretrained!r}) differ from those the run used; its frozen head needs "
+                              "the same weights")
+        body = frozen_trunk(feature_width(backbone), self.hidden, self.dropout) if frozen else backbone
+        model, head = create_model(self.regime, body, self.head_type, self.head_hparams, self.hidden)
         model.load_state_dict(self.state_dict)
-        return nn.Identity(), model.eval(), head
+        return (backbone if frozen else nn.Identity()), model.eval(), head
 
 
-__all__ = ["BundleError", "ModelBundle", "seeded_backbone"]
+__all__ = ["BundleError", "ModelBundle"]
