@@ -323,11 +323,12 @@ def _provenance(page: ReportPage) -> str:
 
 def render(page: ReportPage) -> str:
     """The whole page as HTML text."""
-    body = "".join([f"<h1>DOR-IQA benchmark — grid <code>{_e(page.data.record.name)}</code></h1>", _grid_sentence(page),
+    name = _e(page.data.record.name)
+    body = "".join([f"<h1>DOR-IQA benchmark — grid <code>{name}</code></h1>", _grid_sentence(page),
                     _verdicts(page), _blind_spots(page), _health(page), _figures(page), _tables(page),
                     _warnings(page), _provenance(page)])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-            f"content='width=device-width, initial-scale=1'><title>DOR-IQA report: {_e(page.data.record.name)}</title>"
+            f"content='width=device-width, initial-scale=1'><title>DOR-IQA report: {name}</title>"
             f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n")
 
 

@@ -1,12 +1,12 @@
 """Report of a grid: statistics, tables and plots from the MLflow store (no retraining, no torch).
 
-:func:`build_report` reads the grid as it was run (:class:`benchmark.schema.GridRecord`, recorded on its
-experiment: the expected cells, the heads, the pairs to compare and the ROPE) and its runs
-(:mod:`benchmark.analysis.report_data`), builds the one per-run / per-split table every later step reads
-(:class:`benchmark.analysis.report_data.Scores`), runs the tests of :mod:`benchmark.analysis.stats` on
-each compared pair, and writes CSV files, paper-style tables (:mod:`benchmark.analysis.tables`), plots
-(:mod:`benchmark.analysis.plots`) and ``provenance.json`` into ``results/<grid>/``. Every expected unit
-without a usable run is listed in ``missing.csv`` and reported as a warning.
+:func:`build_report` loads the grid as it was run (:class:`benchmark.schema.GridRecord`, recorded on its
+experiment: the expected cells, the heads, the pairs to compare and the ROPE) and its runs as one
+:class:`benchmark.analysis.report_data.ReportData`, which every later step takes (its ``scores``: the per-run
+/ per-split tables), runs the tests of :mod:`benchmark.analysis.stats` on each compared pair, and writes CSV
+files, paper-style tables (:mod:`benchmark.analysis.tables`), plots (:mod:`benchmark.analysis.plots`) and
+``provenance.json`` into ``results/<grid>/``. Every expected unit without a usable run is listed in
+``missing.csv`` and reported as a warning.
 
 Files: ``runs.csv`` (the usable result and probe runs, each result with its selected trial and every
 trial's val SRCC), ``pairs.csv`` (per-split paired values), ``stats.csv`` (per cell and head pair: tests,
