@@ -286,7 +286,8 @@ def _compare(r: _Reader, value: Any, labels: list[str]) -> tuple[tuple[str, str]
     if value is None:
         return default_compare(labels)
     if not isinstance(value, list) or not value:
-        raise r.fail("compare", f"expected a list of head pairs, e.g. ['dor:mse', 'dor:dor-seed'], got {value!r}")
+        example = ", ".join(f"'{a}:{b}'" for a, b in default_compare(labels)[:2]) or "'A:B'"
+        raise r.fail("compare", f"expected a list of head pairs, e.g. [{example}], got {value!r}")
     pairs = []
     for i, item in enumerate(value):
         pair = tuple(item.split(":")) if isinstance(item, str) else tuple(item) if isinstance(item, list) else ()

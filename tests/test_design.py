@@ -2,14 +2,17 @@
 
 import io
 from contextlib import redirect_stdout
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from benchmark.analysis import stats
 from benchmark.analysis.design import SPLIT_STEPS, design_plan, splits_for_target
 from benchmark.analysis.report_data import ReportError
 from benchmark.cli import main
+from benchmark.schema import GRID_TAG, GridRecord
 from benchmark.synthetic_store import write_synthetic_grid
 
 HEADS = ["mse", "dor"]
@@ -33,6 +36,17 @@ def test_the_plan_uses_the_pilots_variance_components(pilot):
     assert np.allclose(plan["mde80_dataset"], expected["mde80_dataset"])
     assert (plan["mde80_dataset"] < plan["mde80"]).all()  # this dataset's answer needs no overlap term
     assert row["r"] == pytest.approx(1 / 3) and row["var_seed"] > 0
+
+
+def test_the_plan_assumes_the_grids_split_correlation(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_synthetic_grid(uri, "set-r", ["efficientnet_lite0"], HEADS, ["bundled"], 4, 2, {}, 60, seed=7,
+                         tuning=None, probe_effect=None)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("set-r")
+    record = GridRecord.from_json(experiment.tags[GRID_TAG])
+    client.set_experiment_tag(experiment.experiment_id, GRID_TAG, replace(record, split_correlation=0.5).to_json())
+    assert (design_plan("set-r", uri)["r"] == 0.5).all()  # as the report reads it (GridRecord.assumed_r)
 
 
 def test_a_target_finds_the_fewest_splits_of_the_scan():

@@ -14,9 +14,9 @@ from scipy.stats import spearmanr
 from statsmodels.stats.multitest import multipletests
 
 from benchmark.analysis.report import ReportError, build_report, k_ablation_table
-from benchmark.analysis.report_data import Scores
+from benchmark.analysis.report_data import ReportData, Scores
 from benchmark.cli import main
-from benchmark.schema import PREDICTIONS_ARTIFACT, RunRecord
+from benchmark.schema import PREDICTIONS_ARTIFACT, GridRecord, RunRecord
 from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
 
 GRID = "synthetic"
@@ -283,17 +283,18 @@ def test_unknown_grid_lists_the_grids(store, tmp_path):
 
 
 def test_k_ablation_table_reads_the_logged_number_of_bins():
-    usable = pd.DataFrame({
+    runs = pd.DataFrame({
         "head": ["dor", "dor", "dor-k8", "dor-k8", "mse", "mse"], "head_type": ["dor"] * 4 + ["mse"] * 2,
         "head.num_bins": [28, 28, 8, 8, np.nan, np.nan], "pair_key": ["p"] * 6, "split": [0, 1, 0, 1, 0, 1],
-        "seed": 0, "backbone": "b", "dataset": "d", "test_dataset": "d", "regime": "frozen", "failed": False,
+        "seed": 0, "backbone": "b", "dataset": "d", "test_dataset": "d", "regime": "frozen", "role": "result",
+        "status": "FINISHED", "expired": False, "start_time": range(6),
         "test_srcc": [0.80, 0.84, 0.70, 0.74, 0.6, 0.6]})
-    table = k_ablation_table(Scores.of(usable), usable)
+    record = GridRecord("g", "frozen", ("b",), {}, (("d", "d"),), (0, 1), (0,), 0.01, ())
+    table = k_ablation_table(ReportData.of("g", record, runs, []))
     assert table[["head_type", "num_bins", "n_splits"]].values.tolist() == [["dor", 8, 2], ["dor", 28, 2]]
     assert table["mean"].tolist() == pytest.approx([0.72, 0.82])
     assert table["std"].tolist() == pytest.approx([np.sqrt(0.0008)] * 2)
-    same = usable[usable["head"] != "dor-k8"]
-    assert k_ablation_table(Scores.of(same), same).empty
+    assert k_ablation_table(ReportData.of("g", record, runs[runs["head"] != "dor-k8"], [])).empty
 
 
 def test_synthetic_runs_carry_predictions_that_match_their_metrics(store, tmp_path):

@@ -28,8 +28,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark.analysis.report_data import Scores
-from benchmark.schema import TUNED_PREFIX, GridRecord, test_metric
+from benchmark.analysis.report_data import ReportData, Scores, warn
+from benchmark.schema import TUNED_PREFIX, test_metric
 
 GAP_TOLERANCE = 0.02
 """SRCC a head may lose to the probe before it is flagged (with more than two standard errors)."""
@@ -69,14 +69,11 @@ def probe_gaps(results: Scores, probes: Scores) -> pd.DataFrame:
     return table[HEALTH_COLUMNS]
 
 
-def tuning_diagnostics(results: pd.DataFrame, trials: pd.DataFrame, grid: GridRecord) -> pd.DataFrame:
+def tuning_diagnostics(data: ReportData) -> pd.DataFrame:
     """One row per (pair_key, head, tuned setting) of a grid with a tuning budget (else empty).
 
-    Parameters
-    ----------
-    results : usable result runs (``pair_key, head`` and ``tuned.<setting>``: the selected value).
-    trials : their FINISHED trial runs (``pair_key, head, split, seed, tuned.<setting>, best_val_srcc``).
-    grid : the grid's record (its ``tuning`` values).
+    Reads the grid's ``tuning`` values, the usable result runs (``tuned.<setting>``: the selected value) and
+    their trials (:attr:`ReportData.trials`: ``tuned.<setting>`` and ``best_val_srcc`` of each).
 
     Returns
     -------
@@ -86,8 +83,9 @@ def tuning_diagnostics(results: pd.DataFrame, trials: pd.DataFrame, grid: GridRe
         value where it is highest, the rest as in the module docstring (``edge_gain`` NaN when the peak is
         inside the budget).
     """
+    results, trials = data.usable, data.trials
     rows = []
-    for setting, values in grid.tuning.items():
+    for setting, values in data.record.tuning.items():
         column = f"{TUNED_PREFIX}{setting}"
         if len(values) < 2 or column not in results or results.empty:
             continue
@@ -115,6 +113,16 @@ def tuning_diagnostics(results: pd.DataFrame, trials: pd.DataFrame, grid: GridRe
     return pd.DataFrame(rows, columns=TUNING_COLUMNS)
 
 
+def health_check(data: ReportData, warnings: list[str]) -> pd.DataFrame:
+    """``health.csv``: :func:`probe_gaps` with :func:`tuning_diagnostics` (one row per pair_key, head and tuned
+    setting); each flagged head is appended to ``warnings`` (:func:`health_warnings`)."""
+    tuning = tuning_diagnostics(data)
+    gaps = probe_gaps(data.scores, data.probes)
+    for message in health_warnings(gaps, tuning):
+        warn(warnings, message)
+    return gaps.merge(tuning, on=["pair_key", "head"], how="outer") if len(tuning) else gaps
+
+
 def health_warnings(gaps: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
     """One sentence per flagged head, for the report's warnings."""
     below = [f"{row.pair_key} {row.head}: mean test SRCC {row.mean_srcc:.3f} is {-row.gap:.3f} below the linear "
@@ -129,5 +137,5 @@ def health_warnings(gaps: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
     return below + edge
 
 
-__all__ = ["EDGE_RATE", "EDGE_TOLERANCE", "GAP_TOLERANCE", "HEALTH_COLUMNS", "TUNING_COLUMNS", "health_warnings", "probe_gaps",
-           "tuning_diagnostics"]
+__all__ = ["EDGE_RATE", "EDGE_TOLERANCE", "GAP_TOLERANCE", "HEALTH_COLUMNS", "TUNING_COLUMNS", "health_check",
+           "health_warnings", "probe_gaps", "tuning_diagnostics"]

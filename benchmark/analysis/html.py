@@ -16,15 +16,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from benchmark.analysis.comparisons import WORST_RANK, primary_rows
+from benchmark.analysis.report_data import ReportData
 from benchmark.analysis.stats import DATASET, POPULATION
-from benchmark.schema import GridRecord
 
 PAGE = "report.html"
 CSS = """
@@ -68,18 +68,15 @@ FIGURES = {
 
 @dataclass
 class ReportPage:
-    """Everything the page shows, as the report built it."""
+    """Everything the page shows: the grid's data and what the report built from it."""
 
-    grid: GridRecord
+    data: ReportData
     stats: pd.DataFrame
     health: pd.DataFrame
     tables: dict[str, pd.DataFrame]
     plots: Sequence[str]
-    runs: pd.DataFrame
     warnings: Sequence[str]
     provenance: dict[str, Any]
-    n_missing: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _e(value: Any) -> str:
@@ -102,7 +99,7 @@ def _td(column: str, text: str, css: str = "num", label: str = "") -> str:
 
 
 def _grid_sentence(page: ReportPage) -> str:
-    grid = page.grid
+    grid, n_missing = page.data.record, len(page.data.missing)
     pairs = ", ".join(f"<b>{_e(a)}</b> − <b>{_e(b)}</b>" for a, b in grid.compare) or "no pairs"
     tuning = "; ".join(f"{_e(k)} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in grid.tuning.items())
     datasets = ", ".join(_e(a if a == b else f"{a}→{b}") for a, b in grid.datasets)
@@ -111,7 +108,7 @@ def _grid_sentence(page: ReportPage) -> str:
             f"{len(grid.heads)} heads × {len(grid.datasets)} dataset(s) ({datasets}) × {len(grid.splits)} splits × "
             f"{len(grid.seeds)} seed(s), {_e(grid.regime)} regime; every head starts at the data and is tuned "
             f"alike on validation SRCC{f' ({tuning})' if tuning else ''}; a closed-form linear probe is recorded per "
-            f"split. {len(page.runs)} result runs{f', {page.n_missing} expected units missing' if page.n_missing else ''}."
+            f"split. {len(page.data.usable)} result runs{f', {n_missing} expected units missing' if n_missing else ''}."
             "</p>")
 
 
@@ -162,7 +159,7 @@ def _verdicts(page: ReportPage) -> str:
     srcc = stats[(stats["metric"] == "srcc") & (stats["target"] == DATASET)] if len(stats) else stats
     if srcc.empty:
         return "<h2>Verdicts</h2><p>No head pairs were compared.</p>"
-    rope = page.grid.rope
+    rope = page.data.record.rope
     header = ("<tr><th>A − B</th><th>verdict</th><th>mean ΔSRCC</th><th>95 % interval</th>"
               "<th>posterior below / in / above ROPE</th><th>p</th><th>failures A / B</th><th>splits × seeds</th></tr>")
     return ("<h2>Verdicts: over random splits of this dataset</h2><p>Per cell and compared pair, test SRCC of head A "
@@ -218,7 +215,7 @@ def _blind_spots(page: ReportPage) -> str:
     srcc = srcc.dropna(subset=["mde80"]) if len(srcc) else srcc
     if srcc.empty:
         return "<h2>What this grid could not have seen</h2><p>No within-dataset comparison has an MDE.</p>"
-    rope = page.grid.rope
+    rope = page.data.record.rope
     body = "".join(
         f"<tr><td data-label='cell'>{_e(_cell(r.pair_key))}</td><td data-label='A − B'>{_e(r.head_a)} − "
         f"{_e(r.head_b)}</td>{_td('mde80', _num(r.mde80), label='MDE80')}"
@@ -312,12 +309,13 @@ def _provenance(page: ReportPage) -> str:
             ("machine", _e(f"{machine.get('platform', '')}, Python {machine.get('python', '')}, "
                            f"{machine.get('cpu_count', '')} CPUs, GPU {machine.get('gpu') or 'none'}")),
             ("packages", _e(packages)), ("report built in", f"{record.get('duration_s', 0):.1f} s"),
-            ("MLflow", _e(f"experiment {record.get('experiment_id', '')} ({page.grid.name}) in a "
+            ("MLflow", _e(f"experiment {record.get('experiment_id', '')} ({page.data.record.name}) in a "
                           f"{record.get('tracking_uri_kind', '')} store"))]
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    usable = page.data.usable
     runs = "".join(f"<tr><td>{_e(_cell(r.pair_key))}</td><td class='num'>{r.split}</td><td class='num'>{r.seed}</td>"
-                   f"<td>{_e(r.head)}</td><td><code>{_e(r.run_id)}</code></td></tr>" for r in page.runs.itertuples())
-    return (f"<h2>Provenance</h2><table>{table}</table><details><summary>MLflow run ids ({len(page.runs)} result runs; "
+                   f"<td>{_e(r.head)}</td><td><code>{_e(r.run_id)}</code></td></tr>" for r in usable.itertuples())
+    return (f"<h2>Provenance</h2><table>{table}</table><details><summary>MLflow run ids ({len(usable)} result runs; "
             "open them with <code>mlflow ui</code>, score images with <code>dor-bench predict --run-id</code>)"
             "</summary><div class='scroll'><table id='runs'><tr><th>cell</th><th>split</th><th>seed</th><th>head</th>"
             f"<th>run id</th></tr>{runs}</table></div></details>")
@@ -325,11 +323,12 @@ def _provenance(page: ReportPage) -> str:
 
 def render(page: ReportPage) -> str:
     """The whole page as HTML text."""
-    body = "".join([f"<h1>DOR-IQA benchmark — grid <code>{_e(page.grid.name)}</code></h1>", _grid_sentence(page),
+    name = _e(page.data.record.name)
+    body = "".join([f"<h1>DOR-IQA benchmark — grid <code>{name}</code></h1>", _grid_sentence(page),
                     _verdicts(page), _blind_spots(page), _health(page), _figures(page), _tables(page),
                     _warnings(page), _provenance(page)])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-            f"content='width=device-width, initial-scale=1'><title>DOR-IQA report: {_e(page.grid.name)}</title>"
+            f"content='width=device-width, initial-scale=1'><title>DOR-IQA report: {name}</title>"
             f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n")
 
 

@@ -1,12 +1,12 @@
 """Report of a grid: statistics, tables and plots from the MLflow store (no retraining, no torch).
 
-:func:`build_report` reads the grid as it was run (:class:`benchmark.schema.GridRecord`, recorded on its
-experiment: the expected cells, the heads, the pairs to compare and the ROPE) and its runs
-(:mod:`benchmark.analysis.report_data`), builds the one per-run / per-split table every later step reads
-(:class:`benchmark.analysis.report_data.Scores`), runs the tests of :mod:`benchmark.analysis.stats` on
-each compared pair, and writes CSV files, paper-style tables (:mod:`benchmark.analysis.tables`), plots
-(:mod:`benchmark.analysis.plots`) and ``provenance.json`` into ``results/<grid>/``. Every expected unit
-without a usable run is listed in ``missing.csv`` and reported as a warning.
+:func:`build_report` loads the grid as it was run (:class:`benchmark.schema.GridRecord`, recorded on its
+experiment: the expected cells, the heads, the pairs to compare and the ROPE) and its runs as one
+:class:`benchmark.analysis.report_data.ReportData`, which every later step takes (its ``scores``: the per-run
+/ per-split tables), runs the tests of :mod:`benchmark.analysis.stats` on each compared pair, and writes CSV
+files, paper-style tables (:mod:`benchmark.analysis.tables`), plots (:mod:`benchmark.analysis.plots`) and
+``provenance.json`` into ``results/<grid>/``. Every expected unit without a usable run is listed in
+``missing.csv`` and reported as a warning.
 
 Files: ``runs.csv`` (the usable result and probe runs, each result with its selected trial and every
 trial's val SRCC), ``pairs.csv`` (per-split paired values), ``stats.csv`` (per cell and head pair: tests,
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from benchmark.analysis import plots, stats, tables
 from benchmark.analysis.comparisons import (
@@ -39,22 +38,19 @@ from benchmark.analysis.comparisons import (
     primary_rows,
     rank_blocks,
 )
-from benchmark.analysis.health import health_warnings, probe_gaps, tuning_diagnostics
+from benchmark.analysis.health import health_check
 from benchmark.analysis.html import PAGE, ReportPage, write_html
 from benchmark.analysis.report_data import (
+    ReportData,
     ReportError,
-    Scores,
-    find_missing,
     load_learning_curves,
     load_predictions,
     load_report_data,
-    shown_splits,
-    trial_table,
     warn,
 )
 from benchmark.metrics import METRIC_NAMES
 from benchmark.provenance import write_provenance
-from benchmark.schema import FIT_COLUMNS, SIZE_COLUMNS, TUNED_PREFIX, GridRecord, test_metric
+from benchmark.schema import FIT_COLUMNS, SIZE_COLUMNS, TUNED_PREFIX, test_metric
 from benchmark.store import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
@@ -128,12 +124,10 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
     uri = resolve_tracking_uri(tracking_uri)
     warnings: list[str] = []
     data = load_report_data(uri, grid, warnings, pairs, split_correlation)
-    name, client, record, runs, usable = data.name, data.client, data.record, data.runs, data.usable
-    probe_runs, scores, probes = data.probe_runs, data.scores, data.probes
+    name, record, scores, missing = data.name, data.record, data.scores, data.missing
     out = Path(out_dir) if out_dir is not None else Path("results") / name
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(grid=name, out_dir=out, warnings=warnings)
-    missing = find_missing(record, runs, usable, probe_runs)
     if len(missing):
         warn(warnings, f"{len(missing)} expected unit(s) have no usable run (see missing.csv); statistics use only "
                        "the splits where both heads of a pair succeeded")
@@ -142,28 +136,20 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
                        "slope plot")
     deltas = paired_deltas(scores, record.compare, metrics)
     stats_df = cell_stats(scores, deltas, data.sizes, warnings, record)
-    splits = shown_splits(scores)
-    predictions = load_predictions(client, usable, splits.iloc[:1], warnings)
+    predictions = load_predictions(data, data.splits.iloc[:1], warnings)
     across = across_datasets(stats_df, warnings)
     primary = primary_rows(stats_df)
     blocks = rank_blocks(scores, warnings)
-    trials = trial_table(usable)
-    tuning = tuning_diagnostics(usable, trials, record)
-    gaps = probe_gaps(scores, probes)
-    health = gaps.merge(tuning, on=["pair_key", "head"], how="outer") if len(tuning) else gaps
-    for message in health_warnings(gaps, tuning):
-        warn(warnings, message)
+    health = health_check(data, warnings)
     log.debug("%.2f s: runs, statistics and predictions loaded", time.perf_counter() - start)
 
     files = result.files
-    paper = {metric: tables.paper_table(scores, primary, metric, record.reference, probes, health)
-             for metric in metrics}
+    paper = {metric: tables.paper_table(data, primary, metric, health) for metric in metrics}
     paper = {metric: table for metric, table in paper.items() if not table.empty}
-    files.update(tables.write_tables(out, paper, tables.pairs_summary(scores, primary, record.compare), record.reference))
-    files.update(_write_plots(out, client, usable, scores, deltas, primary, predictions, splits, record, trials,
-                              blocks, warnings))
+    files.update(tables.write_tables(out, paper, tables.pairs_summary(data, primary), record.reference))
+    files.update(_write_plots(out, data, deltas, primary, predictions, blocks, warnings))
     log.debug("%.2f s: tables and plots written", time.perf_counter() - start)
-    frames = {"runs": run_table(usable, probe_runs, trials), "pairs": deltas, "stats": stats_df,
+    frames = {"runs": run_table(data), "pairs": deltas, "stats": stats_df,
               "across_datasets": across, "missing": missing, "health": health}
     if blocks is not None:
         frames["ranks"] = stats.pairwise_signed_rank_holm(blocks)
@@ -171,8 +157,8 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         files[f"{file_name}.csv"] = out / f"{file_name}.csv"
         frame.to_csv(files[f"{file_name}.csv"], index=False)
 
-    result.n_runs, result.n_missing = len(usable), len(missing)
-    result.n_unfinished = int(runs["status"].isin(["RUNNING", "KILLED"]).sum())
+    result.n_runs, result.n_missing = len(data.usable), len(missing)
+    result.n_unfinished = int(data.runs["status"].isin(["RUNNING", "KILLED"]).sum())
     result.n_pairs, result.n_stats_rows = len(deltas), len(stats_df)
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
@@ -182,17 +168,17 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         n_runs_usable=result.n_runs, n_runs_unfinished=result.n_unfinished,
         n_missing=result.n_missing, n_pairs=result.n_pairs, n_stats_rows=result.n_stats_rows, warnings=warnings,
         duration_s=round(result.duration_s, 3))
-    page = ReportPage(record, stats_df, health, paper, list(files), usable, warnings,
-                      json.loads(files["provenance.json"].read_text()), result.n_missing)
+    page = ReportPage(data, stats_df, health, paper, list(files), warnings,
+                      json.loads(files["provenance.json"].read_text()))
     files[PAGE] = write_html(out, page)
     log.info("report of grid %r written to %s in %.1f s", name, out, result.duration_s)
     return result
 
 
-def run_table(usable: pd.DataFrame, probes: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+def run_table(data: ReportData) -> pd.DataFrame:
     """``runs.csv``: result and probe runs, each result with its hyper-parameters, its selected trial's tuned
     values and every trial's val SRCC (columns ``val_srcc[<trial>]``)."""
-    frame = pd.concat([usable, probes], ignore_index=True)
+    frame, trials = pd.concat([data.usable, data.probe_runs], ignore_index=True), data.trials
     extra = [c for c in frame.columns if c.startswith(("head.", TUNED_PREFIX))]
     if len(trials):
         val = trials.pivot_table(index="parent_run_id", columns="trial", values="best_val_srcc", aggfunc="last")
@@ -202,12 +188,12 @@ def run_table(usable: pd.DataFrame, probes: pd.DataFrame, trials: pd.DataFrame) 
     return frame[[*RUN_COLUMNS, "head_init", *extra]]
 
 
-def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: Scores, deltas: pd.DataFrame,
-                 stats_df: pd.DataFrame, predictions: dict, splits: pd.Series, grid: GridRecord,
-                 trials: pd.DataFrame, blocks: pd.DataFrame | None, warnings: list[str]) -> dict[str, Path]:
+def _write_plots(out: Path, data: ReportData, deltas: pd.DataFrame, stats_df: pd.DataFrame, predictions: dict,
+                 blocks: pd.DataFrame | None, warnings: list[str]) -> dict[str, Path]:
     """Every plot whose data exists; returns {file name: path}."""
     written: dict[str, Path] = {}
-    heads = scores.heads
+    grid, splits, trials = data.record, data.splits, data.trials
+    heads = data.scores.heads
     colors = plots.head_colors(heads)
 
     def save(file_name: str, draw, *args) -> None:
@@ -223,13 +209,13 @@ def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: 
     panels = {head: predictions[(first, head)] for head in heads if (first, head) in predictions}
     if panels:
         save("scatter.png", plots.scatter, panels, first, int(splits[first]), colors)
-    curves = load_learning_curves(client, usable, splits)
+    curves = load_learning_curves(data)
     if not curves.empty:
         save("learning_curves.png", plots.learning_curves, curves, colors, len(splits))
     for setting, values in grid.tuning.items():
         if len(values) > 1 and len(trials):
             save(f"tuning_{setting}.png", plots.tuning, trials, setting, colors)
-    k_table = k_ablation_table(scores, usable)
+    k_table = k_ablation_table(data)
     if not k_table.empty:
         save("k_ablation.png", plots.k_ablation, k_table)
     draw, reason = stats.critical_difference_decision(blocks)
@@ -242,13 +228,14 @@ def _write_plots(out: Path, client: MlflowClient, usable: pd.DataFrame, scores: 
     return written
 
 
-def k_ablation_table(scores: Scores, usable: pd.DataFrame) -> pd.DataFrame:
+def k_ablation_table(data: ReportData) -> pd.DataFrame:
     """SRCC mean and std over splits per (head_type, pair_key, num_bins), for head types run with more than
     one ``num_bins`` (every run logs its head's hyper-parameters, defaults included); empty when none varies."""
+    usable = data.usable
     if "head.num_bins" not in usable:
         return pd.DataFrame()
     bins = usable.drop_duplicates("head").set_index("head")[["head_type", "head.num_bins"]].dropna()
-    per_split = scores.per_split.merge(bins, left_on="head", right_index=True).dropna(subset=["test_srcc"])
+    per_split = data.scores.per_split.merge(bins, left_on="head", right_index=True).dropna(subset=["test_srcc"])
     varied = per_split.groupby("head_type")["head.num_bins"].nunique()
     per_split = per_split[per_split["head_type"].isin(varied[varied > 1].index)]
     table = per_split.groupby(["head_type", "pair_key", "head.num_bins"])["test_srcc"].agg(["mean", "std", "size"])

@@ -1,10 +1,12 @@
 """Data of a grid report, read from the MLflow store through :class:`benchmark.schema.RunRecord` (no statistics).
 
-* :func:`load_report_data` — everything a report or a plan reads, loaded once as :class:`ReportData`;
+* :class:`ReportData` — THE contract of a report: the grid's record, its runs and every view of them (usable
+  runs, :class:`Scores`, trials, missing units, set sizes), each computed once; every consumer takes it;
+* :func:`load_report_data` — a grid's :class:`ReportData`, loaded once from the store;
 * :func:`select_experiment`, :func:`load_grid_record` — the grid (experiment) to report on, as it was run;
 * :func:`load_runs` — every run as one tidy row (:meth:`RunRecord.as_row`), from one search;
 * :func:`usable_runs` — one run per expected (cell, head): FINISHED, else the failure that stands for it;
-* :class:`Scores` — THE per-run and seed-averaged per-split tables every statistic, table and plot reads;
+* :class:`Scores` — the per-run and seed-averaged per-split tables every statistic, table and plot reads;
 * :func:`find_missing` — the grid's expected units without a usable run;
 * :func:`shown_splits`, :func:`load_predictions`, :func:`load_learning_curves` — artifacts and metric
   histories of a few runs only (one split per comparison group, chosen without looking at any score).
@@ -21,6 +23,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +144,8 @@ def usable_runs(runs: pd.DataFrame, warnings: list[str], role: str = ROLE_RESULT
 
 @dataclass(frozen=True)
 class Scores:
-    """The one array contract of a report: every statistic, table, plot and health check reads these.
+    """The score arrays of a set of runs (:attr:`ReportData.scores`, :attr:`ReportData.probes`): every statistic,
+    table and plot reads these.
 
     Attributes
     ----------
@@ -193,14 +197,18 @@ class Scores:
 
 @dataclass(frozen=True)
 class ReportData:
-    """One grid as the report and the plan read it, loaded once by :func:`load_report_data`.
+    """One grid as the report and the plan read it: every consumer (statistics, tables, plots, health, the
+    page, the plan) takes this one object, and each view of the runs is computed here once.
+
+    Built by :meth:`of` from the runs of :func:`load_runs`; :func:`load_report_data` loads them from a store.
 
     Attributes
     ----------
     name, experiment_id : str
         The grid (MLflow experiment).
-    client : MlflowClient
-        The store's client (artifacts and metric histories of a few runs are fetched later).
+    client : MlflowClient or None
+        The store's client (artifacts and metric histories of a few runs are fetched later); None for runs
+        that come from no store.
     record : GridRecord
         The grid as it was run, with the compared pairs and split correlation the caller chose.
     runs : pandas.DataFrame
@@ -208,24 +216,53 @@ class ReportData:
     usable, probe_runs : pandas.DataFrame
         One result run per expected (cell, head), and the probe runs of
         :meth:`~benchmark.schema.GridRecord.probe_cells` (:func:`usable_runs`).
-    scores, probes : Scores
-        The per-run and per-split tables of those.
     """
 
     name: str
     experiment_id: str
-    client: MlflowClient
+    client: MlflowClient | None
     record: GridRecord
     runs: pd.DataFrame
     usable: pd.DataFrame
     probe_runs: pd.DataFrame
-    scores: Scores
-    probes: Scores
 
-    @property
+    @classmethod
+    def of(cls, name: str, record: GridRecord, runs: pd.DataFrame, warnings: list[str],
+           client: MlflowClient | None = None, experiment_id: str = "") -> ReportData:
+        """The report's view of a grid's runs: its usable result and probe runs (:func:`usable_runs`, whose
+        warnings are appended to ``warnings``)."""
+        return cls(name, experiment_id, client, record, runs, usable_runs(runs, warnings),
+                   usable_runs(runs, warnings, ROLE_REFERENCE))
+
+    @cached_property
+    def scores(self) -> Scores:
+        """The per-run and per-split tables of the usable result runs."""
+        return Scores.of(self.usable)
+
+    @cached_property
+    def probes(self) -> Scores:
+        """The per-run and per-split tables of the probe runs."""
+        return Scores.of(self.probe_runs)
+
+    @cached_property
     def sizes(self) -> pd.DataFrame:
         """Mean ``n_train`` and ``n_test`` per pair_key: what each cell's assumed r is computed from."""
         return cell_sizes(self.usable)
+
+    @cached_property
+    def trials(self) -> pd.DataFrame:
+        """Every tuning trial of the usable result runs (:func:`trial_table`)."""
+        return trial_table(self.usable)
+
+    @cached_property
+    def splits(self) -> pd.Series:
+        """Per pair_key, the split whose runs the scatter plot and the learning curves show (:func:`shown_splits`)."""
+        return shown_splits(self.scores)
+
+    @cached_property
+    def missing(self) -> pd.DataFrame:
+        """The grid's expected units without a usable run (:func:`find_missing`)."""
+        return find_missing(self.record, self.runs, self.usable, self.probe_runs)
 
 
 def cell_sizes(runs: pd.DataFrame) -> pd.DataFrame:
@@ -236,7 +273,7 @@ def cell_sizes(runs: pd.DataFrame) -> pd.DataFrame:
 def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
                      pairs: Sequence[tuple[str, str]] | None = None,
                      split_correlation: float | None = None) -> ReportData:
-    """Load a grid's record and usable runs from the store at ``tracking_uri``.
+    """Load a grid's record and runs from the store at ``tracking_uri`` (:meth:`ReportData.of`).
 
     ``pairs`` replaces the grid's ``compare`` list and ``split_correlation`` its r (a sensitivity analysis).
 
@@ -258,13 +295,11 @@ def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
     if split_correlation is not None:
         record = replace(record, split_correlation=split_correlation)
     runs = load_runs(client, experiment_id)
-    usable = usable_runs(runs, warnings)
-    probe_runs = usable_runs(runs, warnings, ROLE_REFERENCE)
-    if usable.empty:
+    data = ReportData.of(name, record, runs, warnings, client, experiment_id)
+    if data.usable.empty:
         raise ReportError(f"grid {name!r} has no usable result runs ({len(runs)} other run(s)); run the grid "
                           "first (dor-bench run).")
-    return ReportData(name, experiment_id, client, record, runs, usable, probe_runs, Scores.of(usable),
-                      Scores.of(probe_runs))
+    return data
 
 
 def trial_table(usable: pd.DataFrame) -> pd.DataFrame:
@@ -325,17 +360,17 @@ def split_runs(usable: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
     return runs.sort_values("seed", kind="stable").drop_duplicates(["pair_key", "head"])
 
 
-def load_predictions(client: MlflowClient, usable: pd.DataFrame, splits: pd.Series,
-                     warnings: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
-    """``predictions.csv`` of the runs of :func:`split_runs`, keyed by (pair_key, head).
+def load_predictions(data: ReportData, splits: pd.Series, warnings: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """``predictions.csv`` of the runs of :func:`split_runs` at ``splits`` (pair_key -> split; some of
+    :attr:`ReportData.splits`), keyed by (pair_key, head).
 
     A run whose file cannot be read or lacks a column is left out, with a warning.
     """
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for run in split_runs(usable, splits).itertuples():
+        for run in split_runs(data.usable, splits).itertuples():
             try:
-                path = client.download_artifacts(run.run_id, PREDICTIONS_ARTIFACT, str(Path(tmp) / run.run_id))
+                path = data.client.download_artifacts(run.run_id, PREDICTIONS_ARTIFACT, str(Path(tmp) / run.run_id))
                 frame = pd.read_csv(path)
             except (MlflowException, OSError, pd.errors.ParserError) as err:
                 warn(warnings, f"run {run.run_id} ({run.pair_key}, {run.head}): cannot read {PREDICTIONS_ARTIFACT} "
@@ -350,12 +385,12 @@ def load_predictions(client: MlflowClient, usable: pd.DataFrame, splits: pd.Seri
     return out
 
 
-def load_learning_curves(client: MlflowClient, usable: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
-    """Per-epoch curves of the lowest-seed runs at the chosen split of the first ``MAX_CURVE_CELLS`` pair
-    keys (columns pair_key, head, metric, step, value)."""
-    runs = split_runs(usable, splits.iloc[:MAX_CURVE_CELLS])
+def load_learning_curves(data: ReportData) -> pd.DataFrame:
+    """Per-epoch curves of the lowest-seed runs at the shown split (:attr:`ReportData.splits`) of the first
+    ``MAX_CURVE_CELLS`` pair keys (columns pair_key, head, metric, step, value)."""
+    runs = split_runs(data.usable, data.splits.iloc[:MAX_CURVE_CELLS])
     rows = [(run.pair_key, run.head, key, m.step, m.value)
-            for run in runs.itertuples() for key in CURVES for m in client.get_metric_history(run.run_id, key)]
+            for run in runs.itertuples() for key in CURVES for m in data.client.get_metric_history(run.run_id, key)]
     return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
 
 

@@ -17,13 +17,12 @@ metric. The population rows (an extrapolation under an assumed split correlation
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmark.analysis.report_data import Scores
+from benchmark.analysis.report_data import ReportData, Scores
 from benchmark.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from benchmark.schema import test_metric
 
@@ -70,9 +69,10 @@ def head_split_summary(scores: Scores, metric: str) -> pd.DataFrame:
     return summary
 
 
-def paper_table(scores: Scores, stats_df: pd.DataFrame, metric: str, reference: str,
-                probes: Scores | None = None, health: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column).
+def paper_table(data: ReportData, stats_df: pd.DataFrame, metric: str,
+                health: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy table behind ``table_<metric>``: one row per (backbone, regime, head, column), the linear probe's
+    rows as a reference; significance and equivalence are read against the grid's reference head.
 
     Columns: ``mean, std, median, n_splits`` over splits; ``best`` (best rounded mean among the heads of
     its backbone and column); ``significant`` (differs from the reference after Holm), ``equivalent``
@@ -80,8 +80,9 @@ def paper_table(scores: Scores, stats_df: pd.DataFrame, metric: str, reference: 
     ``flagged`` (the health check found it below the linear probe); ``failures`` (its failed runs);
     ``is_reference`` for the probe's row.
     """
+    scores, probes, reference = data.scores, data.probes, data.record.reference
     table = head_split_summary(scores, metric).assign(is_reference=False)
-    if probes is not None and not probes.per_split.empty:
+    if not probes.per_split.empty:
         table = pd.concat([table, head_split_summary(probes, metric).assign(is_reference=True)], ignore_index=True)
     rounded = table["mean"].round(3).where(~table["is_reference"])
     group = [table["backbone"], table["regime"], table["column"]]
@@ -181,15 +182,16 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
     return "\n".join(lines).replace("–", "--") + "\n"
 
 
-def pairs_summary(scores: Scores, stats_df: pd.DataFrame, compare: Sequence[tuple[str, str]]) -> pd.DataFrame:
+def pairs_summary(data: ReportData, stats_df: pd.DataFrame) -> pd.DataFrame:
     """Per cell and compared pair (the grid's ``compare:``): each head's mean test SRCC, PLCC and RMSE, and the
     dataset test of ΔSRCC (``stats.csv``'s p, verdict and 80 %-power MDE); empty without pairs."""
     srcc = stats_df[stats_df["metric"] == "srcc"].set_index(["pair_key", "head_a", "head_b"]) if len(stats_df) \
         else stats_df
-    means = {metric: head_split_summary(scores, metric).set_index(["pair_key", "head"]) for metric in SUMMARY_METRICS}
+    means = {metric: head_split_summary(data.scores, metric).set_index(["pair_key", "head"])
+             for metric in SUMMARY_METRICS}
     rows = []
     for cell in means["srcc"].reset_index().drop_duplicates("pair_key").itertuples():
-        for head_a, head_b in compare:
+        for head_a, head_b in data.record.compare:
             if (cell.pair_key, head_a) not in means["srcc"].index or (cell.pair_key, head_b) not in means["srcc"].index:
                 continue
             row = {"backbone": cell.backbone, "regime": cell.regime, "dataset": cell.column, "pair_key": cell.pair_key,
