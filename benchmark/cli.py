@@ -70,8 +70,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_cell(outcome) -> None:
+    from benchmark.schema import FAILED
     scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics
-                       else f"{r.head} {'held by another process' if r.busy else 'FAILED'}" for r in outcome.results)
+                       else f"{r.head} {'held by another process' if r.busy else FAILED}" for r in outcome.results)
     print(f"{outcome.cell.key}: {scores}  ({outcome.seconds:.1f} s)", flush=True)
 
 

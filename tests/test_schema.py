@@ -7,8 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.schema import (GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord, HeadRecord, RunRecord,
-                              Sizes)
+from benchmark.schema import (CLAIM_PREFIX, GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord,
+                              HeadRecord, RunRecord, Sizes)
 from benchmark.synthetic_store import write_synthetic_grid
 
 
@@ -19,7 +19,7 @@ def _key_sets(uri: str, grid: str) -> dict[str, tuple[set, set, set]]:
     sets: dict[str, tuple[set, set, set]] = {}
     for run in runs:
         tags, params, metrics = sets.setdefault(run.data.tags["role"], (set(), set(), set()))
-        tags |= {t for t in run.data.tags if not t.startswith("claim.")}  # the claim protocol's own tags
+        tags |= {t for t in run.data.tags if not t.startswith(CLAIM_PREFIX)}  # the claim protocol's own tags
         params |= set(run.data.params)
         metrics |= set(run.data.metrics)
     return sets
