@@ -9,9 +9,12 @@ A grid's experiment holds three kinds of runs, told apart by their ``role``:
 * ``reference`` — the closed-form linear probe (head label ``probe``), one per split and initial backbone:
   a yardstick for the trained heads, never in the tests between heads.
 
-Every writer (the harness, the synthetic store, the calibration scripts) builds a :class:`RunRecord` and
-calls :meth:`RunRecord.to_mlflow`; every reader (the report, ``predict``) calls :meth:`RunRecord.from_mlflow`.
-No other module spells a tag, param or metric name, so writers and readers cannot drift apart. The grid
+Each field of a :class:`RunRecord` is declared once with its MLflow role (:func:`declare`: tag, param, metric,
+curve, run info or dataset input); its tags, params, metrics, row and names (:data:`TAGS`, :data:`PARAMS`,
+:data:`COLUMNS`) derive from the declarations. Every writer (the harness, the synthetic store, the calibration
+scripts) builds a record and calls :meth:`RunRecord.to_mlflow`; every reader (the report, ``predict``) calls
+:meth:`RunRecord.from_mlflow`. No other module spells a tag, param, metric, column or artifact name (a test
+checks), so writers and readers cannot drift apart. The grid
 itself is recorded once per experiment (:class:`GridRecord`, an experiment tag), so a report knows the
 expected cells, the heads, the pairs to compare and the ROPE without guessing them from the runs.
 
@@ -181,7 +184,7 @@ def _int(text: str | None) -> int:
         return -1
 
 
-def fields_of(cls: type) -> tuple[str, ...]:
+def _field_names(cls: type) -> tuple[str, ...]:
     """The field names of a dataclass (the columns it flattens to)."""
     return tuple(f.name for f in fields(cls))
 
@@ -217,7 +220,7 @@ def test_metric(name: str) -> str:
     return f"{TEST_PREFIX}{name}"
 
 
-CELL_KEY, PAIR_KEY = "cell_key", "pair_key"
+_CELL_KEY, _PAIR_KEY = "cell_key", "pair_key"
 """Tags (and columns) of a cell's :attr:`Cell.key` and :attr:`Cell.pair_key`."""
 
 
@@ -247,7 +250,7 @@ class Cell:
 
     def tags(self) -> dict[str, Any]:
         """The cell's tags, typed (split and seed are ints)."""
-        return {CELL_KEY: self.key, PAIR_KEY: self.pair_key, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {_CELL_KEY: self.key, _PAIR_KEY: self.pair_key, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> Cell:
@@ -294,10 +297,10 @@ class FitSummary:
         """Read back :meth:`metrics` (None for a run that logged no val SRCC: it recorded no fit)."""
         values = {f.name: int(metrics[f.name]) if f.type == "int" else metrics[f.name] for f in fields(cls)
                   if f.name in metrics}
-        return replace(BLANK_FIT, **values) if "best_val_srcc" in values else None
+        return replace(_BLANK_FIT, **values) if "best_val_srcc" in values else None
 
 
-BLANK_FIT = FitSummary(-1, math.nan, math.nan)
+_BLANK_FIT = FitSummary(-1, math.nan, math.nan)
 """The row of a run without a fit."""
 
 
@@ -356,7 +359,7 @@ class RunRecord:
     backbone: BackboneParams | None = declare(PARAM, prefix=BACKBONE_PREFIX, of=BackboneParams, column=False,
                                               default=None)
     image_policies: dict[str, str] = declare(PARAM, prefix=POLICY_PREFIX, column=False, default_factory=dict)
-    sizes: Sizes | None = declare(PARAM, prefix="", of=Sizes, blank=dict.fromkeys(fields_of(Sizes), math.nan),
+    sizes: Sizes | None = declare(PARAM, prefix="", of=Sizes, blank=dict.fromkeys(_field_names(Sizes), math.nan),
                                   default=None)
     head_hparams: dict[str, Any] = declare(PARAM, prefix=HEAD_PARAM_PREFIX, default_factory=dict)
     head_init: str = declare(PARAM, f"{HEAD_PARAM_PREFIX}init", sparse=True, default="")
@@ -364,7 +367,7 @@ class RunRecord:
     tuned: dict[str, float] = declare(PARAM, prefix=TUNED_PREFIX, default_factory=dict)
     trial_scores: dict[str, float] = declare(PARAM, "tuning.val_srcc", sparse=True, default_factory=dict)
     """A result run's evidence for its selection: every trial's val SRCC (trial key -> value)."""
-    fit: FitSummary | None = declare(METRIC, prefix="", of=FitSummary, blank=asdict(BLANK_FIT), default=None)
+    fit: FitSummary | None = declare(METRIC, prefix="", of=FitSummary, blank=asdict(_BLANK_FIT), default=None)
     test: dict[str, float] = declare(METRIC, prefix=TEST_PREFIX, blank=dict.fromkeys(METRIC_NAMES, math.nan),
                                      default_factory=dict)
     curves: dict[str, list[float]] = declare(CURVE, prefix="", column=False, default_factory=dict)
@@ -487,7 +490,7 @@ def _read(declared: list[Field], source: Mapping[str, Any]) -> dict[str, Any]:
         if prefix is None:
             names[_name(f)] = f.name, ""
         elif of is not None:
-            names.update({f"{prefix}{entry}": (f.name, entry) for entry in fields_of(of)})
+            names.update({f"{prefix}{entry}": (f.name, entry) for entry in _field_names(of)})
         else:
             prefixes.append((prefix, f.name))
     prefixes.sort(key=lambda pair: -len(pair[0]))
@@ -508,7 +511,7 @@ def _read(declared: list[Field], source: Mapping[str, Any]) -> dict[str, Any]:
         elif of is FitSummary:
             values[f.name] = FitSummary.from_metrics(entries)
         elif of is not None:
-            values[f.name] = of(**entries) if entries.keys() == set(fields_of(of)) else None
+            values[f.name] = of(**entries) if entries.keys() == set(_field_names(of)) else None
         else:
             values[f.name] = entries
     return values
@@ -522,7 +525,7 @@ def _names(role: str) -> dict[str, str]:
         if prefix is None:
             out[f.name] = _name(f)
         elif of is not None:
-            entries = Cell.from_tags({}).tags() if of is Cell else fields_of(of)
+            entries = Cell.from_tags({}).tags() if of is Cell else _field_names(of)
             out.update({entry: f"{prefix}{entry}" for entry in entries})
     return out
 
@@ -536,9 +539,9 @@ BLANK_ROW_COLUMNS = tuple(RunRecord("", Cell("", "", "", -1, -1, ""), "", "", ""
 """The columns every row of :meth:`RunRecord.as_row` has (head hyper-parameters and tuned values add more)."""
 COLUMNS = Names(BLANK_ROW_COLUMNS)
 """Those columns by name (``COLUMNS.pair_key``)."""
-FIT_COLUMNS = fields_of(FitSummary)
+FIT_COLUMNS = _field_names(FitSummary)
 """Metrics of a training run's outcome (and columns of :meth:`RunRecord.as_row`)."""
-SIZE_COLUMNS = fields_of(Sizes)
+SIZE_COLUMNS = _field_names(Sizes)
 @dataclass(frozen=True)
 class HeadRecord:
     """A head as the grid runs it: its registry type, every hyper-parameter (defaults filled) and its init."""
@@ -623,14 +626,14 @@ class GridRecord:
         return replace(self, compare=tuple(pairs))
 
 
-__all__ = ["BACKBONE_PREFIX", "BASE_TRIAL", "BLANK_FIT", "BLANK_ROW_COLUMNS", "BackboneParams", "CELL_KEY",
+__all__ = ["BACKBONE_PREFIX", "BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams",
            "CLAIM_PREFIX", "COLUMNS", "CONFIG_ARTIFACT", "CURVE", "CURVES", "Cell", "DATASET_CONTEXT_TAG",
            "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EPOCH_TIMES", "EXPERIMENT_KIND",
            "EXPERIMENT_KIND_TAG", "EXPIRED", "EXPIRED_TAG", "FAILED", "FINISHED", "FIT_COLUMNS", "FitSummary",
            "GRID_TAG", "GridRecord", "HEAD_PARAM_PREFIX", "HEARTBEAT_TAG", "HeadRecord", "INFO", "INPUT",
-           "INPUT_WAIT_S", "KILLED", "METRIC", "Names", "OWNER_TAG", "PAIR_KEY", "PARAM", "PARAMS",
+           "INPUT_WAIT_S", "KILLED", "METRIC", "Names", "OWNER_TAG", "PARAM", "PARAMS",
            "POLICY_PREFIX", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS", "PROBE_HEAD", "ROLE_REFERENCE",
            "ROLE_RESULT", "ROLE_TRIAL", "RUNNING", "RUN_NAME_TAG", "RunRecord", "SIZE_COLUMNS", "SOURCE",
            "SOURCE_TAG", "SUITE_VERSION_TAG", "Sizes", "TAG", "TAGS", "TEST_PREFIX", "TRACEBACK_ARTIFACT",
            "TRAIN_LOSS", "TRAIN_S", "TUNED_PREFIX", "VAL_S", "VAL_SRCC", "WEIGHTS_ARTIFACT", "WorkKey",
-           "declare", "fields_of", "test_metric", "trial_key", "trial_values"]
+           "declare", "test_metric", "trial_key", "trial_values"]
