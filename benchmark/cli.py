@@ -70,8 +70,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_cell(outcome) -> None:
+    from benchmark.schema import FAILED
     scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics
-                       else f"{r.head} {'held by another process' if r.busy else 'FAILED'}" for r in outcome.results)
+                       else f"{r.head} {'held by another process' if r.busy else FAILED}" for r in outcome.results)
     print(f"{outcome.cell.key}: {scores}  ({outcome.seconds:.1f} s)", flush=True)
 
 
@@ -101,12 +102,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from benchmark.analysis.design import design_plan
+    from benchmark.schema import COLUMNS
 
     plan = design_plan(args.grid, args.tracking_uri, args.target_mde)
     print("MDE80 (smallest true ΔSRCC detected with 80 % power, α = .05) and runs per head of each design, from the "
           "grid's split and seed variance (var_split, var_seed): mde80_dataset for this dataset's own answer (the "
           "paired t-test on split means), mde80 and its floor for the extrapolation beyond it, which assumes r:")
-    for (pair_key, head_a, head_b), rows in plan.groupby(["pair_key", "head_a", "head_b"], sort=False):
+    for (pair_key, head_a, head_b), rows in plan.groupby([COLUMNS.pair_key, "head_a", "head_b"], sort=False):
         first = rows.iloc[0]
         print(f"\n{pair_key}  {head_a} − {head_b}: var_split {first['var_split']:.2e}, var_seed "
               f"{first['var_seed']:.2e}, assumed r {first['r']:.3f}")

@@ -7,7 +7,7 @@ unknown key or a bad value raises :class:`ConfigError` naming the key and the fi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,12 @@ class CustomDataset:
     image_policy: dict[str, Any] | None = None
 
 
+def _setting(probe: bool = False) -> Any:
+    """A grid field that every run logs as a param (with :class:`TrainSettings`); ``probe``: the closed-form
+    probe's runs log it too."""
+    return field(metadata={"setting": True, "probe": probe})
+
+
 @dataclass(frozen=True)
 class GridConfig:
     """A validated grid file."""
@@ -96,13 +102,13 @@ class GridConfig:
     datasets: tuple[DatasetPair, ...]
     splits: int
     seeds: tuple[int, ...]
-    regime: str
+    regime: str = _setting(probe=True)
     training: TrainSettings
-    hidden: int
-    dropout: float
-    image_size: int | None
-    label_norm: str
-    split_fractions: tuple[float, float, float]
+    hidden: int = _setting()
+    dropout: float = _setting()
+    image_size: int | None = _setting(probe=True)
+    label_norm: str = _setting(probe=True)
+    split_fractions: tuple[float, float, float] = _setting(probe=True)
     data_root: str | None
     custom_datasets: dict[str, CustomDataset]
     save_weights: bool = True
@@ -133,10 +139,11 @@ class GridConfig:
         """The spec of a backbone of this grid."""
         return next(b for b in self.backbones if b.name == name)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """Training hyper-parameters shared by every run of the grid, flattened for MLflow params."""
-        keys = ("regime", "hidden", "dropout", "image_size", "label_norm", "split_fractions")
-        return {**asdict(self.training), **{k: getattr(self, k) for k in keys}}
+    def hyperparameters(self, probe: bool = False) -> dict[str, Any]:
+        """Training hyper-parameters shared by every run of the grid, flattened for MLflow params (``probe``:
+        only the settings the closed-form probe uses; its record leaves the training recipe out)."""
+        grid = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("probe" if probe else "setting")}
+        return grid if probe else {**asdict(self.training), **grid}
 
     def run_config_hash(self, cell: Cell, head: HeadSpec) -> str:
         """Hash of every setting that shapes the run of ``head`` in ``cell`` (logged as ``config_hash``).

@@ -9,9 +9,12 @@ A grid's experiment holds three kinds of runs, told apart by their ``role``:
 * ``reference`` — the closed-form linear probe (head label ``probe``), one per split and initial backbone:
   a yardstick for the trained heads, never in the tests between heads.
 
-Every writer (the harness, the synthetic store, the calibration scripts) builds a :class:`RunRecord` and
-calls :meth:`RunRecord.to_mlflow`; every reader (the report, ``predict``) calls :meth:`RunRecord.from_mlflow`.
-No other module spells a tag, param or metric name, so writers and readers cannot drift apart. The grid
+Each field of a :class:`RunRecord` is declared once with its MLflow role (:func:`declare`: tag, param, metric,
+curve, run info or dataset input); its tags, params, metrics, row and names (:data:`TAGS`, :data:`PARAMS`,
+:data:`COLUMNS`) derive from the declarations. Every writer (the harness, the synthetic store, the calibration
+scripts) builds a record and calls :meth:`RunRecord.to_mlflow`; every reader (the report, ``predict``) calls
+:meth:`RunRecord.from_mlflow`. No other module spells a tag, param, metric, column or artifact name (a test
+checks), so writers and readers cannot drift apart. The grid
 itself is recorded once per experiment (:class:`GridRecord`, an experiment tag), so a report knows the
 expected cells, the heads, the pairs to compare and the ROPE without guessing them from the runs.
 
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from benchmark.metrics import METRIC_NAMES
@@ -30,13 +34,12 @@ from benchmark.metrics import METRIC_NAMES
 ROLE_RESULT, ROLE_TRIAL, ROLE_REFERENCE = "result", "trial", "reference"
 PROBE_HEAD = "probe"
 """Head label (and head type) of the linear-probe reference run."""
-FAILURE_TAG = "failure"
-"""Why a run ended FAILED (the exception or the divergence), set on the run itself."""
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+"""MLflow's run statuses (a record's ``status``)."""
 DIVERGED = "diverged:"
 """Start of the ``failure`` tag of a run whose model diverged (non-finite predictions)."""
 EXPIRED = "claim expired:"
 """Start of the ``failure`` tag of a run whose process stopped heartbeating (killed, not failed by its head)."""
-PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 SOURCE_TAG = "mlflow.source.name"
 SOURCE = "dor-bench"
@@ -45,30 +48,145 @@ GRID_TAG = "dor.grid"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """Makes MLflow 3's UI open the experiment on its training runs, not on the GenAI traces overview."""
+SUITE_VERSION_TAG = "suite_version"
+"""Experiment tag: the installed version of the suite that last launched the grid."""
 DESCRIPTION_TAG = "mlflow.note.content"
+CLAIM_PREFIX = "claim."
+"""Start of the tags of the claim protocol (:mod:`benchmark.run.claims`) on a claimed run."""
+OWNER_TAG, HEARTBEAT_TAG, EXPIRED_TAG = (f"{CLAIM_PREFIX}{name}" for name in ("owner", "heartbeat", "expired_by"))
+"""The process holding a claim, its last heartbeat (epoch seconds), and who expired it."""
 
-CURVES = ("train_loss", "val_srcc")
+TRAIN_LOSS, VAL_SRCC = CURVES = ("train_loss", "val_srcc")
 """Per-epoch learning curves (step = epoch)."""
-EPOCH_TIMES = ("train_s", "val_s", "input_wait_s")
+TRAIN_S, VAL_S, INPUT_WAIT_S = EPOCH_TIMES = ("train_s", "val_s", "input_wait_s")
 """Per-epoch wall seconds (step = epoch): training steps, validation, and the part of the training time spent
 waiting for the next batch's inputs (what a faster loader or prefetching could win back). Frozen-regime models
 trained together share their epochs' seconds."""
 PREDICTIONS_ARTIFACT = "predictions.csv"
-"""Test predictions: columns ``image, mos, pred, ref`` (``pred`` on the MOS scale, unclamped; ``ref`` the
-image's content group)."""
+"""Test predictions: columns :data:`PREDICTION_COLUMNS`."""
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "traceback.txt"
 WEIGHTS_ARTIFACT = "model.pt"
 """The trained model and what is needed to rebuild it (:mod:`benchmark.bundle`)."""
-PREDICTION_COLUMNS = ("image", "mos", "pred", "ref")
 DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 """MLflow dataset-input context of each part of a split."""
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 
-_HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX, _TUNED_PREFIX = "head.", "image_policy.", "backbone.", "tuned."
-TRIAL_SCORES_PARAM = "tuning.val_srcc"
+TEST_PREFIX, HEAD_PARAM_PREFIX, POLICY_PREFIX, BACKBONE_PREFIX, TUNED_PREFIX = (
+    "test_", "head.", "image_policy.", "backbone.", "tuned.")
 BASE_TRIAL = "base"
 """The key of the one trial of a grid without tuning."""
+
+
+class Names(tuple):
+    """Declared names in order, each also read as an attribute: ``COLUMNS.pair_key == "pair_key"``,
+    ``TAGS.parent_run_id == "mlflow.parentRunId"``; an undeclared attribute raises ``AttributeError``."""
+
+    def __new__(cls, names: Mapping[str, str] | Iterable[str]) -> Names:
+        mapping = dict(names) if isinstance(names, Mapping) else {name: name for name in names}
+        self = super().__new__(cls, mapping.values())
+        self.__dict__.update(mapping)
+        return self
+
+    def __getattr__(self, attribute: str) -> str:
+        raise AttributeError(f"no declared name {attribute!r}")
+
+
+PREDICTION_COLUMNS = Names(("image", "mos", "pred", "ref"))
+"""Columns of :data:`PREDICTIONS_ARTIFACT`: the label table's ``image``, ``mos`` and ``ref`` (the image's content
+group) of each test image, and the model's ``pred`` (on the MOS scale, unclamped)."""
+
+TAG, PARAM, METRIC, CURVE, INFO, INPUT = "tag", "param", "metric", "curve", "info", "input"
+"""The MLflow roles of a record's fields: a run tag, a param, a final metric (step 0), metrics per epoch (step =
+epoch), the run's own info (read only) and its dataset inputs."""
+
+
+def declare(role: str, name: str = "", *, prefix: str | None = None, of: type | None = None, sparse: bool = False,
+            column: bool = True, blank: Mapping[str, Any] | None = None, written: bool = True, **default: Any) -> Any:
+    """A record field declared with its MLflow role: the tags, params, metrics, row and names of a record derive
+    from these declarations alone.
+
+    Parameters
+    ----------
+    role : str
+        ``TAG``, ``PARAM``, ``METRIC``, ``CURVE``, ``INFO`` or ``INPUT``.
+    name : str
+        Its MLflow name (default: the field's name, which is also its column).
+    prefix : str, optional
+        A field holding several values (a dict, or a dataclass ``of``) gives one name per entry: ``prefix``
+        and the entry's name. One dict may have an empty prefix: it holds the names no other field declares.
+    sparse : bool
+        Written only when set (non-empty).
+    column : bool
+        Whether :meth:`RunRecord.as_row` has it.
+    blank : mapping, optional
+        The entries of its columns where it holds nothing (a run without a fit, a test metric not logged).
+    written : bool
+        Whether :meth:`RunRecord.to_mlflow` writes it (``False``: another writer sets it, the record reads it).
+    **default
+        ``default`` or ``default_factory``, as for :func:`dataclasses.field`.
+    """
+    return field(metadata={"role": role, "name": name, "prefix": prefix, "of": of, "sparse": sparse,
+                           "column": column, "blank": blank or {}, "written": written}, **default)
+
+
+def _declared(cls: type, role: str) -> list[Field]:
+    return [f for f in fields(cls) if f.metadata.get("role") == role]
+
+
+def _name(declared: Field) -> str:
+    return declared.metadata["name"] or declared.name
+
+
+def _default(declared: Field) -> Any:
+    if declared.default is not MISSING:
+        return declared.default
+    return declared.default_factory() if declared.default_factory is not MISSING else ""
+
+
+def _entries(declared: Field, value: Any) -> dict[str, Any]:
+    """``{MLflow name: value}`` of a declared field's value (none for an unset sparse field)."""
+    prefix = declared.metadata["prefix"]
+    if prefix is None:
+        return {} if declared.metadata["sparse"] and not value else {_name(declared): value}
+    if isinstance(value, Cell):
+        value = value.tags()
+    elif is_dataclass(value):
+        value = asdict(value)
+    return {f"{prefix}{key}": entry for key, entry in (value or {}).items()}
+
+
+def _dataset_ref(entry: Any) -> DatasetRef:
+    """A :class:`DatasetRef` from an MLflow ``DatasetInput`` (as :mod:`benchmark.run.tracking` logs them)."""
+    dataset = entry.dataset
+    context = next((tag.value for tag in entry.tags if tag.key == DATASET_CONTEXT_TAG), "")
+    source = _decode(dataset.source)
+    rows = _decode(dataset.profile or "{}")
+    return DatasetRef(dataset.name, dataset.digest, source.get("uri", "") if isinstance(source, dict) else str(source),
+                      context, int(rows.get("num_rows", 0)) if isinstance(rows, dict) else 0)
+
+
+def _encode(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text) if text is not None else -1
+    except ValueError:
+        return -1
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a dataclass (the columns it flattens to)."""
+    return tuple(f.name for f in fields(cls))
 
 
 def trial_key(values: dict[str, float]) -> str:
@@ -91,7 +209,6 @@ def trial_values(key: str) -> dict[str, float]:
     return {name: float(value) for name, value in (part.split("=", 1) for part in key.split(","))}
 
 
-
 def test_metric(name: str) -> str:
     """MLflow metric name of a final test metric.
 
@@ -100,19 +217,26 @@ def test_metric(name: str) -> str:
     >>> test_metric("srcc")
     'test_srcc'
     """
-    return f"test_{name}"
+    return f"{TEST_PREFIX}{name}"
+
+
+_CELL_KEY, _PAIR_KEY = "cell_key", "pair_key"
+"""Tags (and columns) of a cell's :attr:`Cell.key` and :attr:`Cell.pair_key`."""
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (backbone, train dataset, test dataset, split, seed, regime): all heads of a cell are matched."""
+    """One (backbone, train dataset, test dataset, split, seed, regime): all heads of a cell are matched.
 
-    backbone: str
-    dataset: str
-    test_dataset: str
-    split: int
-    seed: int
-    regime: str
+    Each field is a tag of the cell's runs, as are its two keys (``cell_key``, ``pair_key``).
+    """
+
+    backbone: str = declare(TAG)
+    dataset: str = declare(TAG)
+    test_dataset: str = declare(TAG)
+    split: int = declare(TAG)
+    seed: int = declare(TAG)
+    regime: str = declare(TAG)
 
     @property
     def pair_key(self) -> str:
@@ -124,20 +248,31 @@ class Cell:
         """Readable unique key, logged as the ``cell_key`` tag (a display string: seeds never derive from it)."""
         return f"{self.pair_key}|split{self.split}|seed{self.seed}"
 
+    def tags(self) -> dict[str, Any]:
+        """The cell's tags, typed (split and seed are ints)."""
+        return {_CELL_KEY: self.key, _PAIR_KEY: self.pair_key, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Cell:
+        """The cell a run's tags name (empty names and split/seed -1 where a tag is missing)."""
+        return cls(**{f.name: _int(tags.get(f.name)) if f.type == "int" else tags.get(f.name, "")
+                      for f in fields(cls)})
+
 
 @dataclass(frozen=True)
 class WorkKey:
-    """One unit of work, done exactly once: (role, cell, head) and, for a tuning trial, the trial."""
+    """One unit of work, done exactly once: (role, cell, head) and, for a tuning trial, the trial.
 
-    role: str
-    cell_key: str
-    head: str
-    trial: str = ""
+    Its fields are the record's tags of the same names (what a claim searches for)."""
+
+    role: str = declare(TAG)
+    cell_key: str = declare(TAG)
+    head: str = declare(TAG)
+    trial: str = declare(TAG, sparse=True, default="")
 
     def tags(self) -> dict[str, str]:
-        """The tags that name the unit (what a claim searches for)."""
-        tags = {"role": self.role, "cell_key": self.cell_key, "head": self.head}
-        return {**tags, "trial": self.trial} if self.trial else tags
+        """The tags that name the unit."""
+        return {k: v for f in _declared(WorkKey, TAG) for k, v in _entries(f, getattr(self, f.name)).items()}
 
 
 @dataclass(frozen=True)
@@ -151,6 +286,22 @@ class FitSummary:
     nonfinite_batches: int = 0
     score_seconds: float = math.nan
     """Seconds scoring the test split (result runs)."""
+
+    def metrics(self) -> dict[str, float]:
+        """The values a run logs: unset ones (NaN, the probe's epoch -1) are left out."""
+        return {k: v for k, v in asdict(self).items()
+                if not (isinstance(v, float) and math.isnan(v)) and not (k == "best_epoch" and v < 0)}
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, float]) -> FitSummary | None:
+        """Read back :meth:`metrics` (None for a run that logged no val SRCC: it recorded no fit)."""
+        values = {f.name: int(metrics[f.name]) if f.type == "int" else metrics[f.name] for f in fields(cls)
+                  if f.name in metrics}
+        return replace(_BLANK_FIT, **values) if "best_val_srcc" in values else None
+
+
+_BLANK_FIT = FitSummary(-1, math.nan, math.nan)
+"""The row of a run without a fit."""
 
 
 @dataclass(frozen=True)
@@ -173,11 +324,6 @@ class Sizes:
     n_test: int
 
 
-FIT_COLUMNS = tuple(f.name for f in fields(FitSummary))
-"""Metrics of a training run's outcome (and columns of :meth:`RunRecord.as_row`)."""
-SIZE_COLUMNS = tuple(f.name for f in fields(Sizes))
-
-
 @dataclass(frozen=True)
 class DatasetRef:
     """What a run saw of one part of its split, logged as an MLflow dataset input."""
@@ -191,44 +337,50 @@ class DatasetRef:
 
 @dataclass
 class RunRecord:
-    """Everything one MLflow run of a grid carries, and the only place that names it.
+    """Everything one MLflow run of a grid carries, each field declared once with its MLflow role.
 
     Writers fill the fields and call :meth:`to_mlflow`; readers get them back from :meth:`from_mlflow`
-    (``run_id``, ``status``, ``start_time``, ``artifact_uri`` and ``failure`` are filled on reading).
-    ``settings`` are the grid's training settings (the probe's record holds only those it uses), ``tuned``
-    the values of the trial (a result run: the selected trial's), ``tuning`` every trial key of the budget.
+    (the ``INFO`` fields and ``failure`` are filled on reading). ``settings`` are the grid's training settings
+    (the probe's record holds only those it uses; a tuned one is logged under ``tuned.``), ``tuned`` the values
+    of the trial (a result run: the selected trial's), ``tuning`` every trial key of the budget.
     """
 
-    grid: str
-    cell: Cell
-    head: str
-    head_type: str
-    role: str
-    trial: str = ""
-    git_sha: str = ""
-    init_hash: str = ""
-    order_hash: str = ""
-    config_hash: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    backbone: BackboneParams | None = None
-    image_policies: dict[str, str] = field(default_factory=dict)
-    sizes: Sizes | None = None
-    head_hparams: dict[str, Any] = field(default_factory=dict)
-    head_init: str = ""
-    tuning: tuple[str, ...] = ()
-    tuned: dict[str, float] = field(default_factory=dict)
-    trial_scores: dict[str, float] = field(default_factory=dict)
+    grid: str = declare(TAG)
+    cell: Cell = declare(TAG, prefix="", of=Cell)
+    head: str = declare(TAG)
+    head_type: str = declare(TAG)
+    role: str = declare(TAG)
+    trial: str = declare(TAG, sparse=True, default="")
+    git_sha: str = declare(TAG, column=False, default="")
+    init_hash: str = declare(TAG, column=False, default="")
+    order_hash: str = declare(TAG, column=False, default="")
+    config_hash: str = declare(TAG, column=False, default="")
+    settings: dict[str, Any] = declare(PARAM, prefix="", column=False, default_factory=dict)
+    backbone: BackboneParams | None = declare(PARAM, prefix=BACKBONE_PREFIX, of=BackboneParams, column=False,
+                                              default=None)
+    image_policies: dict[str, str] = declare(PARAM, prefix=POLICY_PREFIX, column=False, default_factory=dict)
+    sizes: Sizes | None = declare(PARAM, prefix="", of=Sizes, blank=dict.fromkeys(_field_names(Sizes), math.nan),
+                                  default=None)
+    head_hparams: dict[str, Any] = declare(PARAM, prefix=HEAD_PARAM_PREFIX, default_factory=dict)
+    head_init: str = declare(PARAM, f"{HEAD_PARAM_PREFIX}init", sparse=True, default="")
+    tuning: tuple[str, ...] = declare(PARAM, sparse=True, column=False, default=())
+    tuned: dict[str, float] = declare(PARAM, prefix=TUNED_PREFIX, default_factory=dict)
+    trial_scores: dict[str, float] = declare(PARAM, "tuning.val_srcc", sparse=True, default_factory=dict)
     """A result run's evidence for its selection: every trial's val SRCC (trial key -> value)."""
-    fit: FitSummary | None = None
-    test: dict[str, float] = field(default_factory=dict)
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    inputs: tuple[DatasetRef, ...] = ()
-    parent_run_id: str = ""
-    run_id: str = ""
-    status: str = ""
-    start_time: int = 0
-    artifact_uri: str = ""
-    failure: str = ""
+    fit: FitSummary | None = declare(METRIC, prefix="", of=FitSummary, blank=asdict(_BLANK_FIT), default=None)
+    test: dict[str, float] = declare(METRIC, prefix=TEST_PREFIX, blank=dict.fromkeys(METRIC_NAMES, math.nan),
+                                     default_factory=dict)
+    curves: dict[str, list[float]] = declare(CURVE, prefix="", column=False, default_factory=dict)
+    """:data:`CURVES` and :data:`EPOCH_TIMES`, one value per epoch."""
+    inputs: tuple[DatasetRef, ...] = declare(INPUT, column=False, default=())
+    parent_run_id: str = declare(TAG, "mlflow.parentRunId", sparse=True, default="")
+    run_id: str = declare(INFO, default="")
+    status: str = declare(INFO, default="")
+    start_time: int = declare(INFO, default=0)
+    artifact_uri: str = declare(INFO, default="")
+    failure: str = declare(TAG, written=False, default="")
+    """Why a run ended FAILED (the exception, the divergence or the expired claim): its writer or the claim that
+    expired it sets the tag."""
 
     def work_key(self) -> WorkKey:
         """The unit of work this run holds (a result run's ``trial`` names its selection, not its unit)."""
@@ -256,44 +408,24 @@ class RunRecord:
         score = f" Test SRCC {self.test['srcc']:.3f}." if "srcc" in self.test else ""
         return f"{what}{score} Cell `{self.cell.key}` of grid `{self.grid}`."
 
+    def _values(self, role: str) -> dict[str, Any]:
+        """``{MLflow name: value}`` of the fields this record writes with ``role``."""
+        return {k: v for f in _declared(RunRecord, role) if f.metadata["written"]
+                for k, v in _entries(f, getattr(self, f.name)).items()}
+
     def tags(self) -> dict[str, str]:
-        """Tags set when the run is created (they name it: claims search them)."""
-        cell = self.cell
-        values = {"grid": self.grid, "cell_key": cell.key, "pair_key": cell.pair_key, "backbone": cell.backbone,
-                  "dataset": cell.dataset, "test_dataset": cell.test_dataset, "head": self.head,
-                  "head_type": self.head_type, "regime": cell.regime, "split": str(cell.split), "seed": str(cell.seed),
-                  "git_sha": self.git_sha, "init_hash": self.init_hash, "order_hash": self.order_hash,
-                  "config_hash": self.config_hash, "role": self.role, RUN_NAME_TAG: self.run_name, SOURCE_TAG: SOURCE}
-        if self.trial:
-            values["trial"] = self.trial
-        if self.parent_run_id:
-            values[PARENT_TAG] = self.parent_run_id
-        return values
+        """Tags set when the run is created (they name it: claims search them), with its name and source."""
+        return {**{k: str(v) for k, v in self._values(TAG).items()}, RUN_NAME_TAG: self.run_name, SOURCE_TAG: SOURCE}
 
     def params(self) -> dict[str, str]:
         """Every param, as MLflow stores them (JSON text for non-strings, so they read back typed)."""
-        values: dict[str, Any] = {k: v for k, v in self.settings.items() if k not in self.tuned}
-        if self.backbone is not None:
-            values.update({f"{_BACKBONE_PREFIX}{k}": v for k, v in asdict(self.backbone).items()})
-        values.update({f"{_POLICY_PREFIX}{k}": v for k, v in self.image_policies.items()})
-        if self.sizes is not None:
-            values.update(asdict(self.sizes))
-        values.update({f"{_HEAD_PREFIX}{k}": v for k, v in self.head_hparams.items()})
-        if self.head_init:
-            values[f"{_HEAD_PREFIX}init"] = self.head_init
-        if self.tuning:
-            values["tuning"] = list(self.tuning)
-        if self.trial_scores:
-            values[TRIAL_SCORES_PARAM] = self.trial_scores
-        values.update({f"{_TUNED_PREFIX}{k}": v for k, v in self.tuned.items()})
+        values = {k: v for k, v in self._values(PARAM).items() if k not in self.tuned}
         return {k: _encode(v) for k, v in values.items()}
 
     def metrics(self) -> list[tuple[str, float, int]]:
         """``(name, value, step)`` of every metric: final values at step 0, curves at step = epoch."""
-        finals = {test_metric(k): v for k, v in self.test.items()}
-        if self.fit is not None:
-            finals.update({k: v for k, v in asdict(self.fit).items()
-                           if not (k == "best_epoch" and v < 0) and not (isinstance(v, float) and math.isnan(v))})
+        fit = self.fit.metrics() if self.fit is not None else {}
+        finals = {**{test_metric(k): v for k, v in self.test.items()}, **fit}
         points = [(k, float(v), 0) for k, v in finals.items()]
         points += [(name, float(v), step) for name in (*CURVES, *EPOCH_TIMES)
                    for step, v in enumerate(self.curves.get(name, []))]
@@ -310,42 +442,14 @@ class RunRecord:
         Runs without the grid's tags (not written by the harness) give a record whose ``cell`` has empty
         names and split/seed -1; :meth:`placeable` tells them apart.
         """
-        tags, data = run.data.tags, run.data
-        params = {k: _decode(v) for k, v in data.params.items()}
-
-        def prefixed(prefix: str) -> dict[str, Any]:
-            return {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
-
-        head = prefixed(_HEAD_PREFIX)
-        init = head.pop("init", "")
-        backbone = prefixed(_BACKBONE_PREFIX)
-        metrics = data.metrics
-        fit = None
-        if "best_val_srcc" in metrics:
-            fit = FitSummary(int(metrics.get("best_epoch", -1)), metrics["best_val_srcc"],
-                             metrics.get("train_seconds", math.nan), int(metrics.get("nonfinite_batches", 0)),
-                             metrics.get("score_seconds", math.nan))
-        named = set(SIZE_COLUMNS) | {"tuning", TRIAL_SCORES_PARAM}
-        settings = {k: v for k, v in params.items()
-                    if k not in named and not k.startswith((_HEAD_PREFIX, _POLICY_PREFIX, _BACKBONE_PREFIX,
-                                                            _TUNED_PREFIX))}
-        return cls(
-            grid=tags.get("grid", ""), cell=Cell(tags.get("backbone", ""), tags.get("dataset", ""),
-                                                 tags.get("test_dataset", ""), _int(tags.get("split")),
-                                                 _int(tags.get("seed")), tags.get("regime", "")),
-            head=tags.get("head", ""), head_type=tags.get("head_type", ""), role=tags.get("role", ""),
-            trial=tags.get("trial", ""), git_sha=tags.get("git_sha", ""), init_hash=tags.get("init_hash", ""),
-            order_hash=tags.get("order_hash", ""), config_hash=tags.get("config_hash", ""), settings=settings,
-            backbone=BackboneParams(**backbone) if set(backbone) == {f.name for f in fields(BackboneParams)} else None,
-            image_policies=prefixed(_POLICY_PREFIX),
-            sizes=Sizes(*(int(params[k]) for k in SIZE_COLUMNS)) if all(k in params for k in SIZE_COLUMNS) else None,
-            head_hparams=head, head_init=init,
-            tuning=tuple(params.get("tuning", ())), tuned=prefixed(_TUNED_PREFIX),
-            trial_scores=dict(params.get(TRIAL_SCORES_PARAM, {})), fit=fit,
-            test={name: metrics[test_metric(name)] for name in METRIC_NAMES if test_metric(name) in metrics},
-            inputs=tuple(_dataset_ref(entry) for entry in getattr(run.inputs, "dataset_inputs", None) or ()),
-            parent_run_id=tags.get(PARENT_TAG, ""), run_id=run.info.run_id, status=run.info.status,
-            start_time=run.info.start_time or 0, artifact_uri=run.info.artifact_uri, failure=tags.get(FAILURE_TAG, ""))
+        data = run.data
+        sources = {TAG: data.tags, PARAM: {k: _decode(v) for k, v in data.params.items()}, METRIC: data.metrics}
+        values = {}
+        for role, source in sources.items():
+            values.update(_read(_declared(cls, role), source))
+        values.update({f.name: getattr(run.info, f.name) or _default(f) for f in _declared(cls, INFO)})
+        inputs = getattr(run.inputs, "dataset_inputs", None) or ()
+        return cls(**values, inputs=tuple(_dataset_ref(entry) for entry in inputs))
 
     @property
     def placeable(self) -> bool:
@@ -358,30 +462,86 @@ class RunRecord:
         return self.failure.startswith(EXPIRED)
 
     def as_row(self) -> dict[str, Any]:
-        """One flat row for the report's tables (tags, sizes, head hparams, selection, fit and test metrics)."""
-        cell = self.cell
-        row: dict[str, Any] = {
-            "run_id": self.run_id, "status": self.status, "start_time": self.start_time,
-            "artifact_uri": self.artifact_uri, "failure": self.failure, "expired": self.expired, "grid": self.grid, "cell_key": cell.key,
-            "pair_key": cell.pair_key, "backbone": cell.backbone, "dataset": cell.dataset,
-            "test_dataset": cell.test_dataset, "regime": cell.regime, "split": cell.split, "seed": cell.seed,
-            "head": self.head, "head_type": self.head_type, "role": self.role, "trial": self.trial,
-            "parent_run_id": self.parent_run_id, "head_init": self.head_init,
-            **(asdict(self.sizes) if self.sizes else dict.fromkeys(SIZE_COLUMNS, math.nan)),
-        }
-        row.update({f"{_HEAD_PREFIX}{k}": v for k, v in self.head_hparams.items()})
-        row.update({f"{_TUNED_PREFIX}{k}": v for k, v in self.tuned.items()})
-        row["trial_scores"] = self.trial_scores
-        fit = self.fit or FitSummary(-1, math.nan, math.nan, 0)
-        row.update(asdict(fit))
-        row.update({test_metric(name): self.test.get(name, math.nan) for name in METRIC_NAMES})
+        """One flat row for the report's tables: each declared column (a field by its own name, a dict or
+        dataclass as one column per entry, blanks where it holds nothing) and ``expired``."""
+        row: dict[str, Any] = {}
+        for declared in fields(self):
+            value = getattr(self, declared.name)
+            if not declared.metadata["column"]:
+                continue
+            if declared.metadata["prefix"] is None:
+                row[declared.name] = value
+            else:
+                row.update({**_entries(declared, declared.metadata["blank"]), **_entries(declared, value)})
+        row["expired"] = self.expired
         return row
 
 
-TUNED_PREFIX = _TUNED_PREFIX
-HEAD_PARAM_PREFIX = _HEAD_PREFIX
+def _read(declared: list[Field], source: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``declared`` fields from a run's tags, params or metrics, ``{field name: value}``.
+
+    Each MLflow name belongs to one field: the field of that name, else the dataclass field whose entry it
+    names, else the field with the longest prefix it starts with, else the one with an empty prefix (the rest).
+    """
+    names: dict[str, tuple[str, str]] = {}
+    prefixes: list[tuple[str, str]] = []
+    for f in declared:
+        prefix, of = f.metadata["prefix"], f.metadata["of"]
+        if prefix is None:
+            names[_name(f)] = f.name, ""
+        elif of is not None:
+            names.update({f"{prefix}{entry}": (f.name, entry) for entry in _field_names(of)})
+        else:
+            prefixes.append((prefix, f.name))
+    prefixes.sort(key=lambda pair: -len(pair[0]))
+    owned: dict[str, dict[str, Any]] = {f.name: {} for f in declared}
+    for name, value in source.items():
+        owner, entry = names.get(name) or next(((f, name.removeprefix(p)) for p, f in prefixes if name.startswith(p)),
+                                               (None, ""))
+        if owner is not None:
+            owned[owner][entry] = value
+    values = {}
+    for f in declared:
+        entries, of = owned[f.name], f.metadata["of"]
+        if f.metadata["prefix"] is None:
+            default = _default(f)
+            values[f.name] = type(default)(entries[""]) if "" in entries else default
+        elif of is Cell:
+            values[f.name] = Cell.from_tags(entries)
+        elif of is FitSummary:
+            values[f.name] = FitSummary.from_metrics(entries)
+        elif of is not None:
+            values[f.name] = of(**entries) if entries.keys() == set(_field_names(of)) else None
+        else:
+            values[f.name] = entries
+    return values
 
 
+def _names(role: str) -> dict[str, str]:
+    """``{field or entry: MLflow name}`` of the fields declared with ``role``."""
+    out = {}
+    for f in _declared(RunRecord, role):
+        prefix, of = f.metadata["prefix"], f.metadata["of"]
+        if prefix is None:
+            out[f.name] = _name(f)
+        elif of is not None:
+            entries = Cell.from_tags({}).tags() if of is Cell else _field_names(of)
+            out.update({entry: f"{prefix}{entry}" for entry in entries})
+    return out
+
+
+TAGS = Names(_names(TAG))
+"""Every run tag of a record by its field (``TAGS.head``, ``TAGS.parent_run_id``), the cell's included."""
+PARAMS = Names(_names(PARAM))
+"""The params of fixed name (``PARAMS.head_init == "head.init"``, ``PARAMS.n_train``); the others are
+``settings`` and the prefixed groups (:data:`HEAD_PARAM_PREFIX`, :data:`TUNED_PREFIX`, ...)."""
+BLANK_ROW_COLUMNS = tuple(RunRecord("", Cell("", "", "", -1, -1, ""), "", "", "").as_row())
+"""The columns every row of :meth:`RunRecord.as_row` has (head hyper-parameters and tuned values add more)."""
+COLUMNS = Names(BLANK_ROW_COLUMNS)
+"""Those columns by name (``COLUMNS.pair_key``)."""
+FIT_COLUMNS = _field_names(FitSummary)
+"""Metrics of a training run's outcome (and columns of :meth:`RunRecord.as_row`)."""
+SIZE_COLUMNS = _field_names(Sizes)
 @dataclass(frozen=True)
 class HeadRecord:
     """A head as the grid runs it: its registry type, every hyper-parameter (defaults filled) and its init."""
@@ -455,45 +615,25 @@ class GridRecord:
         grid's ``split_correlation``, else Nadeau and Bengio's ``n_test / n_train``."""
         return self.split_correlation if self.split_correlation is not None else n_test / n_train
 
+    def experiment_tags(self, description: str, suite_version: str) -> dict[str, str]:
+        """The tags of the grid's experiment: this record, the grid's name and regime (as its runs' tags name
+        them), the suite's version, a description and MLflow's experiment kind."""
+        return {GRID_TAG: self.to_json(), EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description,
+                TAGS.grid: self.name, TAGS.regime: self.regime, SUITE_VERSION_TAG: suite_version}
+
     def with_compare(self, pairs: tuple[tuple[str, str], ...]) -> GridRecord:
         """The same grid with other pairs to compare (a report's ``--pair`` override)."""
         return replace(self, compare=tuple(pairs))
 
 
-BLANK_ROW_COLUMNS = tuple(RunRecord("", Cell("", "", "", -1, -1, ""), "", "", "").as_row())
-"""The columns every row of :meth:`RunRecord.as_row` has (head hyper-parameters and tuned values add more)."""
-
-
-def _dataset_ref(entry: Any) -> DatasetRef:
-    """A :class:`DatasetRef` from an MLflow ``DatasetInput`` (as :mod:`benchmark.run.tracking` logs them)."""
-    dataset = entry.dataset
-    context = next((tag.value for tag in entry.tags if tag.key == DATASET_CONTEXT_TAG), "")
-    source = _decode(dataset.source)
-    rows = _decode(dataset.profile or "{}")
-    return DatasetRef(dataset.name, dataset.digest, source.get("uri", "") if isinstance(source, dict) else str(source),
-                      context, int(rows.get("num_rows", 0)) if isinstance(rows, dict) else 0)
-
-
-def _encode(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text) if text is not None else -1
-    except ValueError:
-        return -1
-
-
-__all__ = ["BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams", "CONFIG_ARTIFACT", "CURVES", "Cell", "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EPOCH_TIMES", "EXPIRED",
-           "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILURE_TAG", "FIT_COLUMNS", "FitSummary", "GRID_TAG",
-           "GridRecord", "HEAD_PARAM_PREFIX", "HeadRecord", "PARENT_TAG", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS",
-           "PROBE_HEAD", "ROLE_REFERENCE", "ROLE_RESULT", "ROLE_TRIAL", "RunRecord", "SIZE_COLUMNS", "SOURCE", "Sizes",
-           "TRACEBACK_ARTIFACT", "TRIAL_SCORES_PARAM", "TUNED_PREFIX", "WEIGHTS_ARTIFACT", "WorkKey", "test_metric", "trial_key", "trial_values"]
+__all__ = ["BACKBONE_PREFIX", "BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams",
+           "CLAIM_PREFIX", "COLUMNS", "CONFIG_ARTIFACT", "CURVE", "CURVES", "Cell", "DATASET_CONTEXT_TAG",
+           "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EPOCH_TIMES", "EXPERIMENT_KIND",
+           "EXPERIMENT_KIND_TAG", "EXPIRED", "EXPIRED_TAG", "FAILED", "FINISHED", "FIT_COLUMNS", "FitSummary",
+           "GRID_TAG", "GridRecord", "HEAD_PARAM_PREFIX", "HEARTBEAT_TAG", "HeadRecord", "INFO", "INPUT",
+           "INPUT_WAIT_S", "KILLED", "METRIC", "Names", "OWNER_TAG", "PARAM", "PARAMS",
+           "POLICY_PREFIX", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS", "PROBE_HEAD", "ROLE_REFERENCE",
+           "ROLE_RESULT", "ROLE_TRIAL", "RUNNING", "RUN_NAME_TAG", "RunRecord", "SIZE_COLUMNS", "SOURCE",
+           "SOURCE_TAG", "SUITE_VERSION_TAG", "Sizes", "TAG", "TAGS", "TEST_PREFIX", "TRACEBACK_ARTIFACT",
+           "TRAIN_LOSS", "TRAIN_S", "TUNED_PREFIX", "VAL_S", "VAL_SRCC", "WEIGHTS_ARTIFACT", "WorkKey",
+           "declare", "test_metric", "trial_key", "trial_values"]

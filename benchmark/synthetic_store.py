@@ -39,6 +39,7 @@ from benchmark.config import GridConfig, HeadSpec, parse_grid
 from benchmark.metrics import compute_metrics
 from benchmark.run.cell import PROBE_SPEC
 from benchmark.run.grid import probe_cells
+from benchmark.run.seeding import CellSeeds
 from benchmark.run.tracking import create_run, log_record, new_record, open_experiment
 from benchmark.store import resolve_tracking_uri
 from benchmark.run.tuning import select_trial, trial_list
@@ -52,6 +53,10 @@ from benchmark.schema import (
     BackboneParams,
     Cell,
     EPOCH_TIMES,
+    FINISHED,
+    PREDICTION_COLUMNS,
+    TRAIN_LOSS,
+    VAL_SRCC,
     DatasetRef,
     FitSummary,
     RunRecord,
@@ -110,6 +115,12 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32("|".join(map(str, parts)).encode())])
 
 
+def _cell_rng(seed: int, cell: Cell, stream: str, *extra: object) -> np.random.Generator:
+    """A generator of one cell's stream, seeded from the global seed and the cell's typed fields (never its
+    display key), as the harness seeds its own streams (:class:`benchmark.run.seeding.CellSeeds`)."""
+    return np.random.default_rng([seed, CellSeeds(cell).stream(stream, *extra)])
+
+
 def _srcc(mos_ranks: np.ndarray, pred: np.ndarray) -> float:
     return float(np.corrcoef(mos_ranks, stats.rankdata(pred))[0, 1])
 
@@ -134,8 +145,9 @@ def _test_set(seed: int, dataset: str, test_dataset: str, split: int, n_test: in
     pool_rng = _rng(seed, "pool", test_dataset)
     mos = np.clip(pool_rng.normal(3.0, 0.8, pool_size), *MOS_RANGE)
     pick = _rng(seed, "split", dataset, test_dataset, split).choice(pool_size, n_test, replace=False)
-    return pd.DataFrame({"image": [f"{test_dataset}/img{i:05d}.png" for i in pick], "mos": mos[pick],
-                         "ref": [f"{test_dataset}/ref{i // IMAGES_PER_REF:04d}" for i in pick]})
+    columns = PREDICTION_COLUMNS
+    return pd.DataFrame({columns.image: [f"{test_dataset}/img{i:05d}.png" for i in pick], columns.mos: mos[pick],
+                         columns.ref: [f"{test_dataset}/ref{i // IMAGES_PER_REF:04d}" for i in pick]})
 
 
 def _curves(rng: np.random.Generator, final_srcc: float, head_type: str) -> dict[str, list[float]]:
@@ -147,7 +159,7 @@ def _curves(rng: np.random.Generator, final_srcc: float, head_type: str) -> dict
     start = 0.35 if head_type == "mse" else 4.0
     loss = start * (0.25 + 0.75 * np.exp(-epochs / tau)) * np.exp(rng.normal(0.0, 0.02, EPOCHS))
     seconds = dict(zip(EPOCH_TIMES, (EPOCH_SECONDS, EPOCH_SECONDS / 4, 0.0), strict=True))
-    return {"val_srcc": val.tolist(), "train_loss": loss.tolist(),
+    return {VAL_SRCC: val.tolist(), TRAIN_LOSS: loss.tolist(),
             **{name: [value] * EPOCHS for name, value in seconds.items()}}
 
 
@@ -159,7 +171,7 @@ class _Writer:
         self.trials = trial_list(grid.training, grid.tuning)
 
     def record(self, cell: Cell, spec: HeadSpec, role: str, n_test: int, **fields) -> RunRecord:
-        digest = f"{zlib.crc32(cell.key.encode()):08x}"
+        digest = f"{CellSeeds(cell).stream('digest'):08x}"
         probe = spec is PROBE_SPEC
         parts = ("train", "val") if role == ROLE_TRIAL else ("train", "val", "test")
         sizes = Sizes(3 * n_test, n_test, n_test)
@@ -180,22 +192,22 @@ class _Writer:
         if predictions is not None:
             self.client.log_text(run_id, predictions.to_csv(index=False), PREDICTIONS_ARTIFACT)
             self.client.log_text(run_id, self.grid.to_yaml(), CONFIG_ARTIFACT)
-        self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_terminated(run_id, status=FINISHED)
         return run_id
 
     def unit(self, cell: Cell, spec: HeadSpec, target: float, test_set: pd.DataFrame, shared: np.ndarray,
              profile: Sequence[float]) -> None:
         """One head (or the probe) of a cell: its trials, then its result with test predictions."""
-        rng = _rng(self.seed, "run", cell.key, spec.label)
+        rng = _cell_rng(self.seed, cell, "run", spec.label)
         n_test = len(test_set)
         target = float(np.clip(target + rng.normal(0.0, RUN_NOISE), 0.05, 0.99))
         error = np.sqrt(SHARED_ERROR) * shared + np.sqrt(1.0 - SHARED_ERROR) * rng.standard_normal(n_test)
-        mos = test_set["mos"].to_numpy()
+        mos = test_set[PREDICTION_COLUMNS.mos].to_numpy()
         pred = mos + _scale_for_srcc(mos, error, target) * error
         if spec.type == "dor-seed":
             pred = pred + 0.5 * (MOS_RANGE[1] - MOS_RANGE[0]) / (int(spec.hparams.get("num_bins", 28)) - 1)
         metrics = compute_metrics(mos, pred)
-        predictions = test_set.assign(pred=pred)[["image", "mos", "pred", "ref"]]
+        predictions = test_set.assign(**{PREDICTION_COLUMNS.pred: pred})[list(PREDICTION_COLUMNS)]
         if spec is PROBE_SPEC:
             fit = FitSummary(-1, target, float(rng.uniform(0.1, 0.3)))
             self.write(self.record(cell, spec, ROLE_REFERENCE, n_test, tuned={"alpha": 1.0}, fit=fit, test=metrics),
@@ -203,7 +215,7 @@ class _Writer:
             return
         vals = [target + offset + rng.normal(0.0, VAL_NOISE) for offset in profile]
         curves = [_curves(rng, val, spec.type) for val in vals]
-        fits = [FitSummary(int(np.argmax(c["val_srcc"])), max(c["val_srcc"]), float(rng.uniform(2.0, 6.0)))
+        fits = [FitSummary(int(np.argmax(c[VAL_SRCC])), max(c[VAL_SRCC]), float(rng.uniform(2.0, 6.0)))
                 for c in curves]
         chosen = select_trial([f.best_val_srcc for f in fits]) if len(self.trials) > 1 else 0
         trial = self.trials[chosen]
@@ -288,7 +300,7 @@ def write_synthetic_grid(
         difficulty = _rng(seed, "difficulty", cell.backbone, cell.dataset, cell.test_dataset,
                           cell.split).normal(0.0, SPLIT_DIFFICULTY)
         test_set = _test_set(seed, cell.dataset, cell.test_dataset, cell.split, n_test)
-        shared = _rng(seed, "error", cell.key).standard_normal(n_test)
+        shared = _cell_rng(seed, cell, "error").standard_normal(n_test)
         for spec in config.heads:
             writer.unit(cell, spec, base + difficulty + effect.get(spec.label, 0.0), test_set, shared,
                         (lr_profile or {}).get(spec.label, flat))

@@ -26,8 +26,8 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.utils.search_utils import SearchUtils
 
 import claim_worker
-from benchmark.run.claims import (EXPIRED_TAG, FAILURE_TAG, HEARTBEAT_TAG, OWNER_TAG, Claim, ClaimBook, ClaimKeyError,
-                              ClaimLost, Outcome, State, tag_clause)
+from benchmark.run.claims import Claim, ClaimBook, ClaimKeyError, ClaimLost, Outcome, State, tag_clause
+from benchmark.schema import EXPIRED_TAG, HEARTBEAT_TAG, OWNER_TAG, TAGS
 from benchmark.store import (RetryPolicy, StoreBusyError, StoreLockTimeout, ensure_experiment, is_database_locked,
                              open_client)
 
@@ -300,7 +300,7 @@ def test_expired_claim_of_a_dead_owner_is_taken_over(store, experiment):
     assert {r.info.status for r in runs.values()} == {"FINISHED", "FAILED"} and len(runs) == 2
     expired = runs[dead.info.run_id]
     assert expired.info.status == "FAILED" and expired.data.tags[EXPIRED_TAG] == "rescuer"
-    assert "claim expired: owner dead-node:7:0" in expired.data.tags[FAILURE_TAG]
+    assert "claim expired: owner dead-node:7:0" in expired.data.tags[TAGS.failure]
     assert runs[claim.run_id].info.status == "FINISHED" and runs[claim.run_id].data.tags[OWNER_TAG] == "rescuer"
 
 
@@ -316,7 +316,7 @@ def test_reap_expired_marks_only_stale_claims_and_a_claim_takes_over_a_legacy_ru
     assert client.get_run(legacy.info.run_id).info.status == "RUNNING"  # not a claim: reap_expired leaves it
     taken = book.try_claim({"cell_key": "b"})  # its own item's claim takes it over: no heartbeat, 10 s old
     assert isinstance(taken, Claim) and taken.finish() == "FINISHED"
-    reason = client.get_run(legacy.info.run_id).data.tags[FAILURE_TAG]
+    reason = client.get_run(legacy.info.run_id).data.tags[TAGS.failure]
     assert reason.startswith("claim expired: no owner (a run made before claims), started")
     assert live.finish() == "FINISHED"
 
@@ -456,7 +456,7 @@ def test_sigkilled_holder_is_taken_over_after_the_ttl(store, experiment):
     runs = {r.info.run_id: r for r in client.search_runs([experiment])}
     assert set(runs) == {held["run_id"], claim.run_id}
     dead = runs[held["run_id"]]
-    assert dead.info.status == "FAILED" and held["owner"] in dead.data.tags[FAILURE_TAG]
+    assert dead.info.status == "FAILED" and held["owner"] in dead.data.tags[TAGS.failure]
     assert dead.data.tags[EXPIRED_TAG] == "survivor"
 
 

@@ -17,7 +17,7 @@ from benchmark.cli import main
 from benchmark.config import load_grid
 from benchmark.run.grid import execute, plan_grid
 from benchmark.metrics import METRIC_NAMES
-from benchmark.schema import PARENT_TAG, TRACEBACK_ARTIFACT, RunRecord
+from benchmark.schema import TAGS, TRACEBACK_ARTIFACT, RunRecord
 
 
 def _runs(uri, grid="tiny"):
@@ -109,7 +109,7 @@ def test_tuning_trials_are_child_runs_and_val_selects(grid_file, tracking_uri):
     assert len(results) == 2 and len(trials) == 4 and len(_role(runs, "reference")) == 1
     assert len({r.data.tags["init_hash"] for r in results + trials}) == 1  # every trial starts from the pair's init
     for result in results:
-        children = [t for t in trials if t.data.tags[PARENT_TAG] == result.info.run_id]
+        children = [t for t in trials if t.data.tags[TAGS.parent_run_id] == result.info.run_id]
         assert sorted(t.data.tags["trial"] for t in children) == ["lr=0.001", "lr=0.01"]
         assert not any(k.startswith("test_") for t in children for k in t.data.metrics)  # test never read by trials
         best = max(children, key=lambda t: (t.data.metrics["best_val_srcc"], t.data.tags["trial"] == "lr=0.001"))
@@ -135,7 +135,7 @@ def test_resume_mid_tuning_reuses_finished_trials(grid_file, tracking_uri):
     assert (_finished_per_key(runs) == 1).all() and len(_finished_per_key(runs)) == 1
     new = next(r for r in _role(runs, "result") if r.info.status == "FINISHED")
     assert new.info.run_id != result.info.run_id
-    assert {t.data.tags[PARENT_TAG] for t in _role(runs, "trial")} == {new.info.run_id}  # the kept trial is adopted
+    assert {t.data.tags[TAGS.parent_run_id] for t in _role(runs, "trial")} == {new.info.run_id}  # the kept trial is adopted
     assert next(t for t in _role(runs, "trial") if t.info.run_id == kept.info.run_id)
     assert new.data.metrics["test_srcc"] == result.data.metrics["test_srcc"]
 

@@ -7,8 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.schema import (GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord, HeadRecord, RunRecord,
-                              Sizes)
+from benchmark.schema import (CLAIM_PREFIX, GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord,
+                              HeadRecord, RunRecord, Sizes)
 from benchmark.synthetic_store import write_synthetic_grid
 
 
@@ -19,7 +19,7 @@ def _key_sets(uri: str, grid: str) -> dict[str, tuple[set, set, set]]:
     sets: dict[str, tuple[set, set, set]] = {}
     for run in runs:
         tags, params, metrics = sets.setdefault(run.data.tags["role"], (set(), set(), set()))
-        tags |= {t for t in run.data.tags if not t.startswith("claim.")}  # the claim protocol's own tags
+        tags |= {t for t in run.data.tags if not t.startswith(CLAIM_PREFIX)}  # the claim protocol's own tags
         params |= set(run.data.params)
         metrics |= set(run.data.metrics)
     return sets
@@ -125,3 +125,66 @@ def test_building_a_report_loads_no_torch(tmp_path):
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+GENERIC_NAMES = {"image", "mos", "ref"}
+"""Columns of ``predictions.csv`` that copy the label table's own columns of the same names: ``benchmark.data``
+reads and writes label tables by those words, which are not the record's."""
+OTHER_VOCABULARIES = {
+    "benchmark/config.py": {"regime", "tuning", "head_init", "image_policy."},
+    "benchmark/synthetic_store.py": {"regime", "tuning", "split"},
+    "benchmark/run/seeding.py": {"backbone", "head"},
+    "benchmark/provenance.py": {"git_sha", "status"},
+    "benchmark/analysis/html.py": {"git_sha"},
+    "benchmark/cli.py": {"dataset"},
+    "benchmark/run/executors.py": {"grid"},
+    "benchmark/analysis/stats/targets.py": {"dataset"},
+}
+"""Strings equal to a record name that name something else: the grid file's keys (the settings they become
+are logged under the same names), seed streams' labels (renaming one would change every seed),
+``provenance.json``'s keys (and ``git status``), the command line's ``dataset`` argument, the executors' label
+of a grid without work, and the dataset target of the statistics (beside the population target)."""
+
+
+def _schema_names() -> set[str]:
+    """Every tag, param, metric, curve, column, prefix, status and artifact name the schema declares."""
+    from benchmark import schema
+
+    names = {*schema.TAGS, *schema.PARAMS, *schema.COLUMNS, *schema.CURVES, *schema.EPOCH_TIMES,
+             *schema.PREDICTION_COLUMNS, *schema.FIT_COLUMNS, *schema.SIZE_COLUMNS}
+    names |= {value for key, value in vars(schema).items()
+              if key.endswith(("_TAG", "_PREFIX", "_ARTIFACT")) and isinstance(value, str)}
+    names |= {schema.RUNNING, schema.FINISHED, schema.FAILED, schema.KILLED, schema.RUN_NAME_TAG}
+    record = RunRecord("g", Cell("b", "d", "t", 0, 0, "r"), "h", "t", "trial", trial="x", parent_run_id="p",
+                       head_init="prior", tuning=("x",), trial_scores={"x": 1.0})
+    return names | set(record.tags()) | set(record.params())
+
+
+def _literals(path) -> list[tuple[str, int]]:
+    """The string constants of a module (f-string parts included), less docstrings and ``__all__``."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    skip = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    skip |= {id(constant) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+             for constant in ast.walk(node.value)}
+    return [(node.value, node.lineno) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip]
+
+
+def test_no_schema_name_is_spelled_outside_the_schema():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    names = _schema_names() - GENERIC_NAMES
+    found = []
+    for package in ("benchmark", "dor_iqa", "baselines"):
+        for path in sorted((root / package).rglob("*.py")):
+            module = path.relative_to(root).as_posix()
+            if module == "benchmark/schema.py":
+                continue
+            allowed = OTHER_VOCABULARIES.get(module, set())
+            found += [f"{module}:{line} {text!r}" for text, line in _literals(path)
+                      if text in names and text not in allowed]
+    assert not found, "schema names spelled outside benchmark/schema.py (use its constants):\n" + "\n".join(found)

@@ -57,20 +57,20 @@ import pandas as pd
 from benchmark.analysis import stats
 from benchmark.analysis.report_data import CELL_COLUMNS, Scores, warn
 from benchmark.metrics import HIGHER_IS_BETTER
-from benchmark.schema import GridRecord, test_metric
+from benchmark.schema import COLUMNS, GridRecord, test_metric
 
 ALPHA = 0.05
 PRIMARY = "complete-case"
 WORST_RANK = "worst-rank"
 BREAK_EVEN_METRICS = ("srcc",)
 """Metrics whose population rows get the break-even r* (a search over r: the headline metric only)."""
-STATS_COLUMNS = [*CELL_COLUMNS, "head_a", "head_b", "metric", "analysis", "target", "n_splits", "n_seeds", "n_train",
-                 "n_test", "failures_a", "failures_b", "p_failures", "mean_a", "mean_b", "mean_delta", "median_delta",
+STATS_COLUMNS = [*CELL_COLUMNS, "head_a", "head_b", "metric", "analysis", "target", "n_splits", "n_seeds", COLUMNS.n_train,
+                 COLUMNS.n_test, "failures_a", "failures_b", "p_failures", "mean_a", "mean_b", "mean_delta", "median_delta",
                  "std_delta", "test", "test_note", "se_mean", "df", "t", "p", "ci_low", "ci_high", "p_holm",
                  "significant", "rope", "p_below", "p_rope", "p_above", "verdict", "var_split", "var_seed", "r",
                  "r_star_significance", "r_star_verdict", "mde80", "mde80_low", "mde80_high", "t_corrected",
                  "p_corrected", "p_wilcoxon", "descriptive", "caveat"]
-PAIR_COLUMNS = [*CELL_COLUMNS, "split", "head_a", "head_b", "metric", "n_seeds", "value_a", "value_b", "delta"]
+PAIR_COLUMNS = [*CELL_COLUMNS, COLUMNS.split, "head_a", "head_b", "metric", "n_seeds", "value_a", "value_b", "delta"]
 _TEST_FIELDS = ["se_mean", "df", "t", "p", "ci_low", "ci_high", "p_below", "p_rope", "p_above", "var_split", "var_seed",
                 "r", "r_star_significance", "r_star_verdict", "mde80", "mde80_low", "mde80_high", "t_corrected",
                 "p_corrected", "p_wilcoxon"]
@@ -80,7 +80,7 @@ def run_deltas(scores: Scores, head_a: str, head_b: str, metric: str) -> pd.Data
     """Per (pair_key, split, seed) where both heads succeeded: both values and the difference A − B."""
     wide = scores.wide(metric, per_seed=True)
     if head_a not in wide or head_b not in wide:
-        return pd.DataFrame(columns=["pair_key", "split", "seed", "value_a", "value_b", "delta"])
+        return pd.DataFrame(columns=[COLUMNS.pair_key, COLUMNS.split, COLUMNS.seed, "value_a", "value_b", "delta"])
     both = wide[[head_a, head_b]].dropna().set_axis(["value_a", "value_b"], axis=1).reset_index()
     return both.assign(delta=both["value_a"] - both["value_b"])
 
@@ -91,23 +91,24 @@ def paired_deltas(scores: Scores, pairs: Sequence[tuple[str, str]], metrics: Seq
     for metric in metrics:
         for head_a, head_b in pairs:
             runs = run_deltas(scores, head_a, head_b, metric)
-            per_split = runs.groupby(["pair_key", "split"]).agg(
+            per_split = runs.groupby([COLUMNS.pair_key, COLUMNS.split]).agg(
                 n_seeds=("delta", "size"), value_a=("value_a", "mean"), value_b=("value_b", "mean")).reset_index()
             frames.append(per_split.assign(head_a=head_a, head_b=head_b, metric=metric,
                                            delta=per_split["value_a"] - per_split["value_b"]))
     frames = [frame for frame in frames if len(frame)]
     if not frames:
         return pd.DataFrame(columns=PAIR_COLUMNS)
-    return pd.concat(frames, ignore_index=True).merge(scores.cells, on="pair_key")[PAIR_COLUMNS]
+    return pd.concat(frames, ignore_index=True).merge(scores.cells, on=COLUMNS.pair_key)[PAIR_COLUMNS]
 
 
 def paired_runs(scores: Scores, pair_key: str, head_a: str, head_b: str, metric: str) -> pd.DataFrame:
     """Per (split, seed) of a cell where both heads have a run: ``value_a, value_b, failed_a, failed_b``."""
-    runs = scores.runs[scores.runs["pair_key"] == pair_key]
-    wide = runs.pivot_table(index=["split", "seed"], columns="head", values=[test_metric(metric), "failed"],
+    runs = scores.runs[scores.runs[COLUMNS.pair_key] == pair_key]
+    wide = runs.pivot_table(index=[COLUMNS.split, COLUMNS.seed], columns=COLUMNS.head,
+                            values=[test_metric(metric), "failed"],
                             aggfunc="first", dropna=False)
-    if head_a not in runs["head"].values or head_b not in runs["head"].values:
-        return pd.DataFrame(columns=["split", "seed", "value_a", "value_b", "failed_a", "failed_b"])
+    if head_a not in runs[COLUMNS.head].values or head_b not in runs[COLUMNS.head].values:
+        return pd.DataFrame(columns=[COLUMNS.split, COLUMNS.seed, "value_a", "value_b", "failed_a", "failed_b"])
     out = pd.DataFrame({"value_a": wide[test_metric(metric), head_a], "value_b": wide[test_metric(metric), head_b],
                         "failed_a": wide["failed", head_a], "failed_b": wide["failed", head_b]})
     out = out.dropna(subset=["failed_a", "failed_b"]).reset_index()
@@ -116,13 +117,13 @@ def paired_runs(scores: Scores, pair_key: str, head_a: str, head_b: str, metric:
 
 def _seeds(deltas: pd.DataFrame) -> int:
     """Seeds per split (the most common count)."""
-    return int(deltas.groupby("split").size().mode().iloc[0])
+    return int(deltas.groupby(COLUMNS.split).size().mode().iloc[0])
 
 
 def dataset_columns(deltas: pd.DataFrame, rope: float) -> dict:
     """The dataset target's test (:func:`benchmark.analysis.stats.dataset_target_test`) of one comparison's
     per-run differences (``split, delta``; seeds averaged within each split), as row fields."""
-    means = deltas.groupby("split", sort=False)["delta"].mean()
+    means = deltas.groupby(COLUMNS.split, sort=False)["delta"].mean()
     res = stats.dataset_target_test(means.to_numpy(), rope, alpha=ALPHA)
     mde, mde_low, mde_high = stats.dataset_mde80(res.sd, res.n_splits, ALPHA)
     components = stats.split_seed_variance(deltas)
@@ -146,7 +147,7 @@ def population_columns(deltas: pd.DataFrame, r: float, rope: float, break_even: 
     elif result.test == stats.FALLBACK_TEST and result.se_mean > 0:
         sd = result.se_mean / np.sqrt(1 / result.n_splits + result.r)
         mde = stats.mde80(sd, result.n_splits, result.r, ALPHA)
-    means = deltas.groupby("split", sort=False)["delta"].mean().to_numpy()
+    means = deltas.groupby(COLUMNS.split, sort=False)["delta"].mean().to_numpy()
     t_corrected, p_corrected = stats.corrected_ttest(means, r)
     r_stars = stats.population_break_even(deltas, r, rope, ALPHA) if break_even else (np.nan, np.nan)
     return {"target": stats.POPULATION, "n_seeds": seeds, "test": result.test, "test_note": result.note,
@@ -162,8 +163,8 @@ def _worst_rank_row(row: dict, paired: pd.DataFrame, rope: float) -> dict | None
     try:
         filled_a, filled_b = stats.worst_rank_fill(paired["value_a"], paired["value_b"], paired["failed_a"],
                                                    paired["failed_b"], higher_is_better=HIGHER_IS_BETTER[row["metric"]])
-        deltas = paired[["split"]].assign(delta=filled_a - filled_b)
-        means = deltas.groupby("split")["delta"].mean()
+        deltas = paired[[COLUMNS.split]].assign(delta=filled_a - filled_b)
+        means = deltas.groupby(COLUMNS.split)["delta"].mean()
         return {**row, **dataset_columns(deltas, rope), "analysis": WORST_RANK, "n_splits": len(means),
                 "mean_a": filled_a.mean(), "mean_b": filled_b.mean(), "median_delta": means.median(),
                 "std_delta": means.std(ddof=1), "descriptive": True,
@@ -180,19 +181,19 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warning
     ``r`` the population target assumes (:meth:`~benchmark.schema.GridRecord.assumed_r`).
     """
     rope = grid.rope
-    cells = scores.cells.set_index("pair_key")[CELL_COLUMNS[1:]].to_dict("index")
+    cells = scores.cells.set_index(COLUMNS.pair_key)[CELL_COLUMNS[1:]].to_dict("index")
     rows = []
-    for (pair_key, head_a, head_b, metric), group in pairs.groupby(["pair_key", "head_a", "head_b", "metric"],
+    for (pair_key, head_a, head_b, metric), group in pairs.groupby([COLUMNS.pair_key, "head_a", "head_b", "metric"],
                                                                     sort=False):
         d = group["delta"].to_numpy(dtype=float)
-        n_train, n_test = sizes.loc[pair_key, "n_train"], sizes.loc[pair_key, "n_test"]
+        n_train, n_test = sizes.loc[pair_key, COLUMNS.n_train], sizes.loc[pair_key, COLUMNS.n_test]
         cell = cells[pair_key]
-        caveat = stats.cross_dataset_caveat(cell["dataset"], cell["test_dataset"])
+        caveat = stats.cross_dataset_caveat(cell[COLUMNS.dataset], cell[COLUMNS.test_dataset])
         paired = paired_runs(scores, pair_key, head_a, head_b, metric)
-        failures = stats.paired_failure_test(paired["failed_a"], paired["failed_b"], paired["split"])
+        failures = stats.paired_failure_test(paired["failed_a"], paired["failed_b"], paired[COLUMNS.split])
         complete = paired[~(paired["failed_a"] | paired["failed_b"])]
-        row = {"pair_key": pair_key, **cell, "head_a": head_a, "head_b": head_b, "metric": metric,
-               "analysis": PRIMARY, "n_splits": d.size, "n_seeds": 1, "n_train": n_train, "n_test": n_test,
+        row = {COLUMNS.pair_key: pair_key, **cell, "head_a": head_a, "head_b": head_b, "metric": metric,
+               "analysis": PRIMARY, "n_splits": d.size, "n_seeds": 1, COLUMNS.n_train: n_train, COLUMNS.n_test: n_test,
                "failures_a": failures.failures_a, "failures_b": failures.failures_b, "p_failures": failures.p,
                "mean_a": group["value_a"].mean(), "mean_b": group["value_b"].mean(), "mean_delta": d.mean(),
                "median_delta": np.median(d), "std_delta": d.std(ddof=1) if d.size > 1 else np.nan,
@@ -203,7 +204,7 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warning
                 warn(warnings, f"{pair_key} {head_a} vs {head_b}: {d.size} complete split(s); no test")
             rows.append({**row, "target": stats.DATASET})
         else:
-            deltas = complete[["split"]].assign(delta=complete["value_a"] - complete["value_b"])
+            deltas = complete[[COLUMNS.split]].assign(delta=complete["value_a"] - complete["value_b"])
             dataset = {**row, **dataset_columns(deltas, rope)}
             rows.append(dataset)
             if failures.failures_a + failures.failures_b:
@@ -241,7 +242,7 @@ def across_datasets(stats_df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame
     and no p-value.
     """
     rows = []
-    keys = ["backbone", "regime", "head_a", "head_b", "metric"]
+    keys = [COLUMNS.backbone, COLUMNS.regime, "head_a", "head_b", "metric"]
     primary = primary_rows(stats_df).dropna(subset=["mean_delta"])
     for scope, part in (("within-dataset", primary[~primary["descriptive"].astype(bool)]),
                         ("cross-dataset", primary[primary["descriptive"].astype(bool)])):
@@ -250,7 +251,7 @@ def across_datasets(stats_df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame
             p, caveat = stats.across_dataset_wilcoxon(deltas) if scope == "within-dataset" else (
                 np.nan, "cross-dataset cells share data with the within-dataset ones: descriptive only")
             rows.append({**dict(zip(keys, key, strict=True)), "scope": scope, "n_datasets": deltas.size,
-                         "datasets": ";".join(group["dataset"] + "->" + group["test_dataset"]),
+                         "datasets": ";".join(group[COLUMNS.dataset] + "->" + group[COLUMNS.test_dataset]),
                          "mean_delta": deltas.mean(), "n_positive": int((deltas > 0).sum()), "p_wilcoxon": p,
                          "caveat": caveat or ""})
             if caveat and scope == "within-dataset":
@@ -268,10 +269,11 @@ def rank_blocks(scores: Scores, warnings: list[str]) -> pd.DataFrame | None:
     block incomplete): two backbones on one dataset share its images, and a cross-dataset cell X→Y shares
     X's and Y's, so neither is an independent block.
     """
-    keys = ["dataset", "test_dataset", "split", "head"]
-    within = scores.per_split[scores.per_split["dataset"] == scores.per_split["test_dataset"]]
-    table = within.groupby(keys, sort=False)["test_srcc"].agg(lambda v: v.mean(skipna=False)).reset_index()
-    blocks, note = stats.independent_blocks(table, "test_srcc", block=("dataset", "test_dataset"), seed=None)
+    keys = [COLUMNS.dataset, COLUMNS.test_dataset, COLUMNS.split, COLUMNS.head]
+    within = scores.per_split[scores.per_split[COLUMNS.dataset] == scores.per_split[COLUMNS.test_dataset]]
+    table = within.groupby(keys, sort=False)[COLUMNS.test_srcc].agg(lambda v: v.mean(skipna=False)).reset_index()
+    blocks, note = stats.independent_blocks(table, COLUMNS.test_srcc, block=(COLUMNS.dataset, COLUMNS.test_dataset),
+                                            seed=None)
     if note:
         warn(warnings, f"critical-difference diagram: {note}" + (" (it is not drawn: splits share their training "
                                                                  "data, so they are not independent blocks)"

@@ -19,11 +19,12 @@ import pandas as pd
 from benchmark.analysis import stats
 from benchmark.analysis.comparisons import paired_runs
 from benchmark.analysis.report_data import ReportError, Scores, load_report_data
+from benchmark.schema import COLUMNS
 from benchmark.store import resolve_tracking_uri
 
 TARGET_SEEDS = (1, 2, 3, 5)
 """Seeds per split for which ``--target-mde`` searches the number of splits."""
-PLAN_COLUMNS = ["pair_key", "head_a", "head_b", "var_split", "var_seed", "r", "n_splits", "n_seeds", "runs_per_head",
+PLAN_COLUMNS = [COLUMNS.pair_key, "head_a", "head_b", "var_split", "var_seed", "r", "n_splits", "n_seeds", "runs_per_head",
                 "mde80_dataset", "test", "mde80", "floor"]
 
 
@@ -40,13 +41,13 @@ def pilot_components(scores: Scores, compare: Sequence[tuple[str, str]], metric:
         for head_a, head_b in compare:
             paired = paired_runs(scores, cell.pair_key, head_a, head_b, metric)
             complete = paired[~(paired["failed_a"] | paired["failed_b"])]
-            if complete["split"].nunique() < 2:
+            if complete[COLUMNS.split].nunique() < 2:
                 continue
             components = stats.split_seed_variance(complete.assign(delta=complete["value_a"] - complete["value_b"]))
             if not math.isnan(components.var_seed):
-                rows.append({"pair_key": cell.pair_key, "head_a": head_a, "head_b": head_b,
+                rows.append({COLUMNS.pair_key: cell.pair_key, "head_a": head_a, "head_b": head_b,
                              "var_split": components.var_split, "var_seed": components.var_seed})
-    return pd.DataFrame(rows, columns=["pair_key", "head_a", "head_b", "var_split", "var_seed"])
+    return pd.DataFrame(rows, columns=[COLUMNS.pair_key, "head_a", "head_b", "var_split", "var_seed"])
 
 
 SPLIT_STEPS = (3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
@@ -86,7 +87,7 @@ def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | 
     rows = []
     for pair in pilot.itertuples(index=False):
         components = stats.VarianceComponents(pair.var_split, pair.var_seed)
-        ratio = record.assumed_r(*sizes.loc[pair.pair_key, ["n_train", "n_test"]])
+        ratio = record.assumed_r(*sizes.loc[pair.pair_key, [COLUMNS.n_train, COLUMNS.n_test]])
         chosen = list(designs)
         if target_mde is not None:
             found = {s: splits_for_target(components, s, target_mde) for s in TARGET_SEEDS}

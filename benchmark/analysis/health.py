@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis.report_data import ReportData, Scores, warn
-from benchmark.schema import TUNED_PREFIX, test_metric
+from benchmark.schema import COLUMNS, TUNED_PREFIX, test_metric
 
 GAP_TOLERANCE = 0.02
 """SRCC a head may lose to the probe before it is flagged (with more than two standard errors)."""
@@ -37,8 +37,9 @@ EDGE_RATE = 1 / 3
 """Share of cells whose selection may sit on an edge of the tuning budget before the profile is checked."""
 EDGE_TOLERANCE = 0.01
 """Val SRCC an edge of the budget may gain over the best inner value before it is read as a rising profile."""
-HEALTH_COLUMNS = ["pair_key", "head", "n_splits", "mean_srcc", "probe_srcc", "gap", "se", "below_probe"]
-TUNING_COLUMNS = ["pair_key", "head", "setting", "values", "selected", "edge_rate", "profile", "peak", "edge_gain",
+HEALTH_COLUMNS = [COLUMNS.pair_key, COLUMNS.head, "n_splits", "mean_srcc", "probe_srcc", "gap", "se", "below_probe"]
+TUNING_COLUMNS = [COLUMNS.pair_key, COLUMNS.head, "setting", "values", "selected", "edge_rate", "profile", "peak",
+                  "edge_gain",
                   "edge_gain_se", "tuning_edge"]
 
 
@@ -57,11 +58,11 @@ def probe_gaps(results: Scores, probes: Scores) -> pd.DataFrame:
     if probes.per_split.empty or results.per_split.empty:
         return pd.DataFrame(columns=HEALTH_COLUMNS)
     srcc = test_metric("srcc")
-    probe = probes.per_split[["pair_key", "split", srcc]].rename(columns={srcc: "probe"})
-    heads = results.per_split[["pair_key", "head", "split", srcc]].rename(columns={srcc: "head_srcc"})
-    both = heads.merge(probe, on=["pair_key", "split"]).dropna(subset=["head_srcc", "probe"])
+    probe = probes.per_split[[COLUMNS.pair_key, COLUMNS.split, srcc]].rename(columns={srcc: "probe"})
+    heads = results.per_split[[COLUMNS.pair_key, COLUMNS.head, COLUMNS.split, srcc]].rename(columns={srcc: "head_srcc"})
+    both = heads.merge(probe, on=[COLUMNS.pair_key, COLUMNS.split]).dropna(subset=["head_srcc", "probe"])
     both["d"] = both["head_srcc"] - both["probe"]
-    table = both.groupby(["pair_key", "head"], sort=False).agg(
+    table = both.groupby([COLUMNS.pair_key, COLUMNS.head], sort=False).agg(
         n_splits=("d", "size"), mean_srcc=("head_srcc", "mean"), probe_srcc=("probe", "mean"), gap=("d", "mean"),
         sd=("d", "std")).reset_index()
     table["se"] = table["sd"] / np.sqrt(table["n_splits"])
@@ -90,10 +91,10 @@ def tuning_diagnostics(data: ReportData) -> pd.DataFrame:
         if len(values) < 2 or column not in results or results.empty:
             continue
         ordered = sorted(values)
-        for (pair_key, head), group in results.groupby(["pair_key", "head"], sort=False):
+        for (pair_key, head), group in results.groupby([COLUMNS.pair_key, COLUMNS.head], sort=False):
             chosen = group[column].dropna()
-            mine = trials[(trials["pair_key"] == pair_key) & (trials["head"] == head)] if len(trials) else trials
-            per_cell = (mine.groupby(["split", "seed", column])["best_val_srcc"].mean().unstack(column)
+            mine = trials[(trials[COLUMNS.pair_key] == pair_key) & (trials[COLUMNS.head] == head)] if len(trials) else trials
+            per_cell = (mine.groupby([COLUMNS.split, COLUMNS.seed, column])[COLUMNS.best_val_srcc].mean().unstack(column)
                         .reindex(columns=ordered) if len(mine) else pd.DataFrame(columns=ordered))
             profile = per_cell.mean()
             peak = float(profile.idxmax()) if profile.notna().any() else math.nan
@@ -104,7 +105,7 @@ def tuning_diagnostics(data: ReportData) -> pd.DataFrame:
                 d = (per_cell[peak] - per_cell[inner]).dropna()
                 gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.nan
             edge_rate = float(chosen.isin((ordered[0], ordered[-1])).mean()) if len(chosen) else math.nan
-            rows.append({"pair_key": pair_key, "head": head, "setting": setting,
+            rows.append({COLUMNS.pair_key: pair_key, COLUMNS.head: head, "setting": setting,
                          "values": " ".join(f"{v:g}" for v in values),
                          "selected": " ".join(f"{v:g}:{int((chosen == v).sum())}" for v in values),
                          "edge_rate": edge_rate, "profile": " ".join(f"{profile[v]:.4f}" for v in values),
@@ -120,7 +121,7 @@ def health_check(data: ReportData, warnings: list[str]) -> pd.DataFrame:
     gaps = probe_gaps(data.scores, data.probes)
     for message in health_warnings(gaps, tuning):
         warn(warnings, message)
-    return gaps.merge(tuning, on=["pair_key", "head"], how="outer") if len(tuning) else gaps
+    return gaps.merge(tuning, on=[COLUMNS.pair_key, COLUMNS.head], how="outer") if len(tuning) else gaps
 
 
 def health_warnings(gaps: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:

@@ -25,6 +25,7 @@ import pandas as pd
 from benchmark.analysis.comparisons import WORST_RANK, primary_rows
 from benchmark.analysis.report_data import ReportData
 from benchmark.analysis.stats import DATASET, POPULATION
+from benchmark.schema import COLUMNS
 
 PAGE = "report.html"
 CSS = """
@@ -132,7 +133,7 @@ def _p(value: Any) -> str:
 
 def _verdict_rows(stats: pd.DataFrame) -> str:
     rows = []
-    for pair_key, group in stats.groupby("pair_key", sort=False):
+    for pair_key, group in stats.groupby(COLUMNS.pair_key, sort=False):
         rows.append(f'<tr class="group"><th colspan="8" data-col="pair_key">{_e(_cell(pair_key))}</th></tr>')
         for _, row in group.iterrows():
             descriptive = bool(row.get("descriptive", False))
@@ -235,7 +236,7 @@ def _health(page: ReportPage) -> str:
     health = page.health
     if health.empty:
         return "<h2>Health check</h2><p>No probe runs or tuning trials to check against.</p>"
-    gaps = health.drop_duplicates(["pair_key", "head"])
+    gaps = health.drop_duplicates([COLUMNS.pair_key, COLUMNS.head])
     rows = "".join(
         f"<tr><td>{_e(_cell(r.pair_key))}</td><td>{_e(r.head)}</td>{_td('mean_srcc', _num(r.mean_srcc))}"
         f"{_td('probe_srcc', _num(r.probe_srcc))}{_td('gap', _num(r.gap, signed=True))}"
@@ -276,7 +277,8 @@ def _tables(page: ReportPage) -> str:
     for metric, table in page.tables.items():
         columns = list(dict.fromkeys(table["column"]))
         body = []
-        for (backbone, head, reference), group in table.groupby(["backbone", "head", "is_reference"], sort=False):
+        groups = table.groupby([COLUMNS.backbone, COLUMNS.head, "is_reference"], sort=False)
+        for (backbone, head, reference), group in groups:
             cells = {r.column: r for r in group.itertuples()}
             values = "".join(
                 _td(f"{metric}:{c}", f"{'<b>' if cells[c].best else ''}{cells[c].mean:.3f}{'</b>' if cells[c].best else ''}"

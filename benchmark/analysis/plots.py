@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchmark.metrics import METRIC_LABELS
+from benchmark.schema import COLUMNS, PREDICTION_COLUMNS, TUNED_PREFIX, VAL_SRCC
 
 DPI = 120
 SIGNIFICANT, NOT_SIGNIFICANT = "#c0392b", "#7f8c8d"
@@ -123,7 +124,7 @@ def forest(rows: pd.DataFrame, metric: str, path: Path) -> None:
     """
     rows = rows.reset_index(drop=True)
     n = len(rows)
-    cells, shared = _common_parts(rows["pair_key"].tolist())
+    cells, shared = _common_parts(rows[COLUMNS.pair_key].tolist())
     same_j = rows["n_splits"].nunique() == 1
     labels = [f"{cell}: {r.head_a} − {r.head_b}" + ("" if same_j else f" (J={r.n_splits})")
               + f" [{r.verdict or 'no test'}{', descriptive' if r.descriptive else ''}; MDE80 {r.mde80:.3f}]"
@@ -179,7 +180,7 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
     path : Path
         Output PNG; one panel per cell.
     """
-    cells = list(dict.fromkeys(pairs["pair_key"]))
+    cells = list(dict.fromkeys(pairs[COLUMNS.pair_key]))
     heads = list(dict.fromkeys(pairs["head_a"]))
     reference = pairs["head_b"].iloc[0]
     titles, shared = _common_parts(cells)
@@ -189,7 +190,7 @@ def slope(pairs: pd.DataFrame, metric: str, colors: dict[str, tuple], path: Path
     for k, (ax, cell, title) in enumerate(zip(axes, cells, titles, strict=True)):
         segments, segment_colors, means, xs, ys, point_colors = [], [], [], [], [], []
         for i, head in enumerate(heads):
-            sub = pairs[(pairs["pair_key"] == cell) & (pairs["head_a"] == head)]
+            sub = pairs[(pairs[COLUMNS.pair_key] == cell) & (pairs["head_a"] == head)]
             x0, x1 = 3 * i, 3 * i + 1
             segments += [[(x0, b), (x1, a)] for a, b in zip(sub["value_a"], sub["value_b"], strict=True)]
             segment_colors += [UP if d > 0 else DOWN for d in sub["delta"]]
@@ -229,14 +230,15 @@ def scatter(panels: dict[str, pd.DataFrame], pair_key: str, split: int, colors: 
         Output PNG.
     """
     fig, axes = _grid(len(panels), 5, 3.0, 3.6, sharex=True, sharey=True)
-    low = min(min(p["mos"].min(), p["pred"].min()) for p in panels.values())
-    high = max(max(p["mos"].max(), p["pred"].max()) for p in panels.values())
+    mos, pred = PREDICTION_COLUMNS.mos, PREDICTION_COLUMNS.pred
+    low = min(min(p[mos].min(), p[pred].min()) for p in panels.values())
+    high = max(max(p[mos].max(), p[pred].max()) for p in panels.values())
     low, high = low - 0.03 * (high - low), high + 0.03 * (high - low)
     cols = min(5, len(panels))
     for k, (ax, (head, frame)) in enumerate(zip(axes, panels.items(), strict=True)):
-        ax.scatter(frame["mos"], frame["pred"], s=9, alpha=0.6, color=colors.get(head))
+        ax.scatter(frame[mos], frame[pred], s=9, alpha=0.6, color=colors.get(head))
         ax.plot([low, high], [low, high], color="black", lw=1, ls="--")
-        _title(ax, f"{head}: SRCC {stats.spearmanr(frame['mos'], frame['pred']).statistic:.3f}", fontsize=10)
+        _title(ax, f"{head}: SRCC {stats.spearmanr(frame[mos], frame[pred]).statistic:.3f}", fontsize=10)
         ax.set_xlabel("MOS")
         ax.xaxis.set_tick_params(labelbottom=True)  # a shared axis hides them above an empty panel
         if k % cols == 0:
@@ -263,13 +265,13 @@ def learning_curves(curves: pd.DataFrame, colors: dict[str, tuple], n_cells: int
     path : Path
         Output PNG.
     """
-    cells = list(dict.fromkeys(curves["pair_key"]))
+    cells = list(dict.fromkeys(curves[COLUMNS.pair_key]))
     fig = Figure(figsize=(10, 2.3 * len(cells) + 0.9), layout="constrained")
     axes = fig.subplots(len(cells), 2, squeeze=False, sharex=True)
     for (ax_val, ax_loss), cell in zip(axes, cells, strict=True):
-        for (head, metric), sub in curves[curves["pair_key"] == cell].groupby(["head", "metric"], sort=False):
+        for (head, metric), sub in curves[curves[COLUMNS.pair_key] == cell].groupby([COLUMNS.head, "metric"], sort=False):
             sub = sub.sort_values("step")
-            if metric == "val_srcc":
+            if metric == VAL_SRCC:
                 ax_val.plot(sub["step"], sub["value"], color=colors.get(head), label=head, lw=1.4)
             else:  # heads' losses differ in kind and scale: show each relative to its first epoch
                 ax_loss.plot(sub["step"], sub["value"] / sub["value"].iloc[0], color=colors.get(head), lw=1.4)
@@ -306,15 +308,16 @@ def tuning(trials: pd.DataFrame, setting: str, colors: dict[str, tuple], path: P
     max_cells : int
         Comparison groups shown (the first ones).
     """
-    column = f"tuned.{setting}"
-    cells = list(dict.fromkeys(trials["pair_key"]))[:max_cells]
+    column = f"{TUNED_PREFIX}{setting}"
+    cells = list(dict.fromkeys(trials[COLUMNS.pair_key]))[:max_cells]
     fig, axes = _grid(len(cells), 2, 4.6, 3.4, sharey=False)
     titles, shared = _common_parts(cells)
     for ax, cell, title in zip(axes, cells, titles, strict=True):
-        mine = trials[trials["pair_key"] == cell]
-        per_cell = mine.groupby(["head", "split", "seed", column], sort=False)["best_val_srcc"].mean().reset_index()
-        for head, group in per_cell.groupby("head", sort=False):
-            profile = group.groupby(column)["best_val_srcc"].agg(["mean", "std"])
+        mine = trials[trials[COLUMNS.pair_key] == cell]
+        per_cell = mine.groupby([COLUMNS.head, COLUMNS.split, COLUMNS.seed, column],
+                                sort=False)[COLUMNS.best_val_srcc].mean().reset_index()
+        for head, group in per_cell.groupby(COLUMNS.head, sort=False):
+            profile = group.groupby(column)[COLUMNS.best_val_srcc].agg(["mean", "std"])
             ax.plot(profile.index, profile["mean"], marker="o", color=colors.get(head), label=head, lw=1.5)
             ax.fill_between(profile.index, profile["mean"] - profile["std"], profile["mean"] + profile["std"],
                             color=colors.get(head), alpha=0.12, lw=0)
@@ -341,11 +344,11 @@ def k_ablation(table: pd.DataFrame, path: Path) -> None:
     path : Path
         Output PNG.
     """
-    head_types = list(dict.fromkeys(table["head_type"]))
+    head_types = list(dict.fromkeys(table[COLUMNS.head_type]))
     fig, axes = _grid(len(head_types), 3, 4.6, 3.6)
     for ax, head_type in zip(axes, head_types, strict=True):
-        sub = table[table["head_type"] == head_type]
-        for cell, line in sub.groupby("pair_key", sort=False):
+        sub = table[table[COLUMNS.head_type] == head_type]
+        for cell, line in sub.groupby(COLUMNS.pair_key, sort=False):
             line = line.sort_values("num_bins")
             ax.errorbar(line["num_bins"], line["mean"], yerr=line["std"], marker="o", capsize=3,
                         label=_cell_label(cell))

@@ -50,13 +50,15 @@ from benchmark.analysis.report_data import (
 )
 from benchmark.metrics import METRIC_NAMES
 from benchmark.provenance import write_provenance
-from benchmark.schema import FIT_COLUMNS, SIZE_COLUMNS, TUNED_PREFIX, test_metric
+from benchmark.schema import (COLUMNS, FIT_COLUMNS, HEAD_PARAM_PREFIX, KILLED, RUNNING, SIZE_COLUMNS, TUNED_PREFIX, VAL_SRCC,
+                              test_metric)
 from benchmark.store import resolve_tracking_uri, uri_kind
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMNS = ["run_id", "status", "cell_key", "pair_key", "backbone", "dataset", "test_dataset", "regime", "split",
-               "seed", "head", "head_type", "role", "failed", "failure", *SIZE_COLUMNS, "trial", *FIT_COLUMNS,
+RUN_COLUMNS = [COLUMNS.run_id, COLUMNS.status, COLUMNS.cell_key, COLUMNS.pair_key, COLUMNS.backbone, COLUMNS.dataset,
+               COLUMNS.test_dataset, COLUMNS.regime, COLUMNS.split, COLUMNS.seed, COLUMNS.head, COLUMNS.head_type,
+               COLUMNS.role, "failed", COLUMNS.failure, *SIZE_COLUMNS, COLUMNS.trial, *FIT_COLUMNS,
                *(test_metric(m) for m in METRIC_NAMES)]
 """Leading columns of ``runs.csv`` (head hyper-parameters, tuned values and every trial's val SRCC follow)."""
 
@@ -158,7 +160,7 @@ def build_report(grid: str | None = None, tracking_uri: str | None = None, out_d
         frame.to_csv(files[f"{file_name}.csv"], index=False)
 
     result.n_runs, result.n_missing = len(data.usable), len(missing)
-    result.n_unfinished = int(data.runs["status"].isin(["RUNNING", "KILLED"]).sum())
+    result.n_unfinished = int(data.runs[COLUMNS.status].isin([RUNNING, KILLED]).sum())
     result.n_pairs, result.n_stats_rows = len(deltas), len(stats_df)
     result.duration_s = time.perf_counter() - start
     files["provenance.json"] = write_provenance(
@@ -179,13 +181,14 @@ def run_table(data: ReportData) -> pd.DataFrame:
     """``runs.csv``: result and probe runs, each result with its hyper-parameters, its selected trial's tuned
     values and every trial's val SRCC (columns ``val_srcc[<trial>]``)."""
     frame, trials = pd.concat([data.usable, data.probe_runs], ignore_index=True), data.trials
-    extra = [c for c in frame.columns if c.startswith(("head.", TUNED_PREFIX))]
+    extra = [c for c in frame.columns if c.startswith((HEAD_PARAM_PREFIX, TUNED_PREFIX))]
     if len(trials):
-        val = trials.pivot_table(index="parent_run_id", columns="trial", values="best_val_srcc", aggfunc="last")
-        val.columns = [f"val_srcc[{c}]" for c in val.columns]
-        frame = frame.merge(val, left_on="run_id", right_index=True, how="left")
+        val = trials.pivot_table(index=COLUMNS.parent_run_id, columns=COLUMNS.trial, values=COLUMNS.best_val_srcc,
+                                 aggfunc="last")
+        val.columns = [f"{VAL_SRCC}[{c}]" for c in val.columns]
+        frame = frame.merge(val, left_on=COLUMNS.run_id, right_index=True, how="left")
         extra += list(val.columns)
-    return frame[[*RUN_COLUMNS, "head_init", *extra]]
+    return frame[[*RUN_COLUMNS, COLUMNS.head_init, *extra]]
 
 
 def _write_plots(out: Path, data: ReportData, deltas: pd.DataFrame, stats_df: pd.DataFrame, predictions: dict,
@@ -232,14 +235,15 @@ def k_ablation_table(data: ReportData) -> pd.DataFrame:
     """SRCC mean and std over splits per (head_type, pair_key, num_bins), for head types run with more than
     one ``num_bins`` (every run logs its head's hyper-parameters, defaults included); empty when none varies."""
     usable = data.usable
-    if "head.num_bins" not in usable:
+    column, head_type, srcc = f"{HEAD_PARAM_PREFIX}num_bins", COLUMNS.head_type, COLUMNS.test_srcc
+    if column not in usable:
         return pd.DataFrame()
-    bins = usable.drop_duplicates("head").set_index("head")[["head_type", "head.num_bins"]].dropna()
-    per_split = data.scores.per_split.merge(bins, left_on="head", right_index=True).dropna(subset=["test_srcc"])
-    varied = per_split.groupby("head_type")["head.num_bins"].nunique()
-    per_split = per_split[per_split["head_type"].isin(varied[varied > 1].index)]
-    table = per_split.groupby(["head_type", "pair_key", "head.num_bins"])["test_srcc"].agg(["mean", "std", "size"])
-    return table.rename(columns={"size": "n_splits"}).reset_index().rename(columns={"head.num_bins": "num_bins"})
+    bins = usable.drop_duplicates(COLUMNS.head).set_index(COLUMNS.head)[[head_type, column]].dropna()
+    per_split = data.scores.per_split.merge(bins, left_on=COLUMNS.head, right_index=True).dropna(subset=[srcc])
+    varied = per_split.groupby(head_type)[column].nunique()
+    per_split = per_split[per_split[head_type].isin(varied[varied > 1].index)]
+    table = per_split.groupby([head_type, COLUMNS.pair_key, column])[srcc].agg(["mean", "std", "size"])
+    return table.rename(columns={"size": "n_splits"}).reset_index().rename(columns={column: "num_bins"})
 
 
 __all__ = ["RUN_COLUMNS", "ReportError", "ReportResult", "build_report", "k_ablation_table", "run_table"]

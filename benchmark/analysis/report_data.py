@@ -35,13 +35,18 @@ from benchmark.metrics import METRIC_NAMES
 from benchmark.store import all_runs, open_client
 from benchmark.schema import (
     BLANK_ROW_COLUMNS,
+    COLUMNS,
     CURVES,
+    FAILED,
+    FINISHED,
     GRID_TAG,
     PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
+    PROBE_HEAD,
     ROLE_REFERENCE,
     ROLE_RESULT,
     ROLE_TRIAL,
+    TAGS,
     TUNED_PREFIX,
     GridRecord,
     RunRecord,
@@ -51,8 +56,8 @@ from benchmark.schema import (
 
 log = logging.getLogger(__name__)
 
-CELL_COLUMNS = ["pair_key", "backbone", "dataset", "test_dataset", "regime"]
-RUN_KEYS = ["pair_key", "split", "seed", "head"]
+CELL_COLUMNS = [COLUMNS.pair_key, COLUMNS.backbone, COLUMNS.dataset, COLUMNS.test_dataset, COLUMNS.regime]
+RUN_KEYS = [COLUMNS.pair_key, COLUMNS.split, COLUMNS.seed, COLUMNS.head]
 """One usable run per combination."""
 TEST_COLUMNS = tuple(test_metric(m) for m in METRIC_NAMES)
 """The final test metrics of every result and probe run."""
@@ -106,7 +111,7 @@ def load_runs(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
     Tuning trials are not read: each result run carries every trial's val SRCC (``trial_scores``), which is
     all the report needs of them (:func:`trial_table`), and a grid holds several trials per result.
     """
-    records = [RunRecord.from_mlflow(run) for run in all_runs(client, experiment_id, f"tags.role != '{ROLE_TRIAL}'")]
+    records = [RunRecord.from_mlflow(run) for run in all_runs(client, experiment_id, f"tags.{TAGS.role} != '{ROLE_TRIAL}'")]
     rows = [record.as_row() for record in records if record.placeable]
     if not rows:
         return pd.DataFrame(columns=list(BLANK_ROW_COLUMNS))
@@ -123,11 +128,12 @@ def usable_runs(runs: pd.DataFrame, warnings: list[str], role: str = ROLE_RESULT
     sensitivity analysis. RUNNING and KILLED runs, and runs whose process died (an expired claim), are
     incomplete, not failures (:func:`find_missing`).
     """
-    runs = runs[runs["role"] == role]
-    candidates = runs[(runs["status"] == "FINISHED") | ((runs["status"] == "FAILED") & ~runs["expired"])].copy()
-    candidates["failed"] = (candidates["status"] == "FAILED") | candidates[test_metric("srcc")].isna()
-    candidates = candidates.sort_values(["failed", "start_time"], ascending=[False, True])
-    duplicated = candidates[candidates["status"] == "FINISHED"].duplicated(RUN_KEYS, keep="last")
+    runs = runs[runs[COLUMNS.role] == role]
+    status = runs[COLUMNS.status]
+    candidates = runs[(status == FINISHED) | ((status == FAILED) & ~runs[COLUMNS.expired])].copy()
+    candidates["failed"] = (candidates[COLUMNS.status] == FAILED) | candidates[test_metric("srcc")].isna()
+    candidates = candidates.sort_values(["failed", COLUMNS.start_time], ascending=[False, True])
+    duplicated = candidates[candidates[COLUMNS.status] == FINISHED].duplicated(RUN_KEYS, keep="last")
     if duplicated.any():
         warn(warnings, f"{int(duplicated.sum())} FINISHED {role} run(s) repeat a (cell, head); the latest of each "
                        "is used")
@@ -135,11 +141,11 @@ def usable_runs(runs: pd.DataFrame, warnings: list[str], role: str = ROLE_RESULT
     usable.loc[usable["failed"], list(TEST_COLUMNS)] = np.nan
     failed = usable[usable["failed"]]
     if len(failed):
-        counts = ", ".join(f"{head} {n}" for head, n in failed["head"].value_counts().items())
+        counts = ", ".join(f"{head} {n}" for head, n in failed[COLUMNS.head].value_counts().items())
         warn(warnings, f"{len(failed)} {role} run(s) failed by their head ({counts}; see their failure tags); the "
                        "comparisons use the splits where both heads succeeded, test the failure rates apart and "
                        "show whether counting failures as the worst score changes a verdict")
-    return usable.sort_values("start_time").reset_index(drop=True)
+    return usable.sort_values(COLUMNS.start_time).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -166,31 +172,31 @@ class Scores:
         """Build both tables from :func:`usable_runs`' rows."""
         metrics = [c for c in TEST_COLUMNS if c in usable]
         runs = usable[[*RUN_KEYS, *CELL_COLUMNS[1:], "failed", *metrics]].reset_index(drop=True)
-        keys = ["pair_key", "head", "split"]
+        keys = [COLUMNS.pair_key, COLUMNS.head, COLUMNS.split]
         grouped = runs.groupby(keys, sort=False)
         per_split = grouped[metrics].mean()
         per_split["n_seeds"] = grouped["failed"].apply(lambda f: int((~f).sum()))
         per_split["n_failed"] = grouped["failed"].sum().astype(int)
-        cells = runs.drop_duplicates("pair_key").set_index("pair_key")[CELL_COLUMNS[1:]]
-        per_split = per_split.reset_index().merge(cells, left_on="pair_key", right_index=True)
+        cells = runs.drop_duplicates(COLUMNS.pair_key).set_index(COLUMNS.pair_key)[CELL_COLUMNS[1:]]
+        per_split = per_split.reset_index().merge(cells, left_on=COLUMNS.pair_key, right_index=True)
         return cls(runs, per_split[[*keys, *CELL_COLUMNS[1:], "n_seeds", "n_failed", *metrics]])
 
     @property
     def heads(self) -> list[str]:
         """Head labels, in the order their runs first appear."""
-        return list(dict.fromkeys(self.runs["head"]))
+        return list(dict.fromkeys(self.runs[COLUMNS.head]))
 
     @property
     def cells(self) -> pd.DataFrame:
         """One row per comparison group: its cell columns."""
-        return self.runs.drop_duplicates("pair_key")[CELL_COLUMNS].reset_index(drop=True)
+        return self.runs.drop_duplicates(COLUMNS.pair_key)[CELL_COLUMNS].reset_index(drop=True)
 
     def wide(self, metric: str, per_seed: bool = False) -> pd.DataFrame:
         """A metric with one column per head: rows (pair_key, split) — or (pair_key, split, seed)."""
         if (metric, per_seed) not in self._wide:
             table = self.runs if per_seed else self.per_split
-            index = ["pair_key", "split", "seed"] if per_seed else ["pair_key", "split"]
-            self._wide[metric, per_seed] = table.pivot_table(index=index, columns="head", values=test_metric(metric),
+            index = [COLUMNS.pair_key, COLUMNS.split, COLUMNS.seed] if per_seed else [COLUMNS.pair_key, COLUMNS.split]
+            self._wide[metric, per_seed] = table.pivot_table(index=index, columns=COLUMNS.head, values=test_metric(metric),
                                                              dropna=False, aggfunc="first")
         return self._wide[metric, per_seed]
 
@@ -267,7 +273,7 @@ class ReportData:
 
 def cell_sizes(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ``n_train`` and ``n_test`` of the runs per pair_key."""
-    return runs.groupby("pair_key")[["n_train", "n_test"]].mean()
+    return runs.groupby(COLUMNS.pair_key)[[COLUMNS.n_train, COLUMNS.n_test]].mean()
 
 
 def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
@@ -305,13 +311,14 @@ def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
 def trial_table(usable: pd.DataFrame) -> pd.DataFrame:
     """Every tuning trial of the usable result runs, one row each: ``pair_key, head, split, seed,
     parent_run_id, trial``, the trial's tuned values (``tuned.<setting>``) and its ``best_val_srcc``."""
-    rows = [{"pair_key": run.pair_key, "head": run.head, "split": run.split, "seed": run.seed,
-             "parent_run_id": run.run_id, "trial": key, "best_val_srcc": value,
+    rows = [{COLUMNS.pair_key: run.pair_key, COLUMNS.head: run.head, COLUMNS.split: run.split, COLUMNS.seed: run.seed,
+             COLUMNS.parent_run_id: run.run_id, COLUMNS.trial: key, COLUMNS.best_val_srcc: value,
              **{f"{TUNED_PREFIX}{name}": v for name, v in trial_values(key).items()}}
             for run in usable.itertuples() if isinstance(run.trial_scores, dict)
             for key, value in run.trial_scores.items()]
-    return pd.DataFrame(rows, columns=None if rows else ["pair_key", "head", "split", "seed", "parent_run_id",
-                                                          "trial", "best_val_srcc"])
+    return pd.DataFrame(rows, columns=None if rows else [COLUMNS.pair_key, COLUMNS.head, COLUMNS.split, COLUMNS.seed,
+                                                         COLUMNS.parent_run_id,
+                                                          COLUMNS.trial, COLUMNS.best_val_srcc])
 
 
 def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
@@ -321,22 +328,20 @@ def find_missing(grid: GridRecord, runs: pd.DataFrame, usable: pd.DataFrame, pro
     A result whose latest run is RUNNING or KILLED is listed with that status, one that never started as
     ``absent``; a probe without a usable run is listed as ``absent``.
     """
-    expected = pd.DataFrame([{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset,
-                              "test_dataset": c.test_dataset, "regime": c.regime, "split": c.split, "seed": c.seed,
-                              "head": head, "cell_key": c.key} for c in grid.cells() for head in grid.heads])
+    expected = pd.DataFrame([{**c.tags(), COLUMNS.head: head} for c in grid.cells() for head in grid.heads])
     if expected.empty:
         return expected.assign(status=pd.Series(dtype=str))
     done = usable[RUN_KEYS].assign(_done=True)
     missing = expected.merge(done, on=RUN_KEYS, how="left")
     missing = missing[missing["_done"].isna()].drop(columns="_done")
-    results = runs[runs["role"] == ROLE_RESULT].sort_values("start_time").drop_duplicates(RUN_KEYS, keep="last")
-    missing = missing.merge(results[[*RUN_KEYS, "status"]], on=RUN_KEYS, how="left").fillna({"status": "absent"})
-    recorded = set(zip(probes["pair_key"], probes["split"], probes["seed"])) if len(probes) else set()
-    lacking = [{"pair_key": c.pair_key, "backbone": c.backbone, "dataset": c.dataset, "test_dataset": c.test_dataset,
-                "regime": c.regime, "split": c.split, "seed": c.seed, "head": "probe", "cell_key": c.key,
-                "status": "absent"} for c in grid.probe_cells() if (c.pair_key, c.split, c.seed) not in recorded]
+    results = runs[runs[COLUMNS.role] == ROLE_RESULT].sort_values(COLUMNS.start_time).drop_duplicates(RUN_KEYS, keep="last")
+    missing = missing.merge(results[[*RUN_KEYS, COLUMNS.status]], on=RUN_KEYS, how="left").fillna({COLUMNS.status: "absent"})
+    recorded = set(zip(probes[COLUMNS.pair_key], probes[COLUMNS.split], probes[COLUMNS.seed])) if len(probes) else set()
+    lacking = [{**c.tags(), COLUMNS.head: PROBE_HEAD, COLUMNS.status: "absent"} for c in grid.probe_cells()
+               if (c.pair_key, c.split, c.seed) not in recorded]
     missing = pd.concat([missing, pd.DataFrame(lacking)], ignore_index=True) if lacking else missing
-    return missing[[*CELL_COLUMNS, "split", "seed", "head", "status", "cell_key"]].reset_index(drop=True)
+    return missing[[*CELL_COLUMNS, COLUMNS.split, COLUMNS.seed, COLUMNS.head, COLUMNS.status,
+                    COLUMNS.cell_key]].reset_index(drop=True)
 
 
 def shown_splits(scores: Scores) -> pd.Series:
@@ -344,20 +349,21 @@ def shown_splits(scores: Scores) -> pd.Series:
     where every head has a successful run (else the lowest split). A fixed rule, so the choice never
     depends on any head's test score."""
     ok = scores.runs[~scores.runs["failed"]]
-    complete = ok.groupby(["pair_key", "split"])["head"].nunique()
-    heads = scores.runs.groupby("pair_key")["head"].nunique()
+    complete = ok.groupby([COLUMNS.pair_key, COLUMNS.split])[COLUMNS.head].nunique()
+    heads = scores.runs.groupby(COLUMNS.pair_key)[COLUMNS.head].nunique()
     chosen = {}
-    for pair_key, group in complete.groupby(level="pair_key"):
+    for pair_key, group in complete.groupby(level=COLUMNS.pair_key):
         full = group[group == heads[pair_key]]
-        chosen[pair_key] = int((full if len(full) else group).index.get_level_values("split").min())
-    return pd.Series(chosen, name="split", dtype=int)
+        chosen[pair_key] = int((full if len(full) else group).index.get_level_values(COLUMNS.split).min())
+    return pd.Series(chosen, name=COLUMNS.split, dtype=int)
 
 
 def split_runs(usable: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
     """Each head's lowest-seed successful run at each pair_key's chosen split (``splits``: pair_key -> split)."""
     ok = usable[~usable["failed"]]
-    runs = ok.merge(splits.rename("split").rename_axis("pair_key").reset_index(), on=["pair_key", "split"])
-    return runs.sort_values("seed", kind="stable").drop_duplicates(["pair_key", "head"])
+    runs = ok.merge(splits.rename(COLUMNS.split).rename_axis(COLUMNS.pair_key).reset_index(), on=[COLUMNS.pair_key,
+                                                                                                  COLUMNS.split])
+    return runs.sort_values(COLUMNS.seed, kind="stable").drop_duplicates([COLUMNS.pair_key, COLUMNS.head])
 
 
 def load_predictions(data: ReportData, splits: pd.Series, warnings: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
@@ -391,7 +397,7 @@ def load_learning_curves(data: ReportData) -> pd.DataFrame:
     runs = split_runs(data.usable, data.splits.iloc[:MAX_CURVE_CELLS])
     rows = [(run.pair_key, run.head, key, m.step, m.value)
             for run in runs.itertuples() for key in CURVES for m in data.client.get_metric_history(run.run_id, key)]
-    return pd.DataFrame(rows, columns=["pair_key", "head", "metric", "step", "value"])
+    return pd.DataFrame(rows, columns=[COLUMNS.pair_key, COLUMNS.head, "metric", "step", "value"])
 
 
 __all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "cell_sizes", "find_missing", "load_grid_record",

@@ -24,7 +24,7 @@ import pandas as pd
 
 from benchmark.analysis.report_data import ReportData, Scores
 from benchmark.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from benchmark.schema import test_metric
+from benchmark.schema import COLUMNS, test_metric
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,12 @@ def latex_escape(text: str) -> str:
 
 def head_split_summary(scores: Scores, metric: str) -> pd.DataFrame:
     """Mean, std (ddof 1) and median over splits of each head's test metric per cell (seeds averaged first)."""
-    keys = ["backbone", "regime", "dataset", "test_dataset", "pair_key", "head"]
+    keys = [COLUMNS.backbone, COLUMNS.regime, COLUMNS.dataset, COLUMNS.test_dataset, COLUMNS.pair_key, COLUMNS.head]
     per_split = scores.per_split.dropna(subset=[test_metric(metric)])
     summary = per_split.groupby(keys, sort=False)[test_metric(metric)].agg(["mean", "std", "median", "size"])
     summary = summary.reset_index().rename(columns={"size": "n_splits"})
-    summary["column"] = [column_label(a, b) for a, b in zip(summary["dataset"], summary["test_dataset"], strict=True)]
+    datasets = zip(summary[COLUMNS.dataset], summary[COLUMNS.test_dataset], strict=True)
+    summary["column"] = [column_label(a, b) for a, b in datasets]
     return summary
 
 
@@ -85,26 +86,27 @@ def paper_table(data: ReportData, stats_df: pd.DataFrame, metric: str,
     if not probes.per_split.empty:
         table = pd.concat([table, head_split_summary(probes, metric).assign(is_reference=True)], ignore_index=True)
     rounded = table["mean"].round(3).where(~table["is_reference"])
-    group = [table["backbone"], table["regime"], table["column"]]
+    group = [table[COLUMNS.backbone], table[COLUMNS.regime], table["column"]]
     best = rounded.groupby(group).transform("max" if HIGHER_IS_BETTER[metric] else "min")
     table["best"] = rounded == best
-    keys = pd.MultiIndex.from_frame(table[["pair_key", "head"]])
+    keys = pd.MultiIndex.from_frame(table[[COLUMNS.pair_key, COLUMNS.head]])
     vs_ref = stats_df[(stats_df["metric"] == metric) & (stats_df["head_b"] == reference)] if not stats_df.empty \
         else stats_df
     if "descriptive" in vs_ref:  # cross-dataset comparisons are descriptive: never marked
         vs_ref = vs_ref[~vs_ref["descriptive"].astype(bool)]
     for column, source in (("significant", "significant"), ("equivalent", "verdict")):
         if source in vs_ref:
-            marks = vs_ref.set_index(["pair_key", "head_a"])[source]
+            marks = vs_ref.set_index([COLUMNS.pair_key, "head_a"])[source]
             marks = marks == "equivalent" if source == "verdict" else marks.astype(bool)
             table[column] = marks.reindex(keys, fill_value=False).to_numpy(dtype=bool)
         else:
             table[column] = False
-    failed = scores.per_split.groupby(["pair_key", "head"])["n_failed"].sum()
+    failed = scores.per_split.groupby([COLUMNS.pair_key, COLUMNS.head])["n_failed"].sum()
     table["failures"] = failed.reindex(keys, fill_value=0).to_numpy()
     table["flagged"] = False
     if health is not None and not health.empty:
-        below = health.drop_duplicates(["pair_key", "head"]).set_index(["pair_key", "head"])["below_probe"]
+        unit = [COLUMNS.pair_key, COLUMNS.head]
+        below = health.drop_duplicates(unit).set_index(unit)["below_probe"]
         table["flagged"] = below.reindex(keys, fill_value=False).to_numpy(dtype=bool)
     return table
 
@@ -123,11 +125,12 @@ def _layout(table: pd.DataFrame, bold: tuple[str, str], pm: str, marks: dict[str
     """Header and body rows (strings) of a rendered table; missing cells are ``--``; the probe's row last
     within its backbone, labelled as the reference it is."""
     columns = list(dict.fromkeys(table["column"]))
-    show_regime = table["regime"].nunique() > 1
+    show_regime = table[COLUMNS.regime].nunique() > 1
     ordered = table.sort_values("is_reference", kind="stable")
-    ordered = ordered.sort_values(["backbone", "regime"], key=lambda c: c.map(
+    ordered = ordered.sort_values([COLUMNS.backbone, COLUMNS.regime], key=lambda c: c.map(
         {v: i for i, v in enumerate(dict.fromkeys(table[c.name]))}), kind="stable")
-    rows = list(dict.fromkeys(zip(ordered["backbone"], ordered["regime"], ordered["head"], ordered["is_reference"],
+    rows = list(dict.fromkeys(zip(ordered[COLUMNS.backbone], ordered[COLUMNS.regime], ordered[COLUMNS.head],
+                                  ordered["is_reference"],
                                   strict=True)))
     cells = {(r.backbone, r.regime, r.head, r.column): _cell(r._asdict(), bold, pm, marks)
              for r in table.itertuples()}
@@ -147,7 +150,7 @@ def legend(table: pd.DataFrame, metric: str, reference: str) -> str:
             "ranking of means and not a test (the marks are the tests)")
     if table["is_reference"].any():
         text += ("; probe (reference): closed-form ridge on the initial backbone's features, not a tested head")
-    if reference in set(table["head"]):
+    if reference in set(table[COLUMNS.head]):
         text += (f"; {DAGGER}: differs from {reference} (Holm-adjusted p < 0.05 over the grid's within-dataset "
                  f"comparisons of this metric; {TARGET_NOTE})")
         if table["equivalent"].any():
@@ -185,16 +188,17 @@ def to_latex(table: pd.DataFrame, metric: str, reference: str) -> str:
 def pairs_summary(data: ReportData, stats_df: pd.DataFrame) -> pd.DataFrame:
     """Per cell and compared pair (the grid's ``compare:``): each head's mean test SRCC, PLCC and RMSE, and the
     dataset test of ΔSRCC (``stats.csv``'s p, verdict and 80 %-power MDE); empty without pairs."""
-    srcc = stats_df[stats_df["metric"] == "srcc"].set_index(["pair_key", "head_a", "head_b"]) if len(stats_df) \
+    srcc = stats_df[stats_df["metric"] == "srcc"].set_index([COLUMNS.pair_key, "head_a", "head_b"]) if len(stats_df) \
         else stats_df
-    means = {metric: head_split_summary(data.scores, metric).set_index(["pair_key", "head"])
-             for metric in SUMMARY_METRICS}
+    keys = [COLUMNS.pair_key, COLUMNS.head]
+    means = {metric: head_split_summary(data.scores, metric).set_index(keys) for metric in SUMMARY_METRICS}
     rows = []
-    for cell in means["srcc"].reset_index().drop_duplicates("pair_key").itertuples():
+    for cell in means["srcc"].reset_index().drop_duplicates(COLUMNS.pair_key).itertuples():
         for head_a, head_b in data.record.compare:
             if (cell.pair_key, head_a) not in means["srcc"].index or (cell.pair_key, head_b) not in means["srcc"].index:
                 continue
-            row = {"backbone": cell.backbone, "regime": cell.regime, "dataset": cell.column, "pair_key": cell.pair_key,
+            row = {COLUMNS.backbone: cell.backbone, COLUMNS.regime: cell.regime, COLUMNS.dataset: cell.column,
+                   COLUMNS.pair_key: cell.pair_key,
                    "head_a": head_a, "head_b": head_b}
             for metric, table in means.items():
                 row[f"{metric}_a"], row[f"{metric}_b"] = (table.loc[(cell.pair_key, h), "mean"] for h in (head_a, head_b))
@@ -210,7 +214,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
               "ΔSRCC", "p", "verdict", "MDE80"]
     lines = ["## Compared pairs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for values in summary.to_dict("records"):
-        cells = [values["backbone"], values["regime"], values["dataset"], values["head_a"], values["head_b"],
+        cells = [values[COLUMNS.backbone], values[COLUMNS.regime], values[COLUMNS.dataset], values["head_a"],
+                 values["head_b"],
                  *(f"{values[f'{m}_a']:.3f} / {values[f'{m}_b']:.3f}" for m in SUMMARY_METRICS),
                  f"{values['mean_delta']:+.3f}", f"{values['p']:.2g}",
                  values["verdict"] if isinstance(values["verdict"], str) else "–", f"{values['mde80']:.3f}"]

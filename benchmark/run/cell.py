@@ -35,12 +35,13 @@ from benchmark.run.tuning import HeadOutcome, TrainedTrial, TrialJob, conclude, 
 from benchmark.schema import (
     CONFIG_ARTIFACT,
     DIVERGED,
-    PARENT_TAG,
+    PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
     PROBE_HEAD,
     ROLE_REFERENCE,
     ROLE_RESULT,
     ROLE_TRIAL,
+    TAGS,
     WEIGHTS_ARTIFACT,
     Cell,
     FitSummary,
@@ -157,8 +158,10 @@ class CellRun:
         mos, pred = data.mos[test], data.label_map.to_mos(pred_u)
         metrics = compute_metrics(mos, pred, data.label_map.error_range)
         writer.write(replace(record, test=metrics))
-        writer.text(pd.DataFrame({"image": data.rows.column("image")[test], "mos": mos, "pred": pred,
-                                  "ref": data.rows.column("ref")[test]}).to_csv(index=False), PREDICTIONS_ARTIFACT)
+        columns = PREDICTION_COLUMNS
+        predictions = {columns.image: data.rows.column("image")[test], columns.mos: mos, columns.pred: pred,
+                       columns.ref: data.rows.column("ref")[test]}
+        writer.text(pd.DataFrame(predictions).to_csv(index=False), PREDICTIONS_ARTIFACT)
         writer.text(self.grid.to_yaml(), CONFIG_ARTIFACT)
         return metrics
 
@@ -206,7 +209,7 @@ class CellRun:
             if isinstance(outcome, Claim):
                 held.trials[trial.key] = outcome
             elif outcome.state is State.DONE:  # recorded by an interrupted attempt: adopt it
-                self.client.set_tag(outcome.run_id, PARENT_TAG, result.run_id)
+                self.client.set_tag(outcome.run_id, TAGS.parent_run_id, result.run_id)
                 done = RunRecord.from_mlflow(self.client.get_run(outcome.run_id))
                 held.recorded[trial.key] = done.fit.best_val_srcc if done.fit else float("nan")
             else:

@@ -74,23 +74,18 @@ from types import TracebackType
 from mlflow.entities import Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from benchmark.store import StoreError
-from benchmark.schema import EXPIRED, FAILURE_TAG
+from benchmark.schema import (CLAIM_PREFIX, EXPIRED, EXPIRED_TAG, FAILED, FINISHED, HEARTBEAT_TAG, KILLED, OWNER_TAG,
+                              RUNNING, TAGS)
 
 log = logging.getLogger(__name__)
 
-OWNER_TAG = "claim.owner"
-HEARTBEAT_TAG = "claim.heartbeat"
-EXPIRED_TAG = "claim.expired_by"
-RESERVED_PREFIX = "claim."
 DEFAULT_TTL_S = 300.0
 """A claim whose heartbeat is older than this is taken over (its process is presumed dead)."""
 HEARTBEATS_PER_TTL = 10
 """A held claim beats this many times per ttl, so a few late beats never expire a live claim."""
 
-RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 MAX_RUNS_PER_KEY = 1000
 
 
@@ -185,7 +180,7 @@ def _validate_key(key: Mapping[str, str], tags: Mapping[str, str]) -> None:
     for name, value in {**tags, **key}.items():
         if not isinstance(value, str):
             raise ClaimKeyError(f"tag {name!r} has a {type(value).__name__} value {value!r}; pass strings")
-        if name.startswith(RESERVED_PREFIX) or name == FAILURE_TAG:
+        if name.startswith(CLAIM_PREFIX) or name == TAGS.failure:
             raise ClaimKeyError(f"tag {name!r} is reserved for claims; rename it")
     clashes = sorted(name for name in key if name in tags and tags[name] != key[name])
     if clashes:
@@ -423,7 +418,7 @@ class ClaimBook:
         the runs marked. Each gets the tags ``failure`` (whose claim expired, its last heartbeat, who
         noticed) and ``claim.expired_by``.
         """
-        query = "attributes.status = 'RUNNING'"
+        query = f"attributes.status = '{RUNNING}'"
         if key:
             query += " and " + key_filter(key)
         reaped = []
@@ -451,7 +446,7 @@ class ClaimBook:
                 parent_run_id: str | None) -> str:
         all_tags = {**tags, **key, OWNER_TAG: self.owner, HEARTBEAT_TAG: f"{self.clock():.3f}"}
         if parent_run_id:
-            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+            all_tags[TAGS.parent_run_id] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name).info.run_id
 
     def _verdict(self, key: Mapping[str, str], run_id: str) -> Outcome | None:
@@ -485,7 +480,7 @@ class ClaimBook:
         reason = (f"{EXPIRED} {who} {_iso(beat)}, {self.clock() - beat:.0f} s before {self.owner} looked "
                   f"(ttl {self.ttl_s:.0f} s); the item is redone in another run")
         try:
-            self.client.log_batch(run.info.run_id, tags=[RunTag(FAILURE_TAG, reason), RunTag(EXPIRED_TAG, self.owner)])
+            self.client.log_batch(run.info.run_id, tags=[RunTag(TAGS.failure, reason), RunTag(EXPIRED_TAG, self.owner)])
         except MlflowException:
             if self.client.get_run(run.info.run_id).info.lifecycle_stage == "active":
                 raise

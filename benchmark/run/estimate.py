@@ -44,6 +44,7 @@ from benchmark.run.features import BATCH_PATCHES
 from benchmark.run.regimes import FeatureSource
 from benchmark.run.training import fit_frozen
 from benchmark.run.tuning import trial_list
+from benchmark.schema import PROBE_HEAD
 
 TIMED_BATCHES = 2
 RUN_OVERHEAD_S = 0.14
@@ -169,8 +170,8 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
         infer, fit, width, _ = backbone_rates(spec.name, spec.pretrained, grid.image_size, grid.regime == "finetune")
         per_epoch = fixed = 0.0
         for cell in cells:
-            heads = frozenset(todo[cell] - {"probe"})
-            fixed += RUN_OVERHEAD_S * (len(heads) * (trials + (trials > 1)) + ("probe" in todo[cell]))
+            heads = frozenset(todo[cell] - {PROBE_HEAD})
+            fixed += RUN_OVERHEAD_S * (len(heads) * (trials + (trials > 1)) + (PROBE_HEAD in todo[cell]))
             n, policy = rows[cell.dataset], grid.image_policies[cell.dataset]
             if grid.regime == "frozen":
                 key = (width, n, heads)

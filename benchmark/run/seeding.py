@@ -50,29 +50,31 @@ class CellSeeds:
 
     cell: Cell
 
-    def _seed(self, stream: str, *extra: object) -> int:
+    def stream(self, name: str, *extra: object) -> int:
+        """The seed of a named stream of the cell (the harness's are the properties below; the synthetic store
+        names its own)."""
         c = self.cell
-        return stable_seed(c.backbone, c.dataset, c.test_dataset, c.regime, c.split, c.seed, stream, *extra)
+        return stable_seed(c.backbone, c.dataset, c.test_dataset, c.regime, c.split, c.seed, name, *extra)
 
     @property
     def order(self) -> int:
         """Per-epoch sample order."""
-        return self._seed("order")
+        return self.stream("order")
 
     @property
     def augment(self) -> int:
         """Training patches and flips (fine-tuning)."""
-        return self._seed("augment")
+        return self.stream("augment")
 
     @property
     def trunk(self) -> int:
         """Initial weights of the frozen regime's MLP trunk."""
-        return self._seed("trunk")
+        return self.stream("trunk")
 
     @property
     def train(self) -> int:
         """Dropout and any other randomness drawn while training."""
-        return self._seed("train")
+        return self.stream("train")
 
     @property
     def backbone(self) -> int:
@@ -81,7 +83,7 @@ class CellSeeds:
 
     def head(self, label: str) -> int:
         """Initial weights of one head."""
-        return self._seed("head", label)
+        return self.stream("head", label)
 
 
 __all__ = ["CellSeeds", "stable_seed"]

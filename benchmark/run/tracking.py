@@ -27,17 +27,17 @@ from mlflow.tracking import MlflowClient
 from benchmark.config import GridConfig, HeadSpec
 from benchmark.heads import head_hparams
 from benchmark.provenance import git_sha
-from benchmark.run.claims import KILLED, Claim, ClaimBook, Outcome
+from benchmark.run.claims import Claim, ClaimBook, Outcome
 from benchmark.store import DATASET_RACE_ATTEMPTS, all_runs, ensure_experiment, is_dataset_race
 from benchmark.schema import (
     DATASET_CONTEXT_TAG,
     DESCRIPTION_TAG,
-    EXPERIMENT_KIND,
+    FAILED,
+    FINISHED,
+    KILLED,
     PROBE_HEAD,
-    EXPERIMENT_KIND_TAG,
-    FAILURE_TAG,
-    GRID_TAG,
     RUN_NAME_TAG,
+    TAGS,
     TRACEBACK_ARTIFACT,
     BackboneParams,
     Cell,
@@ -78,9 +78,7 @@ def open_experiment(client: MlflowClient, uri: str, grid: GridConfig, command: s
     experiment_id = ensure_experiment(client, grid.name, artifact_location=_artifact_location(uri, grid.name))
     description = (f"DOR-IQA benchmark grid `{grid.name}` ({grid.source}), run with:\n\n    {command}\n\n"
                    f"Resolved grid:\n\n```yaml\n{grid.to_yaml()}```\n")
-    tags = {GRID_TAG: grid.record().to_json(), EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description,
-            "grid": grid.name, "regime": grid.regime, "suite_version": suite_version()}
-    for key, value in tags.items():
+    for key, value in grid.record().experiment_tags(description, suite_version()).items():
         client.set_experiment_tag(experiment_id, key, value)
     return experiment_id
 
@@ -98,11 +96,7 @@ def finished_units(client: MlflowClient, experiment_id: str) -> dict[WorkKey, st
     right now, a dead one is taken over by :mod:`benchmark.run.claims` once its heartbeat has expired.
     """
     return {record.work_key(): record.config_hash for record in map(RunRecord.from_mlflow, all_runs(client, experiment_id))
-            if record.status == "FINISHED"}
-
-
-PROBE_SETTINGS = ("regime", "label_norm", "split_fractions", "image_size")
-"""The grid settings the closed-form probe uses (its record leaves the training recipe out)."""
+            if record.status == FINISHED}
 
 
 def new_record(grid: GridConfig, cell: Cell, spec: HeadSpec, role: str, tuning: tuple[str, ...], *,
@@ -113,12 +107,11 @@ def new_record(grid: GridConfig, cell: Cell, spec: HeadSpec, role: str, tuning: 
     Every writer (the cell, the synthetic store) builds its records here, so their runs carry the same
     names. ``tuning`` lists the trial keys of the head's budget (the probe's: its penalties).
     """
-    settings = grid.hyperparameters()
     probe = spec.type == PROBE_HEAD
     return RunRecord(
         grid=grid.name, cell=cell, head=spec.label, head_type=spec.type, role=role, git_sha=git_sha(),
         init_hash=init_hash, order_hash=order_hash, config_hash=grid.run_config_hash(cell, spec),
-        settings={k: settings[k] for k in PROBE_SETTINGS} if probe else settings, backbone=backbone,
+        settings=grid.hyperparameters(probe), backbone=backbone,
         image_policies=image_policies, sizes=sizes, head_hparams={} if probe else {**head_hparams(spec.type),
                                                                                     **spec.hparams},
         head_init="" if probe else spec.init, tuning=tuning, inputs=inputs, **fields)
@@ -141,7 +134,7 @@ def log_record(client: MlflowClient, run_id: str, record: RunRecord) -> None:
     points = [Metric(name, value, now, step) for name, value, step in metrics]
     batches = list(itertools.zip_longest(_chunks(params_list, MAX_PARAMS), _chunks(points, MAX_METRICS),
                                          fillvalue=[])) or [([], [])]
-    late_tags = [RunTag(k, v) for k, v in tags.items() if k == "trial"] + [RunTag(DESCRIPTION_TAG, record.description)]
+    late_tags = [RunTag(k, v) for k, v in tags.items() if k == TAGS.trial] + [RunTag(DESCRIPTION_TAG, record.description)]
     for index, (params_batch, metrics_batch) in enumerate(batches):
         client.log_batch(run_id, params=params_batch, metrics=metrics_batch, tags=late_tags if index == 0 else [])
     if record.inputs:
@@ -199,13 +192,13 @@ class RunWriter:
         elif exc_type is not None:
             self.claim.finish(KILLED)
         else:
-            self.claim.finish("FAILED" if self.failed else "FINISHED")
+            self.claim.finish(FAILED if self.failed else FINISHED)
 
     def end_with(self, exc: Exception) -> None:
         """End the run FAILED by ``exc``: its message as the ``failure`` tag, its traceback as an artifact."""
         self.fail(f"{type(exc).__name__}: {exc}")
         self.text("".join(traceback.format_exception(exc)), TRACEBACK_ARTIFACT)
-        self.claim.finish("FAILED")
+        self.claim.finish(FAILED)
 
     def write(self, record: RunRecord) -> None:
         """Log the record's params, metrics, curves, late tags and dataset inputs (:func:`log_record`)."""
@@ -214,7 +207,7 @@ class RunWriter:
     def fail(self, reason: str) -> None:
         """End the run as FAILED (tag ``failure``) without raising: the grid goes on with other runs."""
         log.warning("run %s failed: %s", self.run_id, reason)
-        self.client.set_tag(self.run_id, FAILURE_TAG, reason[:5000])
+        self.client.set_tag(self.run_id, TAGS.failure, reason[:5000])
         self.failed = True
 
     def text(self, text: str, name: str) -> None:
@@ -229,5 +222,5 @@ class RunWriter:
             self.client.log_artifact(self.run_id, str(path))
 
 
-__all__ = ["PROBE_SETTINGS", "RunWriter", "claim", "create_run",
+__all__ = ["RunWriter", "claim", "create_run",
            "find_experiment", "finished_units", "log_record", "new_record", "open_experiment", "suite_version"]

@@ -32,7 +32,7 @@ from torch import nn
 from benchmark.config import TUNABLE, TrainSettings
 from benchmark.data import mean_over_patches
 from benchmark.run.regimes import FeatureSource, stacked_trunk_forward
-from benchmark.schema import CURVES, EPOCH_TIMES, FitSummary
+from benchmark.schema import CURVES, EPOCH_TIMES, INPUT_WAIT_S, TRAIN_LOSS, TRAIN_S, VAL_S, VAL_SRCC, FitSummary
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class _EarlyStopping:
     def epoch(self, epoch: int, train_loss: float, val_srcc: float, times: dict[str, float]) -> bool:
         """Record an epoch (its loss, val SRCC and :data:`~benchmark.schema.EPOCH_TIMES`); return True when
         training should stop."""
-        for name, value in {"train_loss": train_loss, "val_srcc": val_srcc, **times}.items():
+        for name, value in {TRAIN_LOSS: train_loss, VAL_SRCC: val_srcc, **times}.items():
             self.fit.curves[name].append(value)
         if val_srcc > self.fit.best_val_srcc:
             self.fit.best_state, self.fit.best_epoch = copy.deepcopy(self.model.state_dict()), epoch
@@ -224,7 +224,7 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
             scheduler.step()
         validating = time.perf_counter()
         val_srcc = srcc(predict_u(model, head, source, val_idx, s.batch_size * 2, device), val_u)
-        times = {"train_s": validating - began, "val_s": time.perf_counter() - validating, "input_wait_s": waited}
+        times = {TRAIN_S: validating - began, VAL_S: time.perf_counter() - validating, INPUT_WAIT_S: waited}
         if progress is not None:
             progress.update(1)
         if check is not None:
@@ -303,7 +303,7 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
             hidden = stacked_trunk_forward([trunks[i] for i in active], val_inputs, training=False)
             predictions = [heads[i].predict(heads[i](h)).float().cpu().numpy() for i, h in zip(active, hidden)]
         mean_losses = (losses / counted).tolist()
-        times = {"train_s": validating - began, "val_s": time.perf_counter() - validating, "input_wait_s": 0.0}
+        times = {TRAIN_S: validating - began, VAL_S: time.perf_counter() - validating, INPUT_WAIT_S: 0.0}
         still = []
         for position, index in enumerate(active):
             epochs_run[index] += 1

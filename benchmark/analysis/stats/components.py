@@ -84,6 +84,7 @@ from scipy import optimize, special, stats
 from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit, check_ratio
 from benchmark.analysis.stats.bayes import DEFAULT_ROPE, correlated_posterior, verdict
 from benchmark.analysis.stats.frequentist import corrected_ci, corrected_se, corrected_ttest
+from benchmark.schema import COLUMNS
 
 MIN_SEED_DF = 5
 """Fewest seed degrees of freedom ``ν_w = Σ (S_j - 1)`` for the VC test; below it the seed variance is too
@@ -142,7 +143,7 @@ class SplitSeedMoments:
         return self.var_split * (1.0 / self.n_splits + test_train_ratio) + self.h * self.msw / self.n_splits
 
 
-def split_seed_moments(runs: pd.DataFrame, split: str = "split", value: str = "delta") -> SplitSeedMoments:
+def split_seed_moments(runs: pd.DataFrame, split: str = COLUMNS.split, value: str = "delta") -> SplitSeedMoments:
     """:class:`SplitSeedMoments` of a run table (one row per split and seed; unbalanced seeds allowed).
 
     Parameters
@@ -677,7 +678,7 @@ def variance_components_test(
     *,
     alpha: float = 0.05,
     threshold: float = 0.95,
-    split: str = "split",
+    split: str = COLUMNS.split,
     value: str = "delta",
 ) -> VarianceComponentsTest:
     """VC test of per-run differences over J splits x S_j seeds (frequentist t and Bayesian posterior).

@@ -37,6 +37,7 @@ from benchmark.analysis.stats.components import (
     split_seed_moments,
     worst_share_critical,
 )
+from benchmark.schema import COLUMNS
 
 TARGET_POWER = 0.80
 
@@ -186,7 +187,7 @@ def mde80(sd: float, n_splits: int, test_train_ratio: float, alpha: float = 0.05
     return float(noncentrality * math.sqrt(1.0 / n_splits + test_train_ratio) * sd)
 
 
-def split_seed_variance(table: pd.DataFrame, split: str = "split", value: str = "delta") -> VarianceComponents:
+def split_seed_variance(table: pd.DataFrame, split: str = COLUMNS.split, value: str = "delta") -> VarianceComponents:
     """Split and seed variance of per-run differences (random-effects moments, as the VC test uses them).
 
     ``var_seed = MSW``, the pooled within-split variance (``Σ (S_j - 1)`` df), and

@@ -22,6 +22,7 @@ from scipy import stats
 
 from benchmark.analysis.stats._inputs import StatsInputError, check_open_unit
 from benchmark.analysis.stats.frequentist import holm, wilcoxon_p
+from benchmark.schema import COLUMNS
 
 MIN_INDEPENDENT_BLOCKS = 10
 """Fewest blocks for a Friedman test / critical-difference diagram: the Friedman statistic's chi-square
@@ -35,10 +36,10 @@ MIN_HEADS = 3
 def independent_blocks(
     table: pd.DataFrame,
     value: str,
-    block: Sequence[str] = ("backbone", "dataset"),
-    head: str = "head",
-    split: str = "split",
-    seed: str | None = "seed",
+    block: Sequence[str] = (COLUMNS.backbone, COLUMNS.dataset),
+    head: str = COLUMNS.head,
+    split: str = COLUMNS.split,
+    seed: str | None = COLUMNS.seed,
 ) -> tuple[pd.DataFrame | None, str | None]:
     """Scores of every head on independent blocks: (backbone, dataset) groups with splits averaged.
 

@@ -34,6 +34,7 @@ from benchmark.analysis.stats.bayes import DEFAULT_ROPE, correlated_posterior, v
 from benchmark.analysis.stats.components import MIN_SEED_DF, split_seed_moments, vc_p_at, vc_posterior
 from benchmark.analysis.stats.frequentist import corrected_ttest, wilcoxon_p
 from benchmark.analysis.stats.power import mde80
+from benchmark.schema import COLUMNS
 
 DATASET = "dataset"
 POPULATION = "population"
@@ -182,7 +183,7 @@ def break_even_r(holds: Callable[[float], bool], r_assumed: float, r_max: float 
 
 
 def population_break_even(runs: pd.DataFrame, r: float, rope: float = DEFAULT_ROPE, alpha: float = 0.05,
-                          threshold: float = 0.95, split: str = "split", value: str = "delta") -> tuple[float, float]:
+                          threshold: float = 0.95, split: str = COLUMNS.split, value: str = "delta") -> tuple[float, float]:
     """``(r*_significance, r*_verdict)`` of the population test of one comparison assumed at ``r``.
 
     The test is the one :func:`~benchmark.analysis.stats.components.variance_components_test` runs on these
