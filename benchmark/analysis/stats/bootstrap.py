@@ -172,11 +172,9 @@ def paired_bootstrap_srcc_cis(
     group at a time — but with a handful of groups its bias correction and acceleration are noisy
     estimates themselves (the acceleration from G leave-one-group-out values, the bias correction
     from a bootstrap distribution with few distinct resamples), and in simulation it covered less
-    than the percentile interval. Coverage of nominal 95 % intervals over 200 simulated test sets
-    whose heads misjudge some references (``results/calibration``, study ``bootstrap_coverage``):
-    7 references x 50 images — percentile 0.905, BCa 0.75, image bootstrap 0.535; 33 references —
-    0.89, 0.86, 0.56. Every bootstrap over few references under-covers somewhat; the image
-    bootstrap on clustered images badly.
+    than the percentile interval. Coverage of nominal 95 % intervals on simulated test sets whose heads
+    misjudge some references: ``results/calibration/summary.json``, study ``bootstrap_coverage``. Every
+    bootstrap over few references under-covers somewhat; the image bootstrap on clustered images badly.
 
     Parameters
     ----------
