@@ -28,7 +28,12 @@ Every name is importable from ``benchmark.analysis.stats`` directly.
 
 from benchmark.analysis.stats._inputs import StatsInputError
 from benchmark.analysis.stats.bayes import DEFAULT_ROPE, VERDICTS, bayesian_correlated_ttest, correlated_posterior, verdict
-from benchmark.analysis.stats.bootstrap import paired_bootstrap_srcc_ci, paired_bootstrap_srcc_cis, rowwise_srcc
+from benchmark.analysis.stats.bootstrap import (
+    paired_bootstrap_srcc_ci,
+    paired_bootstrap_srcc_cis,
+    rowwise_srcc,
+    weighted_srcc,
+)
 from benchmark.analysis.stats.components import (
     FALLBACK_TEST,
     MIN_SEED_DF,
@@ -165,6 +170,7 @@ __all__ = [
     "vc_power",
     "vc_ttest",
     "verdict",
+    "weighted_srcc",
     "wilcoxon_p",
     "worst_rank_fill",
     "worst_share_critical",

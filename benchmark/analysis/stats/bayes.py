@@ -5,14 +5,13 @@
 * :func:`verdict` — those three probabilities read at a threshold (0.95 by default).
 
 A p-value cannot say "the heads are equivalent"; the posterior mass inside the ROPE can — when the
-grid is precise enough. Calibration (``results/calibration``, studies ``effects`` and
-``reference_groups``, 500 simulated cells each, ROPE 0.01, J = 10, 60/20/20 splits): with no true
-difference the wrong verdicts "a better" / "b better" came out in at most 0.014 of cells each; with
-500 rows and heads whose per-split differences spread by ~0.03 SRCC (and with 33 references x 50
-images) "equivalent" never came out, at a true difference of 0 or of ROPE/2 — the posterior is
-wider than the ROPE — while with 2000 rows and similar heads (spread ~0.004) it came out in 0.96
-of cells at 0 and 0.37 at ROPE/2. The minimum detectable effect (:mod:`~benchmark.analysis.stats.power`)
-says which case a grid is in.
+grid is precise enough. The calibration's verdict rates (``results/calibration/summary.json`` and
+``verdicts.png``, studies ``effects`` and ``reference_groups``: ROPE 0.01, J = 10, 60/20/20 splits): with
+no true difference the wrong verdicts "a better" / "b better" are rare; with heads whose per-split
+differences spread by several ROPEs (500 rows, or 33 references x 50 images) "equivalent" does not come
+out even at a true difference of 0 — the posterior is wider than the ROPE — while with 2000 rows and
+similar heads it does, at 0 and at ROPE/2. The minimum detectable effect
+(:mod:`~benchmark.analysis.stats.power`) says which case a grid is in.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 * :func:`paired_bootstrap_srcc_cis` (several head pairs, one set of resamples) and
   :func:`paired_bootstrap_srcc_ci` (one pair) — CI of ``SRCC(mos, A) - SRCC(mos, B)``, resampling
   images or, with ``groups``, whole references (test images cluster by reference);
-* :func:`rowwise_srcc` — ``scipy.stats.spearmanr`` along the last axis of stacked arrays.
+* :func:`rowwise_srcc` — ``scipy.stats.spearmanr`` along the last axis of stacked arrays;
+* :func:`weighted_srcc` — ``scipy.stats.spearmanr`` of resamples given as copy counts.
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ def _weighted_centred_ranks(ties: NDArray[np.intp], weights: NDArray[np.float64]
     return average.ravel()[flat]
 
 
+def weighted_srcc(a: ArrayLike, b: ArrayLike, weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """SRCC of ``a`` and ``b`` in samples holding ``weights[r, i]`` copies of the pair ``(a[i], b[i])``.
+
+    A bootstrap resample given as copy counts (``rng.multinomial``): row ``r`` of the result is exactly
+    ``scipy.stats.spearmanr`` of sample ``r`` with every pair repeated ``weights[r, i]`` times, computed
+    from the tie groups of ``a`` and ``b`` without building the samples. ``weights`` has shape ``(rows, n)``.
+
+    Examples
+    --------
+    >>> a, b = [1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]
+    >>> weighted_srcc(a, b, np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 1.0, 1.0]]))  # the second: ties
+    array([0.8, 1. ])
+    """
+    def ranks(x: ArrayLike) -> NDArray[np.float64]:
+        return _weighted_centred_ranks(np.unique(np.asarray(x), return_inverse=True)[1], weights)
+
+    return _pearson_rows(ranks(a), ranks(b), weights)
+
+
 def _validated_predictions(
     mos: ArrayLike, predictions: Mapping[str, ArrayLike], pairs: Sequence[tuple[str, str]]
 ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
@@ -152,11 +172,9 @@ def paired_bootstrap_srcc_cis(
     group at a time — but with a handful of groups its bias correction and acceleration are noisy
     estimates themselves (the acceleration from G leave-one-group-out values, the bias correction
     from a bootstrap distribution with few distinct resamples), and in simulation it covered less
-    than the percentile interval. Coverage of nominal 95 % intervals over 200 simulated test sets
-    whose heads misjudge some references (``results/calibration``, study ``bootstrap_coverage``):
-    7 references x 50 images — percentile 0.905, BCa 0.75, image bootstrap 0.535; 33 references —
-    0.89, 0.86, 0.56. Every bootstrap over few references under-covers somewhat; the image
-    bootstrap on clustered images badly.
+    than the percentile interval. Coverage of nominal 95 % intervals on simulated test sets whose heads
+    misjudge some references: ``results/calibration/summary.json``, study ``bootstrap_coverage``. Every
+    bootstrap over few references under-covers somewhat; the image bootstrap on clustered images badly.
 
     Parameters
     ----------

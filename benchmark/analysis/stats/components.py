@@ -31,37 +31,30 @@ noise by a factor ``1 + rJ`` (4.2 at J = 10, r = 1/3) and is conservative when s
 squares (Satterthwaite: ``df = V̂² / [((1/J + r) s²_m)² / (J - 1) + (h r MSW)² / ν_w]``); when ``σ̂²_a`` is
 truncated at 0, ``V̂ = h·MSW/J`` (``ν_w`` df). The null distribution of ``t`` depends on the unknown split
 share ``λ = σ²_a / (σ²_a + h σ²_e)`` alone (for given J, S, r), and :func:`rejection_rate` computes it
-exactly. Over every share (``results/calibration``, study ``shares``: normal model, r = 0.32, S = 2-5,
-α = .05, shares 0-1): ``df = J - 1`` was liberal at every J (0.082-0.087 at J = 10 for shares near 0.5,
-0.12 at J = 50, 0.14 at J = 100); Satterthwaite (capped at J - 1) kept the type-I error at or below 0.060
-for J <= 20, but reached 0.067 at J = 30, 0.08 at J = 50 and 0.10 at J = 100 for shares of 0.1-0.2 — there
-``r σ²_a`` is most of ``Var(d̄)`` yet ``σ̂²_a`` is a noisy difference of two mean squares, whose relative
-error grows like ``r sqrt(J)``. So:
+exactly. Over every share (study ``shares`` of the calibration, ``results/calibration/shares.md``: normal
+model, S = 2-5, shares 0-1): ``df = J - 1`` was liberal at every J; Satterthwaite (capped at J - 1) held
+the level for J <= 20 but was liberal from J = 30 at small shares — there ``r σ²_a`` is most of ``Var(d̄)``
+yet ``σ̂²_a`` is a noisy difference of two mean squares, whose relative error grows like ``r sqrt(J)``. So:
 
 * ``J < 30`` — ``"vc-worst-share"``: the critical value and p-value of the least favourable share
   (:func:`worst_share_critical`, :func:`worst_share_p`): at most α for every share, exactly for balanced
   grids under the normal model. At J = 10, S = 2, r = 0.32 the critical value is 2.71 (Student's df 4.3;
-  the worst share is 0.57; the default grid's dor - mse components, 0.00244 / 0.00746, give a share of
-  0.40 with two seeds).
+  the worst share is 0.57). A grid's own share follows from its components (the default grid's:
+  ``var_split`` and ``var_seed`` in ``results/default/stats.csv``).
 * ``J >= 30`` — ``"vc-satterthwaite"``: Satterthwaite's df, capped at ``J - 1``. The worst-share critical
   value grows with J (2.77 at J = 30, 2.92 at J = 50, 3.22 at J = 100), so more splits would lose power;
-  Satterthwaite is at or below 0.06 for shares of 0.3 and above (the default grid's dor - mse share is
-  0.40) but liberal (0.067-0.10) for shares of 0.1-0.2, and near share 0 its plug-in df collapses
-  when ``σ̂²_a`` is just above 0, which costs power: with seed noise only (study ``structured``, J = 50)
-  it detected an effect of 1-2 MDE in only 0.79-0.87 of grids.
+  Satterthwaite holds the level at moderate and large shares but is liberal at small ones
+  (``results/calibration/shares.md``), and near share 0 its plug-in df collapses when ``σ̂²_a`` is just
+  above 0, which costs power (study ``structured`` with seed noise only, ``results/calibration/structured.md``).
 
-On ``bundled``'s real split structure (study ``structured``, 2,000 grids per row, the default grid's
-components) the VC t stayed at or below 0.054 with no split effect, a test-composition effect and the
-Nadeau-Bengio correlation, for J = 10, 20, 50 and S = 2, 3, 5; with a 25 % training share (correlation 0.29
-> ``r / (1 + r)`` = 0.24) it was above 0.06 in 5 of those 9 designs (up to 0.076): every test that assumes
-that correlation is liberal there.
+On ``bundled``'s real split structure (study ``structured``, ``results/calibration/structured.md``, with the
+default grid's components) the VC t holds the level with no split effect, a test-composition effect and the
+Nadeau-Bengio correlation; with a 25 % training share (a correlation above ``r / (1 + r)``) it is liberal in
+some designs: every test that assumes that correlation is liberal there.
 
 The Bayesian rule (:func:`vc_posterior`, "significant" when ``P(Δ > 0)`` is outside ``[0.025, 0.975]``)
-integrates over the uncertainty of ``σ̂²_a`` instead: at most 0.060 at every J (10-100), S and share on
-the normal model (10,000 grids per share), at most 0.061 on the real structure in scenarios (i)-(iii) (above
-0.06 only at J = 50 under the Nadeau-Bengio correlation; 0.025-0.090 with the 25 % training share), and the
-most power of the tests compared (at 1 MDE with J = 10, S = 2: 0.82 against 0.74 for the corrected t and
-0.78 for the VC t).
+integrates over the uncertainty of ``σ̂²_a`` instead; its type-I error over every share on the normal model
+and on the real structure, and its power against the corrected and the VC t, are in the same two tables.
 
 **Fallback.** With one seed per split, or fewer than :data:`MIN_SEED_DF` seed degrees of freedom, split and
 seed variance cannot be told apart: :func:`variance_components_test` then runs the corrected resampled

@@ -1,14 +1,14 @@
 """Frequentist tests of per-split differences, the multiple-comparison correction, across-dataset Wilcoxon.
 
 * :func:`corrected_resampled_ttest` — Nadeau & Bengio (2003), and :func:`corrected_resampled_ci`,
-  the confidence interval that inverts it, on split means: type-I error near alpha (0.048 at alpha = .05
-  over 1000 simulated null cells with 80/20 splits, 0.006-0.030 with 60/20/20 splits,
-  ``results/calibration``). With several seeds per split it over-corrects the seed noise; the
+  the confidence interval that inverts it, on split means: type-I error at or below alpha on simulated null
+  cells (``results/calibration/summary.json``, studies ``null`` and ``effects``). With several seeds per
+  split it over-corrects the seed noise; the
   variance-components test (:mod:`~benchmark.analysis.stats.components`) separates the two and falls back
   to this test with one seed per split;
 * :func:`naive_paired_ttest` and :func:`wilcoxon_p` — descriptive only, for comparison with published
   practice: both ignore the overlap of the training sets and are anti-conservative on per-split
-  differences (type-I error 0.258 and 0.255 at alpha = .05 in the same calibration);
+  differences (type-I errors far above alpha in the same calibration, study ``null``);
 * :func:`cross_dataset_caveat` — marks the per-split tests of a cross-dataset cell as descriptive;
 * :func:`holm` — family-wise correction over all cells of a grid;
 * :func:`across_dataset_wilcoxon` — one mean difference per dataset, datasets as independent units.
@@ -156,15 +156,14 @@ def cross_dataset_caveat(dataset: str, test_dataset: str) -> str | None:
     differences then show only the training-subset (and seed) variation; the variation from which
     test images happened to be in ``test_dataset`` is shared by every split and invisible in
     ``var(d)``, yet it is most of the variance of ``mean(d)``. No factor computed from set sizes
-    alone repairs that. On simulated null cross-dataset cells (``results/calibration``, study
-    ``cross_dataset``: 500 source rows, 300 target rows, J = 10, 300 cells per setting)
-    ``Var(mean d) / E[var(d)]`` was 6-7, against 0.1 assumed by the naive t-test (type-I error
-    0.76-0.79 at alpha = .05), 0.43 by the within-dataset correction (0.56-0.58), 1.1 with
-    ``n_test = |test dataset|`` — what a report computes from the logged sizes — (0.37-0.42) and 1.6
-    by a correction from the training-set overlap alone (0.30-0.31). Adding a bootstrap variance
-    over the target's images (which needs every split's predictions) brought it to 0.013-0.030, but
-    that rests on a heuristic for the source dataset's share of the variance, measured on one toy
-    model only. So the corrected t-test, its interval, the Bayesian verdict and the MDE of a
+    alone repairs that. On simulated null cross-dataset cells (``results/calibration/summary.json``, study
+    ``cross_dataset``) ``Var(mean d) / E[var(d)]`` was many times what any of these factors assumes — the
+    naive t-test's ``1/J``, the within-dataset correction, ``n_test = |test dataset|`` (what a report
+    computes from the logged sizes) or a correction from the training-set overlap alone — and every such
+    test rejected a true null far too often. Adding a bootstrap variance over the target's images (which
+    needs every split's predictions) brought the rate near alpha, but that rests on a heuristic for the
+    source dataset's share of the variance, measured on one toy model only. So the corrected t-test, its
+    interval, the Bayesian verdict and the MDE of a
     cross-dataset cell are reported as descriptive, kept out of the Holm family, and never starred.
 
     Parameters
@@ -196,8 +195,8 @@ def cross_dataset_caveat(dataset: str, test_dataset: str) -> str | None:
 def naive_paired_ttest(deltas: ArrayLike) -> tuple[float, float]:
     """Plain one-sample t-test of the per-split differences against 0 (``scipy.stats.ttest_1samp``).
 
-    Anti-conservative for resampled splits (it ignores the overlap of training sets: type-I error
-    0.258 at alpha = .05 over 1000 simulated null cells, ``results/calibration``); kept only to show
+    Anti-conservative for resampled splits (it ignores the overlap of training sets: see its type-I error
+    on simulated null cells, ``results/calibration/summary.json``, study ``null``); kept only to show
     how much the correction matters. Zero-variance inputs follow the convention of
     :func:`corrected_resampled_ttest`.
 
@@ -223,8 +222,8 @@ def wilcoxon_p(deltas: ArrayLike) -> float:
 
     On per-split differences of resampled splits this test is anti-conservative, like the naive
     t-test and for the same reason: it treats the ``d_j`` as independent although the training sets
-    of the splits overlap (type-I error 0.255 at alpha = .05 over 1000 simulated null cells,
-    ``results/calibration``). Report it there only as a descriptive figure, for comparison with
+    of the splits overlap (see its type-I error on simulated null cells, ``results/calibration/summary.json``,
+    study ``null``). Report it there only as a descriptive figure, for comparison with
     published practice; base significance on :func:`corrected_resampled_ttest`. On per-dataset
     means (:func:`across_dataset_wilcoxon`) the datasets are independent and the test is valid.
 

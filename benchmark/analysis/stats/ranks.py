@@ -28,8 +28,8 @@ MIN_INDEPENDENT_BLOCKS = 10
 """Fewest blocks for a Friedman test / critical-difference diagram: the Friedman statistic's chi-square
 approximation and the Nemenyi critical difference are large-sample results, which Demšar (2006) uses
 with N > 10 blocks (with 3 heads and 4 blocks even a perfectly consistent order gives p = 0.018, with 3
-blocks p = 0.0498). On 500 simulated null grids of 10 cell blocks (``results/calibration``, study
-``friedman``) the Friedman test rejected in 0.046, and a pairwise signed-rank test with Holm in 0.046."""
+blocks p = 0.0498). On simulated null grids of 10 cell blocks the Friedman test and a pairwise signed-rank
+test with Holm hold their level (``results/calibration/summary.json``, study ``friedman``)."""
 MIN_HEADS = 3
 
 
@@ -45,9 +45,9 @@ def independent_blocks(
 
     The J splits of one cell share most of their training data, so their results are strongly
     correlated; ranking heads over (cell x split) blocks counts each cell J times and makes the
-    Friedman test anti-conservative: with three equal heads on 10 cells x 10 splits it rejected in
-    0.310 of 500 simulated grids at alpha = .05, against 0.046 over the 10 cell blocks
-    (``results/calibration``, study ``friedman``). This builds one
+    Friedman test anti-conservative: with three equal heads on 10 cells x 10 splits it rejects a true null
+    far more often than alpha, over the 10 cell blocks at about alpha (``results/calibration/summary.json``,
+    study ``friedman``). This builds one
     block per ``block`` group instead: seeds are averaged within a split, then splits within the
     block, using only the (split, seed) runs where every head has a value so that all heads are
     averaged over the same runs.

@@ -33,7 +33,7 @@ dor − dor-seed).
 
 Usage::
 
-    python scripts/calibration_livec.py --out results/calibration-livec [--draws 2000]
+    python -m scripts.calibration.livec --out results/calibration-livec [--draws 2000]
         [--tracking-uri sqlite:///mlruns/mlflow.db] [--grid livec-pool]
 
 Writes ``coverage.csv`` (one row per pair x design x test), ``coverage.md`` (the table), ``pool.csv`` (the
@@ -52,8 +52,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis import stats  # noqa: E402
@@ -154,7 +152,7 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.calibration.livec", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="livec-pool")
     parser.add_argument("--tracking-uri")
@@ -186,8 +184,9 @@ def main() -> None:
     table.to_csv(args.out / "coverage.csv", index=False)
     pool_summary.to_csv(args.out / "pool.csv", index=False)
     (args.out / "coverage.md").write_text(markdown(table, pool_summary))
-    write_provenance(args.out, sys.argv, duration_s=round(time.perf_counter() - started), grid=args.grid,
-                     draws=args.draws, seed=args.seed, metric=args.metric, ratio=ratio, rope=ROPE, alpha=ALPHA)
+    write_provenance(args.out, [sys.executable, "-m", "scripts.calibration.livec", *sys.argv[1:]],
+                     duration_s=round(time.perf_counter() - started), grid=args.grid, draws=args.draws, seed=args.seed,
+                     metric=args.metric, ratio=ratio, rope=ROPE, alpha=ALPHA)
     print(f"wrote {args.out}/coverage.csv, coverage.md, pool.csv, provenance.json")
 
 

@@ -1,6 +1,6 @@
 """Calibration on the suite's own harness: null grids through the real cells and report code.
 
-``scripts/calibration.py`` simulates ridge regressions; the suite itself splits 60/20/20 by reference, trains
+``python -m scripts.calibration`` simulates ridge regressions; the suite itself splits 60/20/20 by reference, trains
 with seeded init, dropout, AdamW and early stopping, and tests the per-split differences. This script
 checks the tests on that protocol. Each null grid is the default grid's recipe on one backbone (frozen,
 offline ImageNet weights, ``bundled``, prior init), J splits with fresh split seeds (grid g uses splits
@@ -20,8 +20,8 @@ What this null can and cannot show: the two "heads" are one head, so the split x
 training and test composition of a split moves one head against another) cancels exactly, and the d_j
 are i.i.d. seed noise. It checks the tests on the suite's real training noise (early stopping, tuning,
 dropout, sample order); it cannot check the overlap correction (any r passes it). The split term is
-covered by the structured simulation of ``scripts/calibration.py`` and, for the dataset target, on real
-runs by ``scripts/calibration_livec.py``.
+covered by the structured simulation (:mod:`scripts.calibration.structured`) and, for the dataset target, on
+real runs by :mod:`scripts.calibration.livec`.
 
 Under this null, a calibrated test rejects in a fraction α of the grids, and the Bayesian test calls "a
 better" or "b better" in at most 5 % of them. Known effects are then added to the measured per-split
@@ -31,7 +31,7 @@ seed variance of one head's test SRCC (one-way ANOVA over the two seeds of each 
 
 Usage::
 
-    python scripts/calibration_harness.py --out results/calibration-harness --grids 100 --splits 10 --seeds 2
+    python -m scripts.calibration.harness --out results/calibration-harness --grids 100 --splits 10 --seeds 2
 
 Writes ``grids.csv`` (one row per grid: the report's statistics of dor − dor-twin), ``effects.csv`` and
 ``summary.json``, plus ``provenance.json``, into ``--out``; the runs go to ``--tracking-uri`` (default
@@ -67,6 +67,8 @@ from benchmark.analysis.stats import (  # noqa: E402
     verdict,
     wilcoxon_p,
 )
+
+from .common import wilson_interval  # noqa: E402
 
 HEADS = ("dor", "dor-twin")
 NULL_PAIR = ("dor@seed0", "dor@seed1")
@@ -131,18 +133,8 @@ def effect_rates(grids: pd.DataFrame, deltas: pd.DataFrame, n_splits: int, rope:
     return pd.DataFrame(rows)
 
 
-def wilson(k: int, n: int) -> list[float]:
-    """95 % Wilson interval of a rate k / n."""
-    if n == 0:
-        return [float("nan"), float("nan")]
-    z = 1.959963984540054
-    centre = (k + z * z / 2) / (n + z * z)
-    half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return [float(centre - half), float(centre + half)]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.calibration.harness", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/calibration-harness"))
     parser.add_argument("--grids", type=int, default=100, help="null grids")
     parser.add_argument("--splits", type=int, default=10, help="splits J per grid")
@@ -184,7 +176,7 @@ def main() -> None:
         "null": "dor at seed 0 vs dor at seed 1, paired by split",
         "twins_identical": {"cells": int((twins[HEADS[0]] == twins[HEADS[1]]).sum()), "of": len(twins)},
         "rope": grid.rope, "alpha": ALPHA, "train_seconds": round(train_s, 1),
-        "rates": {name: {"rate": k / n, "wilson95": wilson(k, n)} for name, k in counts.items()},
+        "rates": {name: {"rate": k / n, "wilson95": wilson_interval(k, n)} for name, k in counts.items()},
         "variance": {"one_head_var_split": components.var_split, "one_head_var_seed": components.var_seed,
                      "null_sd_delta_mean": float(grids["std_delta"].mean()),
                      "null_mde80_median": float(grids["mde80"].median()),
@@ -192,7 +184,7 @@ def main() -> None:
         "effects": effects.to_dict("records"),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_provenance(args.out, ["python", "scripts/calibration_harness.py", *sys.argv[1:]],
+    write_provenance(args.out, [sys.executable, "-m", "scripts.calibration.harness", *sys.argv[1:]],
                      duration_s=round(time.perf_counter() - start, 1), n_grids=n)
     print(json.dumps(summary, indent=2))
 
