@@ -16,7 +16,7 @@ from benchmark.allocator import keep_freed_memory  # noqa: E402  (no torch, no M
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
-    from benchmark.run.executors import EXECUTORS
+    from benchmark.executors import EXECUTORS
     from benchmark.run.grid import default_workers, execute, plan_grid
     from benchmark.run.validate import GridValidationError, validate_grid
 
@@ -185,8 +185,8 @@ def _head_pair(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dor-bench`` argument parser."""
-    from benchmark.run.claims import DEFAULT_TTL_S
-    from benchmark.run.executors import EXECUTORS
+    from benchmark.executors import EXECUTORS
+    from benchmark.store import DEFAULT_TTL_S
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")

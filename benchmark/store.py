@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = Path("mlruns")
 LOCK_SUFFIX = ".lock"
+DEFAULT_TTL_S = 300.0
+"""A claim (a RUNNING run that holds a unit of work, :mod:`benchmark.run.claims`) whose heartbeat is older than
+this is taken over: its process is presumed dead."""
+HEARTBEATS_PER_TTL = 10
+"""A held claim beats this many times per ttl, so a few late beats never expire a live claim."""
 _LOCKED_MESSAGES = ("database is locked", "database table is locked")
 _ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
 

@@ -49,13 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmark.data import batch_test_positions, cache_root, default_policy, extract_patches, load_labels  # noqa: E402
 from benchmark.models import create_backbone, weights_fingerprint  # noqa: E402
-from benchmark.run.features import (  # noqa: E402
-    BATCH_PATCHES,
-    FeatureExtractor,
-    Preprocessing,
-    cached_features,
-    features_batch_images,
-)
+from benchmark.factory import FeatureExtractor, Preprocessing  # noqa: E402
+from benchmark.run.features import BATCH_PATCHES, cached_features, features_batch_images  # noqa: E402
 
 
 def forward_rate(model: torch.nn.Module, batches: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:

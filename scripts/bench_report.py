@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis.report import build_report  # noqa: E402  (after the telemetry switch)
-from benchmark.synthetic_store import write_synthetic_grid  # noqa: E402
+from benchmark.run.synthetic_store import write_synthetic_grid  # noqa: E402
 
 GRID = "bench-report"
 BACKBONES = ["efficientnet_lite0", "resnet50"]

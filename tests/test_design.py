@@ -13,7 +13,7 @@ from benchmark.analysis.design import SPLIT_STEPS, design_plan, splits_for_targe
 from benchmark.analysis.report_data import ReportError
 from benchmark.cli import main
 from benchmark.schema import GRID_TAG, GridRecord
-from benchmark.synthetic_store import write_synthetic_grid
+from benchmark.run.synthetic_store import write_synthetic_grid
 
 HEADS = ["mse", "dor"]
 

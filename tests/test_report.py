@@ -17,7 +17,7 @@ from benchmark.analysis.report import ReportError, build_report, k_ablation_tabl
 from benchmark.analysis.report_data import ReportData, Scores
 from benchmark.cli import main
 from benchmark.schema import PREDICTIONS_ARTIFACT, GridRecord, RunRecord
-from benchmark.synthetic_store import SyntheticStoreError, write_synthetic_grid
+from benchmark.run.synthetic_store import SyntheticStoreError, write_synthetic_grid
 
 GRID = "synthetic"
 HEADS = ["mse", "dor", "dor-seed"]

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.schema import (CLAIM_PREFIX, GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord,
                               HeadRecord, RunRecord, Sizes)
-from benchmark.synthetic_store import write_synthetic_grid
+from benchmark.run.synthetic_store import write_synthetic_grid
 
 
 def _key_sets(uri: str, grid: str) -> dict[str, tuple[set, set, set]]:
@@ -132,12 +132,12 @@ GENERIC_NAMES = {"image", "mos", "ref"}
 reads and writes label tables by those words, which are not the record's."""
 OTHER_VOCABULARIES = {
     "benchmark/config.py": {"regime", "tuning", "head_init", "image_policy."},
-    "benchmark/synthetic_store.py": {"regime", "tuning", "split"},
+    "benchmark/run/synthetic_store.py": {"regime", "tuning", "split"},
     "benchmark/run/seeding.py": {"backbone", "head"},
     "benchmark/provenance.py": {"git_sha", "status"},
     "benchmark/analysis/html.py": {"git_sha"},
     "benchmark/cli.py": {"dataset"},
-    "benchmark/run/executors.py": {"grid"},
+    "benchmark/executors.py": {"grid"},
     "benchmark/analysis/stats/targets.py": {"dataset"},
 }
 """Strings equal to a record name that name something else: the grid file's keys (the settings they become

@@ -26,12 +26,19 @@ from mlflow.tracking import MlflowClient
 from benchmark.config import GridConfig, HeadSpec
 from benchmark.metrics import compute_metrics
 from benchmark.run.cell_data import input_refs, load_cell_data
-from benchmark.run.claims import DEFAULT_TTL_S, Claim, ClaimBook, ClaimLost, Outcome, State
+from benchmark.run.claims import Claim, ClaimBook, ClaimLost, Outcome, State
 from benchmark.run.inputs import CellInputs
 from benchmark.run.probe import PROBE_ALPHAS, fit_probe
 from benchmark.run.tracking import RunWriter, claim, new_record
 from benchmark.run.training import EpochCheck
-from benchmark.run.tuning import HeadOutcome, TrainedTrial, TrialJob, conclude, train_trials, trial_list
+from benchmark.run.tuning import (
+    HeadOutcome,
+    TrainedTrial,
+    TrialJob,
+    conclude,
+    train_trials,
+    trial_list,
+)
 from benchmark.schema import (
     CONFIG_ARTIFACT,
     DIVERGED,
@@ -48,6 +55,7 @@ from benchmark.schema import (
     RunRecord,
     Sizes,
 )
+from benchmark.store import DEFAULT_TTL_S
 
 log = logging.getLogger(__name__)
 

@@ -75,16 +75,12 @@ from mlflow.entities import Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.store import StoreError
+from benchmark.store import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, StoreError
 from benchmark.schema import (CLAIM_PREFIX, EXPIRED, EXPIRED_TAG, FAILED, FINISHED, HEARTBEAT_TAG, KILLED, OWNER_TAG,
                               RUNNING, TAGS)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL_S = 300.0
-"""A claim whose heartbeat is older than this is taken over (its process is presumed dead)."""
-HEARTBEATS_PER_TTL = 10
-"""A held claim beats this many times per ttl, so a few late beats never expire a live claim."""
 
 MAX_RUNS_PER_KEY = 1000
 

@@ -38,7 +38,7 @@ from benchmark.allocator import keep_freed_memory
 from benchmark.config import GridConfig
 from benchmark.data import dataset_info
 from benchmark.models import OFFLINE_LITE_WEIGHTS, create_backbone, feature_width
-from benchmark.run.executors import worker_threads
+from benchmark.executors import worker_threads
 from benchmark.factory import FROZEN, FeatureExtractor, Preprocessing, create_model, frozen_trunk
 from benchmark.run.features import BATCH_PATCHES
 from benchmark.run.regimes import FeatureSource

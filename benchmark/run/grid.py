@@ -16,7 +16,7 @@ initialised one (whose weights depend on the seed).
 Before any run is claimed, every pending cell's image stores (and frozen features) are built in this
 process (not for a Slurm job array, whose jobs build them on the compute nodes), so an image that does not
 decode stops the grid before any run exists, naming every such file.
-Executors (:mod:`benchmark.run.executors`): ``local`` runs the cells in this process, ``workers`` in
+Executors (:mod:`benchmark.executors`): ``local`` runs the cells in this process, ``workers`` in
 ``--workers`` spawned processes, ``submitit`` as a Slurm job array.
 """
 
@@ -35,17 +35,24 @@ from tqdm.auto import tqdm
 from benchmark.allocator import keep_freed_memory
 from benchmark.config import ConfigError, GridConfig, HeadSpec
 from benchmark.data import DataError
+from benchmark.executors import EXECUTORS, Done
 from benchmark.run.cell import PROBE_SPEC, CellRun, HeadResult
 from benchmark.run.cell_data import load_cell_data
-from benchmark.run.inputs import CellInputs
-from benchmark.run.claims import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, ClaimBook
+from benchmark.run.claims import ClaimBook
 from benchmark.run.estimate import Estimate, estimate_seconds
-from benchmark.run.executors import EXECUTORS, Done
-from benchmark.store import open_client, resolve_tracking_uri, sqlite_path, uri_kind
-from benchmark.run.tuning import trial_list
+from benchmark.run.inputs import CellInputs
 from benchmark.run.tracking import find_experiment, finished_units, open_experiment
+from benchmark.run.tuning import trial_list
 from benchmark.run.validate import GridValidationError, validate_grid
 from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT, Cell, WorkKey
+from benchmark.store import (
+    DEFAULT_TTL_S,
+    HEARTBEATS_PER_TTL,
+    open_client,
+    resolve_tracking_uri,
+    sqlite_path,
+    uri_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +191,6 @@ class CellWork:
         return CellOutcome(self.cell, runner.run(todo=set(self.heads)), time.perf_counter() - start)
 
 
-def run_cell(work: CellWork, threads: int | None = None) -> CellOutcome:
-    """:meth:`CellWork.run` as a module-level function (what worker processes and job arrays pickle)."""
-    return work.run(threads)
-
-
 def prepare_caches(plan: GridPlan) -> None:
     """Build every pending cell's image stores (and, frozen, its features) here, before any run is claimed.
 
@@ -269,4 +271,4 @@ def execute(plan: GridPlan, executor: str = "local", workers: int = 1, on_cell: 
 
 
 __all__ = ["CellOutcome", "CellWork", "GridPlan", "default_workers", "execute", "plan_grid", "prepare_caches",
-           "probe_cells", "run_cell"]
+           "probe_cells"]

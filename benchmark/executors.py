@@ -1,8 +1,8 @@
-"""Executors: where a grid's cells run — one registry, each entry of one shape (imports neither torch nor MLflow,
-so the CLI reads its choices from it without loading the run side).
+"""Executors: where a grid's cells run — one registry, each entry of one shape. It imports neither torch, MLflow
+nor the run side, so the CLI reads its choices from it without loading them.
 
-An executor takes the pending cells as :class:`~benchmark.run.grid.CellWork` items and makes one pass over
-them, handing each :class:`~benchmark.run.grid.CellOutcome` to ``done``; ``retries`` says whether
+An executor takes the pending cells as work items (:class:`~benchmark.run.grid.CellWork`: picklable, with a
+``grid`` and ``run(threads=None)``) and makes one pass over them, handing each outcome to ``done``; ``retries`` says whether
 :func:`benchmark.run.grid.execute` offers units held by other processes again until they are done (a Slurm job
 array makes one pass and leaves them to their holders), ``prepares_caches`` whether the launching process
 builds every image store and frozen feature first (the executors that run cells on this machine; a job array's
@@ -43,14 +43,17 @@ def worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def run_item(item: Any, threads: int | None = None) -> Any:
+    """``item.run(threads)`` as a module-level function (what worker processes and job arrays pickle)."""
+    return item.run(threads)
+
+
 def _workers(work: list, workers: int, done: Done, options: dict) -> None:
     """One pass over the cells in ``workers`` spawned processes, each with its share of the CPU threads."""
-    from benchmark.run.grid import run_cell  # the run side, loaded only where cells run
-
     threads = worker_threads(workers)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
             tqdm(total=len(work), desc=_label(work), unit="cell") as bar:
-        for future in as_completed([pool.submit(run_cell, item, threads) for item in work]):
+        for future in as_completed([pool.submit(run_item, item, threads) for item in work]):
             done(future.result())
             bar.update(1)
 
@@ -59,14 +62,12 @@ def _submitit(work: list, workers: int, done: Done, options: dict) -> None:
     """One job per cell in a Slurm job array (``options``: submitit parameters, e.g. ``cluster``, partition)."""
     import submitit
 
-    from benchmark.run.grid import run_cell
-
     params = dict(options)
     name = work[0].grid.name if work else "grid"
     folder = Path(params.pop("folder", Path("mlruns") / "submitit" / name))
     executor = submitit.AutoExecutor(folder=folder, cluster=params.pop("cluster", None))
     executor.update_parameters(name=f"dor-bench-{name}", **params)
-    jobs = executor.map_array(run_cell, work)
+    jobs = executor.map_array(run_item, work)
     log.info("submitted %d cells as job array %s (logs in %s)", len(jobs), jobs[0].job_id if jobs else "-", folder)
     for job in tqdm(jobs, desc=f"{_label(work)} (submitit)", unit="cell"):
         done(job.result())
@@ -90,4 +91,4 @@ EXECUTORS: dict[str, Executor] = {e.name: e for e in (
 )}
 
 
-__all__ = ["EXECUTORS", "Done", "Executor", "worker_threads"]
+__all__ = ["EXECUTORS", "Done", "Executor", "run_item", "worker_threads"]
