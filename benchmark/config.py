@@ -16,7 +16,7 @@ import yaml
 
 from benchmark.data.errors import ImagePolicyError
 from benchmark.data.policy import ImagePolicy, default_policy, parse_image_policy
-from benchmark.schema import PROBE_HEAD, Cell, GridRecord, HeadRecord
+from benchmark.schema import PROBE_HEAD, Cell, GridRecord, HeadSpec
 
 REGIMES = ("frozen", "finetune")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -52,20 +52,6 @@ class BackboneSpec:
 
     name: str
     pretrained: bool | str = False
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """A head as named in the grid (``label``), its registry type, its hyper-parameters and its init.
-
-    ``init``: ``prior`` calls the head's ``init_prior`` with the training targets (the default: no head
-    starts far from the data), ``default`` keeps PyTorch's init (the published recipe).
-    """
-
-    label: str
-    type: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-    init: str = "prior"
 
 
 @dataclass(frozen=True)
@@ -128,12 +114,8 @@ class GridConfig:
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid, in a fixed order (backbone, dataset, split, seed)."""
-        return [
-            Cell(b.name, d.train, d.test, split, seed, self.regime)
-            for b in self.backbones for d in self.datasets
-            for split in range(self.splits) for seed in self.seeds
-        ]
+        """Every cell of the grid, in a fixed order (backbone, dataset, split, seed): :meth:`GridRecord.cells`."""
+        return self.record().cells()
 
     def backbone(self, name: str) -> BackboneSpec:
         """The spec of a backbone of this grid."""
@@ -164,7 +146,7 @@ class GridConfig:
         """What the report needs to know of this grid (logged on its experiment)."""
         from benchmark.heads import head_hparams  # the registry imports torch: the run side only
 
-        heads = {h.label: HeadRecord(h.type, {**head_hparams(h.type), **h.hparams}, h.init) for h in self.heads}
+        heads = {h.label: replace(h, hparams={**head_hparams(h.type), **h.hparams}) for h in self.heads}
         return GridRecord(
             name=self.name, regime=self.regime, backbones=tuple(b.name for b in self.backbones), heads=heads,
             datasets=tuple((d.train, d.test) for d in self.datasets), splits=tuple(range(self.splits)),

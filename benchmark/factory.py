@@ -11,6 +11,7 @@ frozen backbone over them (the features cache and ``predict`` alike).
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,16 @@ def create_model(regime: str, body: nn.Module, head_type: str, head_hparams: dic
         return frozen_model(body, head), head
     head = get_head(head_type, feature_width(body), **head_hparams)
     return IQAModel(body, head), head
+
+
+def predict_scores(model: nn.Module, head: nn.Module, inputs: torch.Tensor, per_image: int,
+                   precision: AbstractContextManager = nullcontext()) -> torch.Tensor:
+    """Each image's score on the ``u`` scale (float32): the head's prediction of each input, averaged over the
+    image's ``per_image`` consecutive inputs; ``model`` runs inside ``precision`` (e.g. bf16 autocast), the
+    head's prediction outside it. Validation, testing and ``dor-bench predict`` all score through here."""
+    with precision:
+        outputs = model(inputs)
+    return mean_over_patches(head.predict(outputs).float(), per_image)
 
 
 @dataclass(frozen=True)
@@ -117,4 +128,4 @@ class FeatureExtractor:
 
 
 __all__ = ["FROZEN", "FeatureExtractor", "Preprocessing", "create_model", "frozen_model", "frozen_trunk",
-           "seeded_backbone"]
+           "predict_scores", "seeded_backbone"]

@@ -20,8 +20,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.bundle import ModelBundle
-from benchmark.data import DataError, load_at_policy, mean_over_patches, test_patch_positions
-from benchmark.factory import FeatureExtractor
+from benchmark.data import DataError, load_at_policy, test_patch_positions
+from benchmark.factory import FeatureExtractor, predict_scores
 from benchmark.store import open_client, resolve_tracking_uri
 from benchmark.schema import WEIGHTS_ARTIFACT
 
@@ -59,12 +59,10 @@ class TrainedModel:
         bundle = self.bundle
         patches = self.patches(path)
         if self.features is not None:  # frozen: an image's feature is the mean of its patches' features
-            x = (self.features(patches, len(patches)) - bundle.feature_mean) / bundle.feature_std
-            u = self.head.predict(self.predictor(x)).float()
+            x, per_image = (self.features(patches, len(patches)) - bundle.feature_mean) / bundle.feature_std, 1
         else:
-            x = bundle.preprocessing.inputs(patches)
-            u = mean_over_patches(self.head.predict(self.predictor(x)).float(), len(patches))
-        value = float(u[0])
+            x, per_image = bundle.preprocessing.inputs(patches), len(patches)
+        value = float(predict_scores(self.predictor, self.head, x, per_image)[0])
         return float(bundle.label_map.to_mos(np.array([value]))[0]), value
 
 

@@ -543,9 +543,15 @@ FIT_COLUMNS = _field_names(FitSummary)
 """Metrics of a training run's outcome (and columns of :meth:`RunRecord.as_row`)."""
 SIZE_COLUMNS = _field_names(Sizes)
 @dataclass(frozen=True)
-class HeadRecord:
-    """A head as the grid runs it: its registry type, every hyper-parameter (defaults filled) and its init."""
+class HeadSpec:
+    """A head of a grid: its label there, its registry type, its hyper-parameters and its init.
 
+    ``init``: ``prior`` calls the head's ``init_prior`` with the training targets (the default: no head
+    starts far from the data), ``default`` keeps PyTorch's init (the published recipe). A grid file's head
+    holds the hyper-parameters it sets; the :class:`GridRecord`'s holds every one, defaults filled.
+    """
+
+    label: str
     type: str
     hparams: dict[str, Any] = field(default_factory=dict)
     init: str = "prior"
@@ -562,7 +568,7 @@ class GridRecord:
     name: str
     regime: str
     backbones: tuple[str, ...]
-    heads: dict[str, HeadRecord]
+    heads: dict[str, HeadSpec]
     datasets: tuple[tuple[str, str], ...]
     splits: tuple[int, ...]
     seeds: tuple[int, ...]
@@ -600,7 +606,7 @@ class GridRecord:
     def from_json(cls, text: str) -> GridRecord:
         """Read back :meth:`to_json`'s text."""
         data = json.loads(text)
-        heads = {label: HeadRecord(**spec) for label, spec in data.pop("heads").items()}
+        heads = {label: HeadSpec(**{**spec, "label": label}) for label, spec in data.pop("heads").items()}
         return cls(name=data["name"], regime=data["regime"], backbones=tuple(data["backbones"]), heads=heads,
                    datasets=tuple(tuple(pair) for pair in data["datasets"]), splits=tuple(data["splits"]),
                    seeds=tuple(data["seeds"]), rope=float(data["rope"]),
@@ -630,7 +636,7 @@ __all__ = ["BACKBONE_PREFIX", "BASE_TRIAL", "BLANK_ROW_COLUMNS", "BackboneParams
            "CLAIM_PREFIX", "COLUMNS", "CONFIG_ARTIFACT", "CURVE", "CURVES", "Cell", "DATASET_CONTEXT_TAG",
            "DATA_CONTEXTS", "DESCRIPTION_TAG", "DIVERGED", "DatasetRef", "EPOCH_TIMES", "EXPERIMENT_KIND",
            "EXPERIMENT_KIND_TAG", "EXPIRED", "EXPIRED_TAG", "FAILED", "FINISHED", "FIT_COLUMNS", "FitSummary",
-           "GRID_TAG", "GridRecord", "HEAD_PARAM_PREFIX", "HEARTBEAT_TAG", "HeadRecord", "INFO", "INPUT",
+           "GRID_TAG", "GridRecord", "HEAD_PARAM_PREFIX", "HEARTBEAT_TAG", "HeadSpec", "INFO", "INPUT",
            "INPUT_WAIT_S", "KILLED", "METRIC", "Names", "OWNER_TAG", "PARAM", "PARAMS",
            "POLICY_PREFIX", "PREDICTIONS_ARTIFACT", "PREDICTION_COLUMNS", "PROBE_HEAD", "ROLE_REFERENCE",
            "ROLE_RESULT", "ROLE_TRIAL", "RUNNING", "RUN_NAME_TAG", "RunRecord", "SIZE_COLUMNS", "SOURCE",

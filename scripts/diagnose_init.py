@@ -32,12 +32,13 @@ from scipy.stats import spearmanr
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from benchmark.config import HeadSpec, load_grid  # noqa: E402  (after the telemetry switch)
+from benchmark.config import load_grid
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.run.cell_data import load_cell_data  # noqa: E402
 from benchmark.run.inputs import CellInputs  # noqa: E402
 from benchmark.run.training import fit, predict_u  # noqa: E402
 from benchmark.run.tuning import trial_list  # noqa: E402
+from benchmark.schema import HeadSpec  # noqa: E402  (after the telemetry switch)
 
 STARTS = ("prior", "default", "default weights, bias at mean", "zero weights, bias 0")
 

@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from benchmark.config import ConfigError, HeadSpec, builtin_grids, load_grid, parse_grid
+from benchmark.config import ConfigError, builtin_grids, load_grid, parse_grid
 from benchmark.run.seeding import CellSeeds, stable_seed
-from benchmark.schema import Cell, GridRecord
+from benchmark.schema import Cell, GridRecord, HeadSpec
 
 MINIMAL = {"name": "g", "backbones": ["test_resnet"], "heads": {"mse": {}, "dor": {"num_bins": 8}},
            "datasets": ["bundled"]}

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.schema import (CLAIM_PREFIX, GRID_TAG, BackboneParams, Cell, DatasetRef, FitSummary, GridRecord,
-                              HeadRecord, RunRecord, Sizes)
+                              HeadSpec, RunRecord, Sizes)
 from benchmark.run.synthetic_store import write_synthetic_grid
 
 
@@ -83,7 +83,7 @@ def test_the_probe_rule_is_one_rule_for_the_run_and_the_report():
 
     from benchmark.analysis.report_data import find_missing
 
-    record = GridRecord("g", "frozen", ("pre", "rand"), {"mse": HeadRecord("mse")}, (("d", "d"),), (0,), (0, 1),
+    record = GridRecord("g", "frozen", ("pre", "rand"), {"mse": HeadSpec("mse", "mse")}, (("d", "d"),), (0,), (0, 1),
                         0.01, (), {}, random_init=("rand",))
     assert GridRecord.from_json(record.to_json()) == record
     assert [c.key for c in record.probe_cells()] == ["pre|d->d|frozen|split0|seed0", "rand|d->d|frozen|split0|seed0",

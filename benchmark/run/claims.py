@@ -75,7 +75,7 @@ from mlflow.entities import Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.store import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, StoreError
+from benchmark.store import DEFAULT_TTL_S, HEARTBEATS_PER_TTL, StoreError, all_runs
 from benchmark.schema import (CLAIM_PREFIX, EXPIRED, EXPIRED_TAG, FAILED, FINISHED, HEARTBEAT_TAG, KILLED, OWNER_TAG,
                               RUNNING, TAGS)
 
@@ -418,7 +418,7 @@ class ClaimBook:
         if key:
             query += " and " + key_filter(key)
         reaped = []
-        for run in self._search(query):
+        for run in all_runs(self.client, self.experiment_id, query):
             if OWNER_TAG in run.data.tags and (not key or matches(run, key)) and self._expired(run):
                 self._expire(run)
                 reaped.append(run.info.run_id)
@@ -492,16 +492,6 @@ class ClaimBook:
             raise ClaimError(f"more than {MAX_RUNS_PER_KEY} active runs carry the key {dict(key)}; delete its "
                              "FAILED runs (mlflow runs delete) before claiming it again")
         return [run for run in page if matches(run, key)]
-
-    def _search(self, query: str) -> list[Run]:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000,
-                                           page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
 
 
 def _iso(epoch_s: float) -> str:

@@ -27,41 +27,42 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from benchmark.config import GridConfig, HeadSpec, parse_grid
+from benchmark.config import GridConfig, parse_grid
 from benchmark.metrics import compute_metrics
 from benchmark.run.cell import PROBE_SPEC
 from benchmark.run.grid import probe_cells
 from benchmark.run.seeding import CellSeeds
 from benchmark.run.tracking import create_run, log_record, new_record, open_experiment
-from benchmark.store import resolve_tracking_uri
 from benchmark.run.tuning import select_trial, trial_list
 from benchmark.schema import (
     CONFIG_ARTIFACT,
     DATA_CONTEXTS,
+    EPOCH_TIMES,
+    FINISHED,
+    PREDICTION_COLUMNS,
     PREDICTIONS_ARTIFACT,
     ROLE_REFERENCE,
     ROLE_RESULT,
     ROLE_TRIAL,
-    BackboneParams,
-    Cell,
-    EPOCH_TIMES,
-    FINISHED,
-    PREDICTION_COLUMNS,
     TRAIN_LOSS,
     VAL_SRCC,
+    BackboneParams,
+    Cell,
     DatasetRef,
     FitSummary,
+    HeadSpec,
     RunRecord,
     Sizes,
 )
+from benchmark.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 

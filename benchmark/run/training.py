@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from benchmark.config import TUNABLE, TrainSettings
-from benchmark.data import mean_over_patches
+from benchmark.factory import predict_scores
 from benchmark.run.regimes import FeatureSource, stacked_trunk_forward
 from benchmark.schema import CURVES, EPOCH_TIMES, INPUT_WAIT_S, TRAIN_LOSS, TRAIN_S, VAL_S, VAL_SRCC, FitSummary
 
@@ -159,9 +159,7 @@ def predict_u(model: nn.Module, head: nn.Module, source: BatchSource, indices: n
         inputs, per_image = source.eval_inputs(batch)
         if k + 1 < len(batches):
             source.prefetch(batches[k + 1], train=False)
-        with _autocast(device):
-            outputs = model(inputs)
-        preds.append(mean_over_patches(head.predict(outputs).float(), per_image).cpu())
+        preds.append(predict_scores(model, head, inputs, per_image, _autocast(device)).cpu())
     return torch.cat(preds).numpy()
 
 
