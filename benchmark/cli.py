@@ -64,15 +64,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(failures)} run(s) FAILED (their MLflow runs hold the message and the traceback); rerun "
               "the same command to retry only those:", file=sys.stderr)
         for cell, result in failures:
-            print(f"  {cell.key} {result.head}: {result.error}", file=sys.stderr)
+            print(f"  {cell.key} {result.head_label}: {result.error}", file=sys.stderr)
         return 1
     return 0
 
 
 def _print_cell(outcome) -> None:
     from benchmark.schema import FAILED
-    scores = "  ".join(f"{r.head} srcc={r.metrics['srcc']:.3f}" if r.metrics
-                       else f"{r.head} {'held by another process' if r.busy else FAILED}" for r in outcome.results)
+    scores = "  ".join(f"{r.head_label} srcc={r.metrics['srcc']:.3f}" if r.metrics
+                       else f"{r.head_label} {'held by another process' if r.busy else FAILED}"
+                       for r in outcome.results)
     print(f"{outcome.cell.key}: {scores}  ({outcome.seconds:.1f} s)", flush=True)
 
 

@@ -73,7 +73,7 @@ def main() -> None:
     def one_by_one() -> list:
         fits = []
         for job in jobs:
-            model, head = inputs.build(job.head)
+            model, head = inputs.build(job.head_spec)
             torch.manual_seed(inputs.seeds.train)
             fits.append(fit(model, head, inputs.features, data.targets, data.train_idx, data.val_idx, data.orders,
                             job.trial.settings, inputs.device, val_truth=data.rank_truth[data.val_idx]))

@@ -150,7 +150,7 @@ def run_policy(policy: str, csv: Path, splits: int, uri: str) -> tuple[pd.DataFr
     plan = plan_grid(grid, uri)
     outcomes = execute(plan)
     seconds = time.perf_counter() - start
-    failures = [f"{o.cell.key} {r.head}: {r.error}" for o in outcomes for r in o.failures]
+    failures = [f"{o.cell.key} {r.head_label}: {r.error}" for o in outcomes for r in o.failures]
     if failures:
         raise RuntimeError(f"grid {grid.name}: {len(failures)} run(s) FAILED, e.g. {failures[0]}")
     runs, warnings = load_runs(open_client(uri), plan.experiment_id), []

@@ -219,7 +219,7 @@ def test_submitit_local_executor(grid_file, tracking_uri, tmp_path):
     plan = plan_grid(load_grid(path), tracking_uri)
     outcomes = execute(plan, "submitit", options={"cluster": "local", "folder": str(tmp_path / "jobs"),
                                                   "timeout_min": 10})
-    assert len(outcomes) == 1 and {r.head for r in outcomes[0].results} == {"probe", "mse", "dor"}
+    assert len(outcomes) == 1 and {r.head_label for r in outcomes[0].results} == {"probe", "mse", "dor"}
     _, runs = _runs(tracking_uri)
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import GridConfig, HeadSpec
+from benchmark.config import GridConfig
 from benchmark.metrics import compute_metrics
 from benchmark.run.cell_data import input_refs, load_cell_data
 from benchmark.run.claims import Claim, ClaimBook, ClaimLost, Outcome, State
@@ -52,6 +52,7 @@ from benchmark.schema import (
     WEIGHTS_ARTIFACT,
     Cell,
     FitSummary,
+    HeadSpec,
     RunRecord,
     Sizes,
 )
@@ -68,7 +69,7 @@ class HeadResult:
     """Summary of one (cell, head) unit; ``metrics`` is empty when it failed (``error`` says why) or when
     another live process holds it right now (``busy``: offer it again later)."""
 
-    head: str
+    head_label: str
     metrics: dict[str, float]
     error: str = ""
     busy: bool = False
@@ -78,7 +79,7 @@ class HeadResult:
 class _HeadClaims:
     """What a head holds before training: its result run, its claimed trials, trials recorded earlier."""
 
-    spec: HeadSpec
+    head_spec: HeadSpec
     result: Claim
     trials: dict[str, Claim] = field(default_factory=dict)
     recorded: dict[str, float] = field(default_factory=dict)
@@ -89,9 +90,9 @@ class _HeadClaims:
         return (*self.trials.values(), self.result)
 
 
-def _lost(head: _HeadClaims) -> bool:
+def _lost(head_claims: _HeadClaims) -> bool:
     """Whether another process took over any of this head's runs."""
-    return any(claimed.lost for claimed in head.claims)
+    return any(claimed.lost for claimed in head_claims.claims)
 
 
 def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
@@ -99,8 +100,8 @@ def _claims_check(held: list[_HeadClaims]) -> EpochCheck:
     over any of these heads' runs (their results would be discarded: stop training at the epoch's end)."""
 
     def check() -> None:
-        for head in held:
-            for claimed in head.claims:
+        for head_claims in held:
+            for claimed in head_claims.claims:
                 claimed.check()
 
     return check
@@ -129,25 +130,25 @@ class CellRun:
         todo = {PROBE_HEAD, *(h.label for h in self.grid.heads)} if todo is None else todo
         results = [result for result in [self._probe()] if result] if PROBE_HEAD in todo else []
         held: list[_HeadClaims] = []
-        for spec in (h for h in self.grid.heads if h.label in todo):
-            claimed = self._claim_head(spec)
+        for head_spec in (h for h in self.grid.heads if h.label in todo):
+            claimed = self._claim_head(head_spec)
             if isinstance(claimed, _HeadClaims):
                 held.append(claimed)
             elif claimed is not None:
                 results.append(claimed)
         trained = self._train(held)
-        for head in held:
-            results.append(self._finish_head(head, trained[head.spec.label]))
+        for head_claims in held:
+            results.append(self._finish_head(head_claims, trained[head_claims.head_spec.label]))
         return results
 
     # ---- records ----------------------------------------------------------------------------------
 
-    def record(self, spec: HeadSpec, role: str, **fields) -> RunRecord:
-        """A record of this cell's run of ``spec`` with everything the cell knows before training."""
+    def record(self, head_spec: HeadSpec, role: str, **fields) -> RunRecord:
+        """A record of this cell's run of ``head_spec`` with everything the cell knows before training."""
         data, inputs = self.data, self.inputs
         probe = role == ROLE_REFERENCE
         return new_record(
-            self.grid, self.cell, spec, role,
+            self.grid, self.cell, head_spec, role,
             tuple(f"alpha={a:g}" for a in PROBE_ALPHAS) if probe else tuple(t.key for t in self.trials),
             backbone=inputs.backbone_params(), init_hash=inputs.backbone_hash if probe else inputs.init_hash,
             order_hash=inputs.order_hash,
@@ -203,16 +204,17 @@ class CellRun:
 
     # ---- the heads --------------------------------------------------------------------------------
 
-    def _claim_head(self, spec: HeadSpec) -> _HeadClaims | HeadResult | None:
+    def _claim_head(self, head_spec: HeadSpec) -> _HeadClaims | HeadResult | None:
         """Claim a head's result run and (with tuning) each of its trials; a busy trial releases them all."""
-        result = claim(self.book, self.record(spec, ROLE_RESULT))
+        result = claim(self.book, self.record(head_spec, ROLE_RESULT))
         if not isinstance(result, Claim):
-            return self._unclaimed(spec.label, result)
-        held = _HeadClaims(spec, result)
+            return self._unclaimed(head_spec.label, result)
+        held = _HeadClaims(head_spec, result)
         if len(self.trials) == 1:  # without tuning the result run holds the training itself
             return held
         for trial in self.trials:
-            record = self.record(spec, ROLE_TRIAL, trial=trial.key, tuned=trial.values, parent_run_id=result.run_id)
+            record = self.record(head_spec, ROLE_TRIAL, trial=trial.key, tuned=trial.values,
+                                 parent_run_id=result.run_id)
             outcome = claim(self.book, record)
             if isinstance(outcome, Claim):
                 held.trials[trial.key] = outcome
@@ -221,11 +223,11 @@ class CellRun:
                 done = RunRecord.from_mlflow(self.client.get_run(outcome.run_id))
                 held.recorded[trial.key] = done.fit.best_val_srcc if done.fit else float("nan")
             else:
-                log.warning("%s %s: trial %s is held by %s; offered again later", self.cell.key, spec.label,
+                log.warning("%s %s: trial %s is held by %s; offered again later", self.cell.key, head_spec.label,
                             trial.key, outcome.owner or "another process")
                 for taken in [*held.trials.values(), result]:
                     taken.release()
-                return HeadResult(spec.label, {}, busy=True)
+                return HeadResult(head_spec.label, {}, busy=True)
         return held
 
     def _train(self, held: list[_HeadClaims]) -> dict[str, list[TrainedTrial] | Exception]:
@@ -233,71 +235,73 @@ class CellRun:
         other (so one head's failure costs no other head its training). A head whose claims another process
         took over (checked after every epoch) stops there and the others train on without it; a head whose
         training raises is retried alone, so one failing head never fails the others."""
-        jobs = {head.spec.label: [TrialJob(head.spec, t) for t in self.trials
-                                  if t.key in head.trials or len(self.trials) == 1] for head in held}
+        jobs = {head_claims.head_spec.label: [TrialJob(head_claims.head_spec, t) for t in self.trials
+                                  if t.key in head_claims.trials or len(self.trials) == 1] for head_claims in held}
         if not self.inputs.frozen or len(held) == 1:
-            return {head.spec.label: self._train_alone(head, jobs[head.spec.label]) for head in held}
+            return {h.head_spec.label: self._train_alone(h, jobs[h.head_spec.label]) for h in held}
         try:
             trained = train_trials(self.inputs, [job for head_jobs in jobs.values() for job in head_jobs],
                                    _claims_check(held))
-            return {label: [t for t in trained if t.job.head.label == label] for label in jobs}
+            return {label: [t for t in trained if t.job.head_spec.label == label] for label in jobs}
         except ClaimLost as lost:
-            taken = [head for head in held if _lost(head)]
-            rest = [head for head in held if not _lost(head)]
-            return {**{head.spec.label: lost for head in taken}, **(self._train(rest) if rest else {})}
+            taken = [head_claims for head_claims in held if _lost(head_claims)]
+            rest = [head_claims for head_claims in held if not _lost(head_claims)]
+            return {**{h.head_spec.label: lost for h in taken}, **(self._train(rest) if rest else {})}
         except Exception:  # noqa: BLE001 - find the head that raises
-            return {head.spec.label: self._train_alone(head, jobs[head.spec.label]) for head in held}
+            return {h.head_spec.label: self._train_alone(h, jobs[h.head_spec.label]) for h in held}
 
-    def _train_alone(self, head: _HeadClaims, jobs: list[TrialJob]) -> list[TrainedTrial] | Exception:
+    def _train_alone(self, head_claims: _HeadClaims, jobs: list[TrialJob]) -> list[TrainedTrial] | Exception:
         """One head's trials, or the exception that stopped them (recorded on its runs by :meth:`_finish_head`)."""
         try:
-            return train_trials(self.inputs, jobs, _claims_check([head]))
+            return train_trials(self.inputs, jobs, _claims_check([head_claims]))
         except Exception as exc:  # noqa: BLE001 - recorded on the head's runs
             return exc
 
-    def _finish_head(self, head: _HeadClaims, trained: list[TrainedTrial] | Exception) -> HeadResult:
-        spec = head.spec
+    def _finish_head(self, head_claims: _HeadClaims, trained: list[TrainedTrial] | Exception) -> HeadResult:
+        head_spec = head_claims.head_spec
         try:
             if isinstance(trained, Exception):
                 raise trained
             for one in trained:
-                if one.job.trial.key in head.trials:
-                    self._write_trial(head, one)
-            with RunWriter(head.result) as writer:
-                metrics = self._write_result(writer, conclude(self.inputs, spec, self.trials, trained, head.recorded,
-                                                              _claims_check([head])))
-            return HeadResult(spec.label, metrics, "" if metrics else "diverged")
+                if one.job.trial.key in head_claims.trials:
+                    self._write_trial(head_claims, one)
+            with RunWriter(head_claims.result) as writer:
+                outcome = conclude(self.inputs, head_spec, self.trials, trained, head_claims.recorded,
+                                   _claims_check([head_claims]))
+                metrics = self._write_result(writer, outcome)
+            return HeadResult(head_spec.label, metrics, "" if metrics else "diverged")
         except ClaimLost:  # another process took the head over and redoes it: leave its runs to it
             log.warning("%s %s: taken over by another process (this process was presumed dead); its runs are "
-                        "left to it", self.cell.key, spec.label)
-            for claimed in (c for c in head.claims if c.status is None):
+                        "left to it", self.cell.key, head_spec.label)
+            for claimed in (c for c in head_claims.claims if c.status is None):
                 if claimed.lost:
                     claimed.abandon()
                 else:
                     claimed.release()
-            return HeadResult(spec.label, {}, busy=True)
+            return HeadResult(head_spec.label, {}, busy=True)
         except Exception as exc:  # noqa: BLE001 - recorded on the runs (FAILED, traceback); the grid goes on
-            log.error("%s %s failed: %s: %s", self.cell.key, spec.label, type(exc).__name__, exc)
-            for still_open in (c for c in head.claims if c.status is None):
+            log.error("%s %s failed: %s: %s", self.cell.key, head_spec.label, type(exc).__name__, exc)
+            for still_open in (c for c in head_claims.claims if c.status is None):
                 RunWriter(still_open).end_with(exc)
-            return HeadResult(spec.label, {}, f"{type(exc).__name__}: {exc}")
+            return HeadResult(head_spec.label, {}, f"{type(exc).__name__}: {exc}")
 
-    def _write_trial(self, head: _HeadClaims, trained: TrainedTrial) -> None:
+    def _write_trial(self, head_claims: _HeadClaims, trained: TrainedTrial) -> None:
         trial = trained.job.trial
-        record = self.record(head.spec, ROLE_TRIAL, trial=trial.key, tuned=trial.values,
-                             parent_run_id=head.result.run_id, fit=trained.fit.summary(), curves=trained.fit.curves)
-        with RunWriter(head.trials[trial.key]) as writer:
+        record = self.record(head_claims.head_spec, ROLE_TRIAL, trial=trial.key, tuned=trial.values,
+                             parent_run_id=head_claims.result.run_id, fit=trained.fit.summary(),
+                             curves=trained.fit.curves)
+        with RunWriter(head_claims.trials[trial.key]) as writer:
             writer.write(record)
 
     def _write_result(self, writer: RunWriter, outcome: HeadOutcome) -> dict[str, float]:
         fit = outcome.fit
-        record = self.record(outcome.head, ROLE_RESULT, trial=outcome.selected.key, tuned=outcome.selected.values,
+        record = self.record(outcome.head_spec, ROLE_RESULT, trial=outcome.selected.key, tuned=outcome.selected.values,
                              trial_scores=outcome.val_srcc if len(self.trials) > 1 else {},
                              fit=replace(fit.summary(), train_seconds=outcome.train_seconds,
                                              score_seconds=outcome.score_seconds), curves=fit.curves)
         metrics = self._score(writer, record, outcome.test_u)
         if metrics and self.grid.save_weights:
-            writer.file(self.inputs.bundle(outcome.head, outcome.model).to_bytes(), WEIGHTS_ARTIFACT)
+            writer.file(self.inputs.bundle(outcome.head_spec, outcome.model).to_bytes(), WEIGHTS_ARTIFACT)
         return metrics
 
 

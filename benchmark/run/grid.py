@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.allocator import keep_freed_memory
-from benchmark.config import ConfigError, GridConfig, HeadSpec
+from benchmark.config import ConfigError, GridConfig
 from benchmark.data import DataError
 from benchmark.executors import EXECUTORS, Done
 from benchmark.run.cell import PROBE_SPEC, CellRun, HeadResult
@@ -44,7 +44,14 @@ from benchmark.run.inputs import CellInputs
 from benchmark.run.tracking import find_experiment, finished_units, open_experiment
 from benchmark.run.tuning import trial_list
 from benchmark.run.validate import GridValidationError, validate_grid
-from benchmark.schema import PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT, Cell, WorkKey
+from benchmark.schema import (
+    PROBE_HEAD,
+    ROLE_REFERENCE,
+    ROLE_RESULT,
+    Cell,
+    HeadSpec,
+    WorkKey,
+)
 from benchmark.store import (
     DEFAULT_TTL_S,
     HEARTBEATS_PER_TTL,
@@ -73,7 +80,7 @@ class CellOutcome:
     @property
     def busy(self) -> set[str]:
         """Heads (and the probe) another live process held when this cell ran."""
-        return {r.head for r in self.results if r.busy}
+        return {r.head_label for r in self.results if r.busy}
 
 
 @dataclass
@@ -150,14 +157,14 @@ def _todo(plan: GridPlan, finished: dict[WorkKey, str]) -> GridPlan:
     with_probe = probe_cells(grid)
     for cell in grid.cells():
         units: list[tuple[str, HeadSpec]] = [(ROLE_REFERENCE, PROBE_SPEC)] if cell in with_probe else []
-        units += [(ROLE_RESULT, head) for head in grid.heads]
+        units += [(ROLE_RESULT, head_spec) for head_spec in grid.heads]
         heads = set()
-        for role, head in units:
-            done = finished.get(WorkKey(role, cell.key, head.label))
+        for role, head_spec in units:
+            done = finished.get(WorkKey(role, cell.key, head_spec.label))
             if done is None:
-                heads.add(head.label)
-            elif done != grid.run_config_hash(cell, head):
-                changed.append(f"{cell.key} {head.label}")
+                heads.add(head_spec.label)
+            elif done != grid.run_config_hash(cell, head_spec):
+                changed.append(f"{cell.key} {head_spec.label}")
         if heads:
             plan.todo[cell] = heads
     if changed:

@@ -23,16 +23,23 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from benchmark.config import GridConfig, HeadSpec
 from benchmark.bundle import ModelBundle
+from benchmark.config import GridConfig
 from benchmark.data.cell_data import CellData, order_hash
-from benchmark.factory import FROZEN, FeatureExtractor, Preprocessing, create_model, frozen_trunk, seeded_backbone
+from benchmark.factory import (
+    FROZEN,
+    FeatureExtractor,
+    Preprocessing,
+    create_model,
+    frozen_trunk,
+    seeded_backbone,
+)
 from benchmark.models import feature_width, weights_fingerprint
 from benchmark.run.features import cached_features
 from benchmark.run.regimes import FeatureSource, ImageSource
 from benchmark.run.seeding import CellSeeds
 from benchmark.run.training import BatchSource
-from benchmark.schema import BackboneParams, Cell
+from benchmark.schema import BackboneParams, Cell, HeadSpec
 
 
 @functools.lru_cache(maxsize=2)
@@ -60,7 +67,7 @@ class CellInputs:
         self.grid, self.cell, self.data = grid, cell, data
         self.device = device
         self.seeds = CellSeeds(cell)
-        self.spec = grid.backbone(cell.backbone)
+        self.backbone_spec = grid.backbone(cell.backbone)
         self.frozen = grid.regime == FROZEN
         self.backbone, self.backbone_hash = backbone, backbone_hash
         self._initial_state = None if self.frozen else copy.deepcopy(backbone.state_dict())
@@ -81,9 +88,10 @@ class CellInputs:
     def features(self) -> FeatureSource:
         """Standardised features of the initial backbone (the frozen regime's inputs, the probe's always),
         from the process's frozen copy of it (same seed and weights), never from a backbone being trained."""
-        extractor = FeatureExtractor(frozen_backbone(self.spec.name, self.spec.pretrained, self.seeds.backbone)[0],
-                                     self.prep, self.device)
-        arrays = [cached_features(extractor, self.spec.name, self.backbone_hash, name, table, policy)
+        spec = self.backbone_spec
+        extractor = FeatureExtractor(frozen_backbone(spec.name, spec.pretrained, self.seeds.backbone)[0], self.prep,
+                                     self.device)
+        arrays = [cached_features(extractor, self.backbone_spec.name, self.backbone_hash, name, table, policy)
                   for name, table, policy in zip(self.data.names, self.data.rows.tables, self.data.policies)]
         return FeatureSource(arrays, self.data.train_idx, self.device)
 
@@ -111,7 +119,7 @@ class CellInputs:
         shared = self.backbone_hash + (weights_fingerprint(self._trunk) if self.frozen else "")
         return hashlib.sha256(shared.encode()).hexdigest()[:16]
 
-    def build(self, spec: HeadSpec) -> tuple[nn.Module, nn.Module]:
+    def build(self, head_spec: HeadSpec) -> tuple[nn.Module, nn.Module]:
         """``(model, head)`` a trial of ``spec`` starts from: the shared init, the head's own seed, its output
         layer at the training prior unless ``init: default``."""
         if self.frozen:
@@ -119,22 +127,22 @@ class CellInputs:
         else:
             self.backbone.load_state_dict(self._initial_state)
             body = self.backbone
-        torch.manual_seed(self.seeds.head(spec.label))
-        model, head = create_model(self.grid.regime, body, spec.type, spec.hparams, self.grid.hidden)
-        if spec.init == "prior":
-            head.init_prior(self.data.targets[self.data.train_idx])
+        torch.manual_seed(self.seeds.head(head_spec.label))
+        model, head_module = create_model(self.grid.regime, body, head_spec.type, head_spec.hparams, self.grid.hidden)
+        if head_spec.init == "prior":
+            head_module.init_prior(self.data.targets[self.data.train_idx])
         model = model.to(self.device)
         if self.device.startswith("cuda") and not self.frozen:
             model = model.to(memory_format=torch.channels_last)
-        return model, head
+        return model, head_module
 
-    def bundle(self, spec: HeadSpec, model: nn.Module) -> ModelBundle:
+    def bundle(self, head_spec: HeadSpec, model: nn.Module) -> ModelBundle:
         """The trained ``model`` of ``spec`` as a :class:`ModelBundle` (what ``predict`` rebuilds)."""
         features = self.features if self.frozen else None
         return ModelBundle(
-            regime=self.grid.regime, backbone=self.spec.name, pretrained=self.spec.pretrained,
+            regime=self.grid.regime, backbone=self.backbone_spec.name, pretrained=self.backbone_spec.pretrained,
             backbone_seed=self.seeds.backbone, backbone_weights=self.backbone_hash, preprocessing=self.prep,
-            image_policy=self.data.policies[-1], head_type=spec.type, head_hparams=dict(spec.hparams),
+            image_policy=self.data.policies[-1], head_type=head_spec.type, head_hparams=dict(head_spec.hparams),
             label_map=self.data.label_map, state_dict={k: v.cpu() for k, v in model.state_dict().items()},
             hidden=self.grid.hidden, dropout=self.grid.dropout,
             feature_mean=None if features is None else features.mean,
@@ -142,7 +150,7 @@ class CellInputs:
 
     def backbone_params(self) -> BackboneParams:
         """What a run records of its backbone and preprocessing."""
-        return BackboneParams(self.spec.pretrained, self.backbone_hash, asdict(self.prep), self.device)
+        return BackboneParams(self.backbone_spec.pretrained, self.backbone_hash, asdict(self.prep), self.device)
 
 
 __all__ = ["CellInputs", "default_device", "frozen_backbone"]

@@ -24,11 +24,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import GridConfig, HeadSpec
+from benchmark.config import GridConfig
 from benchmark.heads import head_hparams
 from benchmark.provenance import git_sha
 from benchmark.run.claims import Claim, ClaimBook, Outcome
-from benchmark.store import DATASET_RACE_ATTEMPTS, all_runs, ensure_experiment, is_dataset_race
 from benchmark.schema import (
     DATASET_CONTEXT_TAG,
     DESCRIPTION_TAG,
@@ -42,9 +41,16 @@ from benchmark.schema import (
     BackboneParams,
     Cell,
     DatasetRef,
+    HeadSpec,
     RunRecord,
     Sizes,
     WorkKey,
+)
+from benchmark.store import (
+    DATASET_RACE_ATTEMPTS,
+    all_runs,
+    ensure_experiment,
+    is_dataset_race,
 )
 
 log = logging.getLogger(__name__)
@@ -99,22 +105,22 @@ def finished_units(client: MlflowClient, experiment_id: str) -> dict[WorkKey, st
             if record.status == FINISHED}
 
 
-def new_record(grid: GridConfig, cell: Cell, spec: HeadSpec, role: str, tuning: tuple[str, ...], *,
+def new_record(grid: GridConfig, cell: Cell, head_spec: HeadSpec, role: str, tuning: tuple[str, ...], *,
                backbone: BackboneParams, init_hash: str, order_hash: str, image_policies: dict[str, str],
                sizes: Sizes, inputs: tuple[DatasetRef, ...], **fields) -> RunRecord:
-    """The record of a run of ``spec`` in ``cell``: what the grid decides, plus what the caller measured.
+    """The record of a run of ``head_spec`` in ``cell``: what the grid decides, plus what the caller measured.
 
     Every writer (the cell, the synthetic store) builds its records here, so their runs carry the same
     names. ``tuning`` lists the trial keys of the head's budget (the probe's: its penalties).
     """
-    probe = spec.type == PROBE_HEAD
+    probe = head_spec.type == PROBE_HEAD
     return RunRecord(
-        grid=grid.name, cell=cell, head=spec.label, head_type=spec.type, role=role, git_sha=git_sha(),
-        init_hash=init_hash, order_hash=order_hash, config_hash=grid.run_config_hash(cell, spec),
+        grid=grid.name, cell=cell, head=head_spec.label, head_type=head_spec.type, role=role, git_sha=git_sha(),
+        init_hash=init_hash, order_hash=order_hash, config_hash=grid.run_config_hash(cell, head_spec),
         settings=grid.hyperparameters(probe), backbone=backbone,
-        image_policies=image_policies, sizes=sizes, head_hparams={} if probe else {**head_hparams(spec.type),
-                                                                                    **spec.hparams},
-        head_init="" if probe else spec.init, tuning=tuning, inputs=inputs, **fields)
+        image_policies=image_policies, sizes=sizes, head_hparams={} if probe else {**head_hparams(head_spec.type),
+                                                                                    **head_spec.hparams},
+        head_init="" if probe else head_spec.init, tuning=tuning, inputs=inputs, **fields)
 
 
 def claim(book: ClaimBook, record: RunRecord) -> Claim | Outcome:

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.config import HeadSpec, TrainSettings
+from benchmark.config import TrainSettings
 from benchmark.run.inputs import CellInputs
 from benchmark.run.training import EpochCheck, TrialFit, fit, fit_frozen, predict_u
-from benchmark.schema import trial_key
+from benchmark.schema import HeadSpec, trial_key
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def select_trial(val_srcc: Sequence[float]) -> int:
 class TrialJob:
     """One head trained under one trial."""
 
-    head: HeadSpec
+    head_spec: HeadSpec
     trial: Trial
 
 
@@ -105,7 +105,7 @@ class TrainedTrial:
     job: TrialJob
     fit: TrialFit
     model: nn.Module
-    head: nn.Module
+    head_module: nn.Module
 
 
 def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob], check: EpochCheck | None = None) -> list[TrainedTrial]:
@@ -120,28 +120,28 @@ def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob], check: EpochCheck
     data = inputs.data
     val_truth = data.rank_truth[data.val_idx]
     if inputs.frozen:
-        built = [inputs.build(job.head) for job in jobs]
+        built = [inputs.build(job.head_spec) for job in jobs]
         torch.manual_seed(inputs.seeds.train)
         with tqdm(total=jobs[0].trial.settings.epochs, desc=f"{len(jobs)} models", unit="epoch", leave=False) as bar:
             fits = fit_frozen([model for model, _ in built], inputs.features, data.targets, data.train_idx,
                               data.val_idx, data.orders, [job.trial.settings for job in jobs], val_truth, bar, check)
-        return [TrainedTrial(job, result, model, head) for job, result, (model, head) in zip(jobs, fits, built)]
+        return [TrainedTrial(job, result, *models) for job, result, models in zip(jobs, fits, built)]
     trained: list[TrainedTrial] = []
     for job in jobs:
-        model, head = inputs.build(job.head)  # restores the backbone's initial state
+        model, head_module = inputs.build(job.head_spec)  # restores the backbone's initial state
         torch.manual_seed(inputs.seeds.train)
-        with tqdm(total=job.trial.settings.epochs, desc=f"{job.head.label} {job.trial.key}", unit="epoch",
+        with tqdm(total=job.trial.settings.epochs, desc=f"{job.head_spec.label} {job.trial.key}", unit="epoch",
                   leave=False) as bar:
-            result = fit(model, head, inputs.source(), data.targets, data.train_idx, data.val_idx, data.orders,
+            result = fit(model, head_module, inputs.source(), data.targets, data.train_idx, data.val_idx, data.orders,
                          job.trial.settings, inputs.device, bar, val_truth=val_truth, check=check)
-        rivals = [t for t in trained if t.job.head == job.head]
+        rivals = [t for t in trained if t.job.head_spec == job.head_spec]
         if rivals and max(t.fit.best_val_srcc for t in rivals) >= result.best_val_srcc:
-            model = head = None
+            model = head_module = None
         else:
             for rival in rivals:
-                rival.model = rival.head = None
+                rival.model = rival.head_module = None
                 rival.fit.best_state = {}
-        trained.append(TrainedTrial(job, result, model, head))
+        trained.append(TrainedTrial(job, result, model, head_module))
     return trained
 
 
@@ -149,7 +149,7 @@ def train_trials(inputs: CellInputs, jobs: Sequence[TrialJob], check: EpochCheck
 class HeadOutcome:
     """A head's selected trial, its fit and model, its test predictions (``u`` scale) and every trial's val SRCC."""
 
-    head: HeadSpec
+    head_spec: HeadSpec
     selected: Trial
     fit: TrialFit
     model: nn.Module
@@ -159,9 +159,9 @@ class HeadOutcome:
     score_seconds: float
 
 
-def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], trained: Sequence[TrainedTrial],
+def conclude(inputs: CellInputs, head_spec: HeadSpec, trials: Sequence[Trial], trained: Sequence[TrainedTrial],
              recorded: Mapping[str, float], check: EpochCheck | None = None) -> HeadOutcome:
-    """Select ``head``'s trial on val and score it once on the test split.
+    """Select ``head_spec``'s trial on val and score it once on the test split.
 
     Parameters
     ----------
@@ -170,19 +170,19 @@ def conclude(inputs: CellInputs, head: HeadSpec, trials: Sequence[Trial], traine
         wins the selection is retrained (its weights were not kept).
     check : passed to that retraining (:func:`train_trials`).
     """
-    mine = {t.job.trial.key: t for t in trained if t.job.head == head}
+    mine = {t.job.trial.key: t for t in trained if t.job.head_spec == head_spec}
     val = {trial.key: mine[trial.key].fit.best_val_srcc if trial.key in mine else recorded[trial.key]
            for trial in trials}
     selected = trials[select_trial([val[trial.key] for trial in trials])]
     chosen = mine.get(selected.key)
     if chosen is None or chosen.model is None:
-        chosen = train_trials(inputs, [TrialJob(head, selected)], check)[0]
+        chosen = train_trials(inputs, [TrialJob(head_spec, selected)], check)[0]
     data = inputs.data
     # the test split is read here for the first time, for the selected trial only
     start = time.perf_counter()
-    test_u = predict_u(chosen.model, chosen.head, inputs.source(), data.test_idx,
+    test_u = predict_u(chosen.model, chosen.head_module, inputs.source(), data.test_idx,
                        selected.settings.batch_size * 2, inputs.device)
-    return HeadOutcome(head, selected, chosen.fit, chosen.model, test_u, val,
+    return HeadOutcome(head_spec, selected, chosen.fit, chosen.model, test_u, val,
                        sum(t.fit.seconds for t in mine.values()), time.perf_counter() - start)
 
 
