@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from numbers import Integral, Real
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class HParam:
         expected = f"expected {self.type.__name__}{' or null' if self.optional else ''}, got {value!r}"
         if self.type in (bool, str):
             return None if isinstance(value, self.type) else expected
-        numbers = int if self.type is int else (int, float)
+        numbers = Integral if self.type is int else Real  # numpy's scalars too
         if isinstance(value, bool) or not isinstance(value, numbers) or not math.isfinite(value):
             return expected
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):

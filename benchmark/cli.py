@@ -16,7 +16,7 @@ from benchmark.allocator import keep_freed_memory  # noqa: E402  (no torch, no M
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.config import load_grid
-    from benchmark.executors import EXECUTORS
+    from benchmark.executors import EXECUTORS, default_executor
     from benchmark.run.grid import default_workers, execute, plan_grid
     from benchmark.run.validate import GridValidationError, validate_grid
 
@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{grid.regime}; {plan.n_runs} runs to do, {len(cells) * len(grid.heads) - plan.n_runs} already finished")
     print(f"tracking: {plan.tracking_uri}")
     workers = args.workers or default_workers(plan)
-    executor = args.executor or ("workers" if workers > 1 else "local")
+    executor = args.executor or default_executor(workers)
     if args.dry_run:
         print("image policies (resolution; training patches; test patches):")
         for name, policy in grid.image_policies.items():
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{'cell':<70} units to run")
         for cell in cells:
             print(f"{cell.key:<70} {', '.join(sorted(plan.todo.get(cell, set()))) or '(done)'}")
-        estimate = plan.estimate(workers if executor == "workers" else 1)
+        estimate = plan.estimate(workers if EXECUTORS[executor].parallel else 1)
         print(f"estimated time (rates measured here for each backbone):\n{estimate.describe()}")
         if problems:
             print(f"error: {problems}", file=sys.stderr)

@@ -144,7 +144,7 @@ class GridConfig:
 
     def record(self) -> GridRecord:
         """What the report needs to know of this grid (logged on its experiment)."""
-        from benchmark.heads import head_hparams  # the registry imports torch: the run side only
+        from benchmark.heads import head_hparams
 
         heads = {h.label: replace(h, hparams={**head_hparams(h.type), **h.hparams}) for h in self.heads}
         return GridRecord(

@@ -81,14 +81,21 @@ class Executor:
     run: Callable[[list, int, Done, dict], None]
     retries: bool
     prepares_caches: bool
+    parallel: bool
+    """Whether it runs cells in ``--workers`` processes of this machine (the time estimate divides by them)."""
     description: str
 
 
 EXECUTORS: dict[str, Executor] = {e.name: e for e in (
-    Executor("local", _local, True, True, "this process"),
-    Executor("workers", _workers, True, True, "--workers spawned processes"),
-    Executor("submitit", _submitit, False, False, "a Slurm job array (submitit)"),
+    Executor("local", _local, True, True, False, "this process"),
+    Executor("workers", _workers, True, True, True, "--workers spawned processes"),
+    Executor("submitit", _submitit, False, False, False, "a Slurm job array (submitit)"),
 )}
 
 
-__all__ = ["EXECUTORS", "Done", "Executor", "run_item", "worker_threads"]
+def default_executor(workers: int) -> str:
+    """The executor a run without ``--executor`` takes: ``workers`` for more than one worker, else ``local``."""
+    return next(e.name for e in EXECUTORS.values() if e.prepares_caches and e.parallel == (workers > 1))
+
+
+__all__ = ["EXECUTORS", "Done", "Executor", "default_executor", "run_item", "worker_threads"]

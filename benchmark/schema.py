@@ -600,6 +600,8 @@ class GridRecord:
     def to_json(self) -> str:
         """The record as JSON text (fits an experiment tag)."""
         data = asdict(self)
+        for head in data["heads"].values():  # the key is the label: the JSON reads as it did before HeadSpec
+            del head["label"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

@@ -311,9 +311,9 @@ def test_a_lost_claim_stops_its_training_at_the_next_epoch_and_leaves_the_head_t
         check = real_check(held)
 
         def after_epoch():
-            checked.append(tuple(head.spec.label for head in held))
+            checked.append(tuple(head.head_spec.label for head in held))
             for head in held:  # what the heartbeat thread does once another process expired the run
-                if head.spec.label == "dor" and not taken:
+                if head.head_spec.label == "dor" and not taken:
                     taken.append(head.result.run_id)
                     head.result._heartbeat.lost.set()
             check()

@@ -11,13 +11,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "benchmark"
-TORCH_SIDE = ("torch", "timm", "piq", "benchmark.run", "benchmark.factory", "benchmark.models", "benchmark.bundle")
+TORCH_SIDE = ("torch", "timm", "piq", "benchmark.run", "benchmark.factory", "benchmark.models", "benchmark.bundle",
+              "benchmark.predict", "benchmark.folding", "benchmark.data.cell_data")
 RUN_SIDE_ENTRIES = {("benchmark/cli.py", "_run")}
 """Where a module outside ``benchmark/run`` may import the run side: the CLI's ``run`` command, inside it."""
 
 
 def _imports(path: Path) -> list[tuple[str, str]]:
-    """``(imported module, enclosing function or '')`` of every import that runs (``TYPE_CHECKING`` blocks skipped)."""
+    """``(imported module, enclosing function or '')`` of every import that runs (``TYPE_CHECKING`` blocks skipped);
+    ``from a import b`` gives both ``a`` and ``a.b`` (``b`` may be a module), a relative import its dots."""
     found: list[tuple[str, str]] = []
 
     def visit(node: ast.AST, function: str) -> None:
@@ -25,8 +27,10 @@ def _imports(path: Path) -> list[tuple[str, str]]:
             return
         if isinstance(node, ast.Import):
             found.extend((alias.name, function) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.append((node.module, function))
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            found.append((module, function))
+            found.extend((f"{module}.{alias.name}", function) for alias in node.names)
         inner = node.name if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not function else function
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
@@ -41,6 +45,12 @@ def _modules(folder: Path) -> list[Path]:
 
 def _name(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
+
+
+def test_imports_are_absolute() -> None:
+    relative = [f"{_name(p)} imports {module}" for p in _modules(PACKAGE) for module, _ in _imports(p)
+                if module.startswith(".")]
+    assert not relative, "the checks below read absolute imports only:\n" + "\n".join(relative)
 
 
 def test_data_imports_nothing_above_it() -> None:
@@ -81,5 +91,6 @@ print(json.dumps({"grids": grids, "loaded": sorted(m for m in sys.modules if m.s
 def test_the_checks_can_fail(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n"
-                      "import benchmark.run.grid\ndef f():\n    from benchmark.run import cell\n")
-    assert _imports(module) == [("typing", ""), ("benchmark.run.grid", ""), ("benchmark.run", "f")]
+                      "import benchmark.run.grid\ndef f():\n    from benchmark import run\n")
+    assert _imports(module) == [("typing", ""), ("typing.TYPE_CHECKING", ""), ("benchmark.run.grid", ""),
+                                ("benchmark", "f"), ("benchmark.run", "f")]

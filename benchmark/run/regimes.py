@@ -32,7 +32,7 @@ from benchmark.factory import Preprocessing
 
 def stacked_trunk_forward(trunks: list[nn.Sequential], features: torch.Tensor,
                           training: bool = True) -> list[torch.Tensor]:
-    """The hidden activations of several :func:`frozen_trunk` trunks on the same features, in one matrix product.
+    """The hidden activations of several :func:`~benchmark.factory.frozen_trunk` trunks on the same features, in one matrix product.
 
     The trunks' first layers are concatenated along their outputs, so ``T`` trunks cost one ``[B, F] x
     [F, T*H]`` product instead of ``T`` small ones; gradients flow back to each trunk's own parameters.

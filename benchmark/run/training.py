@@ -181,7 +181,7 @@ def fit(model: nn.Module, head: nn.Module, source: BatchSource, targets: torch.T
     source : turns row indices into inputs.
     targets : normalised targets ``u`` for every row of the dataset (CPU tensor).
     train_idx, val_idx : rows of the training and validation parts.
-    orders : per-epoch permutations of ``range(len(train_idx))`` (:func:`epoch_orders`).
+    orders : per-epoch permutations of ``range(len(train_idx))`` (:func:`~benchmark.data.cell_data.epoch_orders`).
     s : optimisation settings.
     device : where the model and inputs live (``cuda`` enables bf16 autocast).
     progress : optional tqdm bar advanced once per epoch.
@@ -299,7 +299,7 @@ def fit_frozen(models: Sequence[nn.Sequential], source: FeatureSource, targets: 
         validating = time.perf_counter()
         with torch.inference_mode():
             hidden = stacked_trunk_forward([trunks[i] for i in active], val_inputs, training=False)
-            predictions = [heads[i].predict(heads[i](h)).float().cpu().numpy() for i, h in zip(active, hidden)]
+            predictions = [predict_scores(heads[i], heads[i], h, 1).cpu().numpy() for i, h in zip(active, hidden)]
         mean_losses = (losses / counted).tolist()
         times = {TRAIN_S: validating - began, VAL_S: time.perf_counter() - validating, INPUT_WAIT_S: 0.0}
         still = []
