@@ -33,19 +33,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.tracking import MlflowClient  # noqa: E402  (after the telemetry switch)
 
 from benchmark.run.claims import ClaimBook  # noqa: E402
+from benchmark.schema import FINISHED, ROLE_RESULT, TAGS  # noqa: E402
 from benchmark.store import ensure_experiment, open_client  # noqa: E402
 
-TAGS = {"grid": "bench", "backbone": "efficientnet_lite0", "dataset": "kadid10k", "regime": "frozen"}
+CELL_TAGS = {TAGS.grid: "bench", TAGS.backbone: "efficientnet_lite0", TAGS.dataset: "kadid10k", TAGS.regime: "frozen"}
 
 
 def _baseline(client: MlflowClient, experiment_id: str, item: int) -> None:
-    run = client.create_run(experiment_id, tags={**TAGS, "cell_key": f"base|{item}", "head": "dor"})
+    run = client.create_run(experiment_id, tags={**CELL_TAGS, TAGS.cell_key: f"base|{item}", TAGS.head: "dor"})
     client.get_run(run.info.run_id)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id, FINISHED)
 
 
 def _claimed(book: ClaimBook, item: int) -> None:
-    claim = book.try_claim({"role": "result", "cell_key": f"claim|{item}", "head": "dor"}, tags=TAGS)
+    claim = book.try_claim({TAGS.role: ROLE_RESULT, TAGS.cell_key: f"claim|{item}", TAGS.head: "dor"}, tags=CELL_TAGS)
     claim.finish()
 
 

@@ -37,6 +37,7 @@ from benchmark.run.inputs import CellInputs  # noqa: E402
 from benchmark.run.tracking import open_experiment  # noqa: E402
 from benchmark.run.training import fit  # noqa: E402
 from benchmark.run.tuning import TrialJob, train_trials, trial_list  # noqa: E402
+from benchmark.schema import VAL_SRCC  # noqa: E402
 from benchmark.store import open_client  # noqa: E402
 
 
@@ -82,8 +83,8 @@ def main() -> None:
     alone = timed("one by one (fit)", one_by_one)
     together = timed("together (fit_frozen)", lambda: train_trials(inputs, jobs))
     gap = max(abs(a - b) for first, second in zip(alone, together, strict=True)
-              for a, b in zip(first.curves["val_srcc"], second.fit.curves["val_srcc"], strict=True))
-    epochs = [len(f.curves["val_srcc"]) for f in alone]
+              for a, b in zip(first.curves[VAL_SRCC], second.fit.curves[VAL_SRCC], strict=True))
+    epochs = [len(f.curves[VAL_SRCC]) for f in alone]
     print(f"largest val SRCC difference between the two: {gap:.2e}; epochs run per model: min {min(epochs)}, "
           f"mean {sum(epochs) / len(epochs):.1f}, max {max(epochs)} of {grid.training.epochs}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,7 @@ from benchmark.data.distortions import Distortion, gaussian_blur, gaussian_noise
 from benchmark.data.photos import PHOTO_NAMES, load_photo
 from benchmark.run.grid import execute, plan_grid
 from benchmark.analysis.report_data import load_runs, usable_runs
+from benchmark.schema import COLUMNS, PROBE_HEAD, ROLE_REFERENCE, ROLE_RESULT
 from benchmark.store import open_client
 
 FRAME = (1024, 768)
@@ -154,9 +155,9 @@ def run_policy(policy: str, csv: Path, splits: int, uri: str) -> tuple[pd.DataFr
     if failures:
         raise RuntimeError(f"grid {grid.name}: {len(failures)} run(s) FAILED, e.g. {failures[0]}")
     runs, warnings = load_runs(open_client(uri), plan.experiment_id), []
-    scores = [usable_runs(runs, warnings, role) for role in ("result", "reference")]
-    table = pd.concat(scores).pivot(index="split", columns="head", values="test_srcc")
-    return table[["probe", *HEADS]], seconds
+    scores = [usable_runs(runs, warnings, role) for role in (ROLE_RESULT, ROLE_REFERENCE)]
+    table = pd.concat(scores).pivot(index=COLUMNS.split, columns=COLUMNS.head, values=COLUMNS.test_srcc)
+    return table[[PROBE_HEAD, *HEADS]], seconds
 
 
 def summarise(tables: dict[str, pd.DataFrame], seconds: dict[str, float]) -> None:

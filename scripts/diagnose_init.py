@@ -38,7 +38,7 @@ from benchmark.run.cell_data import load_cell_data  # noqa: E402
 from benchmark.run.inputs import CellInputs  # noqa: E402
 from benchmark.run.training import fit, predict_u  # noqa: E402
 from benchmark.run.tuning import trial_list  # noqa: E402
-from benchmark.schema import HeadSpec  # noqa: E402  (after the telemetry switch)
+from benchmark.schema import COLUMNS, VAL_SRCC, HeadSpec  # noqa: E402  (after the telemetry switch)
 
 STARTS = ("prior", "default", "default weights, bias at mean", "zero weights, bias 0")
 
@@ -64,9 +64,9 @@ def diagnose(inputs: CellInputs, start: str, settings) -> dict[str, float]:
     result = fit(model, head, inputs.features, data.targets, data.train_idx, data.val_idx, data.orders, settings,
                  inputs.device, val_truth=data.rank_truth[data.val_idx])
     test = predict_u(model, head, inputs.features, data.test_idx, 256, inputs.device)
-    return {"target_mean": float(data.targets[data.train_idx].mean()), "first_prediction": float(first.mean()), "val_srcc_epoch0": result.curves["val_srcc"][0],
-            "best_val_srcc": result.best_val_srcc, "best_epoch": result.best_epoch,
-            "test_srcc": float(spearmanr(test, data.rank_truth[data.test_idx]).statistic)}
+    return {"target_mean": float(data.targets[data.train_idx].mean()), "first_prediction": float(first.mean()), "val_srcc_epoch0": result.curves[VAL_SRCC][0],
+            COLUMNS.best_val_srcc: result.best_val_srcc, COLUMNS.best_epoch: result.best_epoch,
+            COLUMNS.test_srcc: float(spearmanr(test, data.rank_truth[data.test_idx]).statistic)}
 
 
 def main() -> None:
@@ -91,7 +91,7 @@ def main() -> None:
                      duration_s=round(time.perf_counter() - start_time, 1))
     for start, means in summary["starts"].items():
         print(f"{start:30s} first prediction {means['first_prediction']:.3f}  val@epoch0 {means['val_srcc_epoch0']:.3f}"
-              f"  best val {means['best_val_srcc']:.3f} (epoch {means['best_epoch']:.1f})  test {means['test_srcc']:.3f}")
+              f"  best val {means[COLUMNS.best_val_srcc]:.3f} (epoch {means[COLUMNS.best_epoch]:.1f})  test {means[COLUMNS.test_srcc]:.3f}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
-from benchmark.schema import CONFIG_ARTIFACT, EPOCH_TIMES  # noqa: E402
+from benchmark.schema import (  # noqa: E402
+    COLUMNS,
+    CONFIG_ARTIFACT,
+    EPOCH_TIMES,
+    INPUT_WAIT_S,
+    TRAIN_S,
+    VAL_S,
+)
 from benchmark.store import resolve_tracking_uri  # noqa: E402
 
 
@@ -46,25 +53,25 @@ def epoch_table(uri: str, grid: str) -> pd.DataFrame:
     if runs.empty:
         raise SystemExit(f"grid {grid!r} has no successful result run")
     with tempfile.TemporaryDirectory() as tmp:  # the resolved grid every run stores: its image policies
-        config = yaml.safe_load(Path(client.download_artifacts(runs["run_id"].iloc[0], CONFIG_ARTIFACT, tmp)).read_text())
+        config = yaml.safe_load(Path(client.download_artifacts(runs[COLUMNS.run_id].iloc[0], CONFIG_ARTIFACT, tmp)).read_text())
     policies = config["image_policies"]
     rows = []
     for run in runs.itertuples():
         history = {key: [m.value for m in client.get_metric_history(run.run_id, key)] for key in EPOCH_TIMES}
         means = {key: sum(values) / len(values) for key, values in history.items()}
         policy = policies[run.dataset]
-        rows.append({"head": run.head, "backbone": run.backbone, "split": run.split, "seed": run.seed,
-                     "epochs": len(history["train_s"]), **means, "score_s": run.score_seconds,
-                     "train_patches_per_s": run.n_train * policy["train_patches"] / means["train_s"],
-                     "val_patches_per_s": run.n_val * policy["test_patches"] / means["val_s"],
+        rows.append({COLUMNS.head: run.head, COLUMNS.backbone: run.backbone, COLUMNS.split: run.split, COLUMNS.seed: run.seed,
+                     "epochs": len(history[TRAIN_S]), **means, "score_s": run.score_seconds,
+                     "train_patches_per_s": run.n_train * policy["train_patches"] / means[TRAIN_S],
+                     "val_patches_per_s": run.n_val * policy["test_patches"] / means[VAL_S],
                      "test_patches_per_s": run.n_test * policy["test_patches"] / run.score_seconds,
-                     "input_wait_share": means["input_wait_s"] / means["train_s"]})
+                     "input_wait_share": means[INPUT_WAIT_S] / means[TRAIN_S]})
     return pd.DataFrame(rows)
 
 
 def markdown(table: pd.DataFrame) -> str:
     """Means per head as a Markdown table."""
-    means = table.drop(columns=["backbone", "split", "seed"]).groupby("head", sort=False).mean()
+    means = table.drop(columns=[COLUMNS.backbone, COLUMNS.split, COLUMNS.seed]).groupby(COLUMNS.head, sort=False).mean()
     lines = ["| head | " + " | ".join(means.columns) + " |", "|---|" + "---|" * len(means.columns)]
     lines += [f"| {head} | " + " | ".join(f"{v:.3g}" for v in row) + " |" for head, row in means.iterrows()]
     return "\n".join(lines) + "\n"

@@ -139,11 +139,25 @@ OTHER_VOCABULARIES = {
     "benchmark/cli.py": {"dataset"},
     "benchmark/executors.py": {"grid"},
     "benchmark/analysis/stats/targets.py": {"dataset"},
+    # scripts: keys of a script's own output (JSON, CSV, summary.json), its options and its labels
+    "scripts/bench_features.py": {"backbone"},  # features.json's key of the measured backbone
+    "scripts/bench_heads.py": {"head"},  # a variable of the torch Timer's statement (its globals)
+    "scripts/bench_scale.py": {"dataset", "backbone", "n_train"},  # the stages' figures and options, their JSON keys
+    "scripts/bench_throughput.py": {"backbone"},  # the printed JSON's key of --backbone
+    "scripts/calibration/__main__.py": {"seed"},  # summary.json's settings: the --seed of the studies
+    "scripts/calibration/cross_dataset.py": {"n_train"},  # summary.json's settings: the simulated set size
+    "scripts/calibration/effects.py": {"n_train", "n_test"},  # summary.json's settings: the simulated set sizes
+    "scripts/calibration/null.py": {"n_train", "n_test"},  # summary.json's settings: the simulated set sizes
+    "scripts/calibration/structured.py": {"n_train", "n_test"},  # summary.json's settings: the pool's mean sizes
+    # the null grid file's key; grids.csv's column and pair label of a null grid's number; summary.json's keys of
+    # --backbone and of the wall seconds of all the grids
+    "scripts/calibration/harness.py": {"regime", "grid", "backbone", "train_seconds"},
 }
 """Strings equal to a record name that name something else: the grid file's keys (the settings they become
 are logged under the same names), seed streams' labels (renaming one would change every seed),
 ``provenance.json``'s keys (and ``git status``), the command line's ``dataset`` argument, the executors' label
-of a grid without work, and the dataset target of the statistics (beside the population target)."""
+of a grid without work, the dataset target of the statistics (beside the population target), and the scripts'
+own output keys, options and labels (committed results keep their keys)."""
 
 
 def _schema_names() -> set[str]:
@@ -179,7 +193,7 @@ def test_no_schema_name_is_spelled_outside_the_schema():
     root = Path(__file__).resolve().parents[1]
     names = _schema_names() - GENERIC_NAMES
     found = []
-    for package in ("benchmark", "dor_iqa", "baselines"):
+    for package in ("benchmark", "dor_iqa", "baselines", "scripts"):
         for path in sorted((root / package).rglob("*.py")):
             module = path.relative_to(root).as_posix()
             if module == "benchmark/schema.py":

@@ -20,6 +20,7 @@ from benchmark.analysis.stats import (
     independent_blocks,
     pairwise_signed_rank_holm,
 )
+from benchmark.schema import COLUMNS
 
 from .common import rate
 from .ridge import GridModel, simulate
@@ -41,9 +42,9 @@ def run(args: argparse.Namespace, rng: np.random.Generator, tables: dict[str, pd
         values = srcc[grid * n_cells : (grid + 1) * n_cells]  # (cells, splits, heads)
         split_blocks = pd.DataFrame(values.reshape(-1, len(heads)), columns=heads)
         runs = pd.DataFrame({
-            "backbone": "sim", "dataset": np.repeat(np.arange(n_cells), model.n_splits * len(heads)),
-            "split": np.tile(np.repeat(np.arange(model.n_splits), len(heads)), n_cells),
-            "head": np.tile(heads, n_cells * model.n_splits), "srcc": values.ravel()})
+            COLUMNS.backbone: "sim", COLUMNS.dataset: np.repeat(np.arange(n_cells), model.n_splits * len(heads)),
+            COLUMNS.split: np.tile(np.repeat(np.arange(model.n_splits), len(heads)), n_cells),
+            COLUMNS.head: np.tile(heads, n_cells * model.n_splits), "srcc": values.ravel()})
         cell_blocks, reason = independent_blocks(runs, "srcc", seed=None)
         if cell_blocks is None:
             raise RuntimeError(reason)

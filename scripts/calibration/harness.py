@@ -59,8 +59,10 @@ from benchmark.run.grid import execute, plan_grid  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.analysis.report_data import Scores, cell_sizes, load_runs, usable_runs  # noqa: E402
 from benchmark.store import open_client  # noqa: E402
-from benchmark.schema import PROBE_HEAD, GridRecord  # noqa: E402
+from benchmark.schema import COLUMNS, PROBE_HEAD, GridRecord  # noqa: E402
 from benchmark.analysis.stats import (  # noqa: E402
+    DATASET,
+    POPULATION,
     bayesian_correlated_ttest,
     corrected_resampled_ttest,
     split_seed_variance,
@@ -93,21 +95,21 @@ def null_grid(backbone: str, n_grids: int, n_splits: int, n_seeds: int) -> dict:
 
 def seed_pairs(finished: pd.DataFrame) -> pd.DataFrame:
     """``dor`` runs relabelled as two heads, one per seed (``dor@seed0``, ``dor@seed1``), paired by split."""
-    runs = finished[finished["head"] == HEADS[0]]
-    return runs.assign(head="dor@seed" + runs["seed"].astype(str), seed=0)
+    runs = finished[finished[COLUMNS.head] == HEADS[0]]
+    return runs.assign(head="dor@seed" + runs[COLUMNS.seed].astype(str), seed=0)
 
 
 def grid_statistics(null_runs: pd.DataFrame, n_splits: int, record: GridRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The report's statistics of dor@seed0 − dor@seed1 for every null grid (splits g·J … g·J + J − 1), and the
     per-split differences: the population row, with the dataset row's p (the paired t-test on split means)."""
     rows, frames = [], []
-    for g, runs in null_runs.groupby(null_runs["split"] // n_splits):
+    for g, runs in null_runs.groupby(null_runs[COLUMNS.split] // n_splits):
         runs = runs.assign(pair_key=f"grid{g}")
         scores = Scores.of(runs)
         deltas = paired_deltas(scores, [NULL_PAIR], ["srcc"])
         by_target = cell_stats(scores, deltas, cell_sizes(runs), [], record).query("metric == 'srcc'").set_index("target")
-        row = by_target.loc["population"].to_dict()
-        row.update(grid=g, p_dataset=by_target.loc["dataset", "p"], p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
+        row = by_target.loc[POPULATION].to_dict()
+        row.update(grid=g, p_dataset=by_target.loc[DATASET, "p"], p_wilcoxon_splits=wilcoxon_p(deltas["delta"]))
         rows.append(row)
         frames.append(deltas)
     return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
@@ -117,11 +119,11 @@ def effect_rates(grids: pd.DataFrame, deltas: pd.DataFrame, n_splits: int, rope:
                  shifts: tuple[float, ...]) -> pd.DataFrame:
     """Rejection and verdict rates when a known shift is added to the measured per-split differences."""
     rows = []
-    sizes = grids.set_index("grid")[["n_train", "n_test"]]
+    sizes = grids.set_index("grid")[[COLUMNS.n_train, COLUMNS.n_test]]
     for shift in shifts:
         rejected, verdicts = [], []
-        for g, group in deltas.groupby(deltas["split"] // n_splits):
-            d = group.sort_values("split")["delta"].to_numpy() + shift
+        for g, group in deltas.groupby(deltas[COLUMNS.split] // n_splits):
+            d = group.sort_values(COLUMNS.split)["delta"].to_numpy() + shift
             n_train, n_test = sizes.loc[g]
             rejected.append(corrected_resampled_ttest(d, n_train, n_test)[1] < ALPHA)
             verdicts.append(verdict(*bayesian_correlated_ttest(d, n_train, n_test, rope)))
@@ -155,9 +157,9 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     finished = usable_runs(load_runs(open_client(uri), plan.experiment_id), [])
-    twins = finished.pivot_table(index=["split", "seed"], columns="head", values="test_srcc")
+    twins = finished.pivot_table(index=[COLUMNS.split, COLUMNS.seed], columns=COLUMNS.head, values=COLUMNS.test_srcc)
     grids, deltas = grid_statistics(seed_pairs(finished), args.splits, grid.record())
-    one_head = finished[finished["head"] == HEADS[0]].rename(columns={"test_srcc": "srcc"})
+    one_head = finished[finished[COLUMNS.head] == HEADS[0]].rename(columns={COLUMNS.test_srcc: "srcc"})
     components = split_seed_variance(one_head, value="srcc")
     shifts = (0.0, grid.rope / 2, 2 * grid.rope, 3 * grid.rope, 5 * grid.rope)
     effects = effect_rates(grids, deltas, args.splits, grid.rope, shifts)
@@ -180,7 +182,7 @@ def main() -> None:
         "variance": {"one_head_var_split": components.var_split, "one_head_var_seed": components.var_seed,
                      "null_sd_delta_mean": float(grids["std_delta"].mean()),
                      "null_mde80_median": float(grids["mde80"].median()),
-                     "n_test_over_n_train": float((grids["n_test"] / grids["n_train"]).mean())},
+                     "n_test_over_n_train": float((grids[COLUMNS.n_test] / grids[COLUMNS.n_train]).mean())},
         "effects": effects.to_dict("records"),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

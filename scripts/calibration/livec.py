@@ -58,6 +58,7 @@ from benchmark.analysis import stats  # noqa: E402
 from benchmark.analysis.comparisons import run_deltas  # noqa: E402
 from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
+from benchmark.schema import COLUMNS  # noqa: E402
 from benchmark.store import resolve_tracking_uri  # noqa: E402
 
 PAIRS = (("dor", "mse"), ("dor-seed", "mse"), ("dor", "dor-seed"))
@@ -73,18 +74,18 @@ def pool_deltas(uri: str, grid: str, metric: str) -> tuple[dict[tuple[str, str],
     out = {}
     for head_a, head_b in PAIRS:
         runs = run_deltas(data.scores, head_a, head_b, metric)
-        wide = runs.pivot_table(index="split", columns="seed", values="delta").dropna()
+        wide = runs.pivot_table(index=COLUMNS.split, columns=COLUMNS.seed, values="delta").dropna()
         if wide.shape[1] != 2:
             raise SystemExit(f"{grid}: {head_a} − {head_b} needs two seeds per split, got {wide.shape[1]}")
         out[head_a, head_b] = wide.to_numpy()
     sizes = data.sizes.mean()  # the pool's splits all have one size
-    return out, data.record.assumed_r(sizes["n_train"], sizes["n_test"])
+    return out, data.record.assumed_r(sizes[COLUMNS.n_train], sizes[COLUMNS.n_test])
 
 
 def _population(sub: np.ndarray, ratio: float) -> dict:
     """The population test of one sub-grid (as the report runs it): interval, significance, verdict."""
     j, s = sub.shape
-    runs = pd.DataFrame({"split": np.repeat(np.arange(j), s), "delta": sub.ravel()})
+    runs = pd.DataFrame({COLUMNS.split: np.repeat(np.arange(j), s), "delta": sub.ravel()})
     res = stats.variance_components_test(runs, ratio, ROPE, alpha=ALPHA)
     return {"low": res.ci_low, "high": res.ci_high, "p": res.p, "verdict": res.verdict,
             "critical": (res.ci_high - res.ci_low) / 2 / res.se_mean if res.se_mean > 0 else np.nan}
@@ -116,7 +117,7 @@ def _score(outcomes: list[dict], truths: np.ndarray, truth_var: np.ndarray) -> d
 def calibrate(pool: np.ndarray, ratio: float, j: int, s: int, draws: int, rng: np.random.Generator) -> list[dict]:
     """Rows of one pair and design: one per test."""
     n = len(pool)
-    outcomes: dict[str, list[dict]] = {"dataset": [], "population": []}
+    outcomes: dict[str, list[dict]] = {stats.DATASET: [], stats.POPULATION: []}
     truths, truth_var = np.empty(draws), np.empty(draws)
     for k in range(draws):
         order = rng.permutation(n)
@@ -125,8 +126,8 @@ def calibrate(pool: np.ndarray, ratio: float, j: int, s: int, draws: int, rng: n
         truths[k], truth_var[k] = means_a.mean(), means_a.var(ddof=1) / len(half_a)
         chosen = rng.choice(half_b, size=j, replace=False)
         sub = pool[chosen] if s == 2 else pool[chosen, rng.integers(0, 2, size=j)][:, None]
-        outcomes["dataset"].append(_dataset(sub))
-        outcomes["population"].append(_population(sub, ratio))
+        outcomes[stats.DATASET].append(_dataset(sub))
+        outcomes[stats.POPULATION].append(_population(sub, ratio))
     rows = []
     for test, results in outcomes.items():
         rows.append({"test": test, "n_splits": j, "n_seeds": s, "draws": draws,

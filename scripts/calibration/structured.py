@@ -53,12 +53,13 @@ from benchmark.analysis.stats import (
 )
 from benchmark.data.bundled import DEFAULT_RECIPE
 from benchmark.data.splits import make_split
+from benchmark.schema import COLUMNS
 
 from .common import TEST_COLOURS, rate
 
 DEFAULT_COMPONENTS = Path(__file__).resolve().parents[2] / "results" / "default" / "stats.csv"
 """The committed default grid's statistics, whose :data:`COMPONENTS_ROW` the study simulates by default."""
-COMPONENTS_ROW = {"backbone": "efficientnet_lite0", "head_a": "dor", "head_b": "mse", "metric": "srcc"}
+COMPONENTS_ROW = {COLUMNS.backbone: "efficientnet_lite0", "head_a": "dor", "head_b": "mse", "metric": "srcc"}
 """The ``stats.csv`` row whose variance components the structured study simulates."""
 
 
