@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis import stats
-from benchmark.analysis.report_data import CELL_COLUMNS, Scores, warn
+from benchmark.analysis.report_data import ASSUMED_R, CELL_COLUMNS, Scores, warn
 from benchmark.metrics import HIGHER_IS_BETTER
 from benchmark.schema import COLUMNS, GridRecord, test_metric
 
@@ -177,8 +177,8 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warning
                grid: GridRecord) -> pd.DataFrame:
     """Rows per (cell, head pair, metric, analysis, target): the columns of ``stats.csv`` (module docstring).
 
-    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs. ``grid`` gives the ROPE and the
-    ``r`` the population target assumes (:meth:`~benchmark.schema.GridRecord.assumed_r`).
+    ``sizes``: per pair_key, the mean ``n_train`` and ``n_test`` of its runs and the ``r`` its population target
+    assumes (:func:`~benchmark.analysis.report_data.cell_sizes`). ``grid`` gives the ROPE.
     """
     rope = grid.rope
     cells = scores.cells.set_index(COLUMNS.pair_key)[CELL_COLUMNS[1:]].to_dict("index")
@@ -186,7 +186,7 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warning
     for (pair_key, head_a, head_b, metric), group in pairs.groupby([COLUMNS.pair_key, "head_a", "head_b", "metric"],
                                                                     sort=False):
         d = group["delta"].to_numpy(dtype=float)
-        n_train, n_test = sizes.loc[pair_key, COLUMNS.n_train], sizes.loc[pair_key, COLUMNS.n_test]
+        n_train, n_test, assumed_r = sizes.loc[pair_key, [COLUMNS.n_train, COLUMNS.n_test, ASSUMED_R]]
         cell = cells[pair_key]
         caveat = stats.cross_dataset_caveat(cell[COLUMNS.dataset], cell[COLUMNS.test_dataset])
         paired = paired_runs(scores, pair_key, head_a, head_b, metric)
@@ -211,7 +211,7 @@ def cell_stats(scores: Scores, pairs: pd.DataFrame, sizes: pd.DataFrame, warning
                 sensitivity = _worst_rank_row(dataset, paired, rope)
                 rows += [sensitivity] if sensitivity is not None else []
             if n_train > 0 and n_test > 0:  # the population target needs the split sizes for its assumed r
-                rows.append({**row, **population_columns(deltas, grid.assumed_r(n_train, n_test), rope,
+                rows.append({**row, **population_columns(deltas, assumed_r, rope,
                                                          metric in BREAK_EVEN_METRICS and caveat is None)})
             elif metric == "srcc":
                 warn(warnings, f"{pair_key} {head_a} vs {head_b}: unknown n_train/n_test params; no population test")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmark.analysis import stats
 from benchmark.analysis.comparisons import paired_runs
-from benchmark.analysis.report_data import ReportError, Scores, load_report_data
+from benchmark.analysis.report_data import ASSUMED_R, ReportError, Scores, load_report_data
 from benchmark.schema import COLUMNS
 from benchmark.store import resolve_tracking_uri
 
@@ -87,7 +87,7 @@ def design_plan(grid: str | None, tracking_uri: str | None, target_mde: float | 
     rows = []
     for pair in pilot.itertuples(index=False):
         components = stats.VarianceComponents(pair.var_split, pair.var_seed)
-        ratio = record.assumed_r(*sizes.loc[pair.pair_key, [COLUMNS.n_train, COLUMNS.n_test]])
+        ratio = sizes.loc[pair.pair_key, ASSUMED_R]
         chosen = list(designs)
         if target_mde is not None:
             found = {s: splits_for_target(components, s, target_mde) for s in TARGET_SEEDS}

@@ -62,6 +62,8 @@ RUN_KEYS = [COLUMNS.pair_key, COLUMNS.split, COLUMNS.seed, COLUMNS.head]
 TEST_COLUMNS = tuple(test_metric(m) for m in METRIC_NAMES)
 """The final test metrics of every result and probe run."""
 MAX_CURVE_CELLS = 4
+ASSUMED_R = "assumed_r"
+"""Column of :func:`cell_sizes`: the split correlation r a cell's population test assumes."""
 """Comparison groups shown in the learning-curve plot (their metric histories are fetched one by one)."""
 
 
@@ -252,8 +254,9 @@ class ReportData:
 
     @cached_property
     def sizes(self) -> pd.DataFrame:
-        """Mean ``n_train`` and ``n_test`` per pair_key: what each cell's assumed r is computed from."""
-        return cell_sizes(self.usable)
+        """Mean ``n_train`` and ``n_test`` per pair_key, and the r each cell's population test assumes, computed
+        here once (:func:`cell_sizes`) for the report, the plan and the calibration."""
+        return cell_sizes(self.usable, self.record)
 
     @cached_property
     def trials(self) -> pd.DataFrame:
@@ -271,9 +274,13 @@ class ReportData:
         return find_missing(self.record, self.runs, self.usable, self.probe_runs)
 
 
-def cell_sizes(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ``n_train`` and ``n_test`` of the runs per pair_key."""
-    return runs.groupby(COLUMNS.pair_key)[[COLUMNS.n_train, COLUMNS.n_test]].mean()
+def cell_sizes(runs: pd.DataFrame, record: GridRecord) -> pd.DataFrame:
+    """Per pair_key, the runs' mean ``n_train`` and ``n_test`` and the r its population test assumes
+    (:meth:`~benchmark.schema.GridRecord.assumed_r`; NaN without both sizes)."""
+    sizes = runs.groupby(COLUMNS.pair_key)[[COLUMNS.n_train, COLUMNS.n_test]].mean()
+    known = (sizes[COLUMNS.n_train] > 0) & (sizes[COLUMNS.n_test] > 0)
+    return sizes.assign(**{ASSUMED_R: [record.assumed_r(n_train, n_test) if ok else np.nan for n_train, n_test, ok
+                                       in zip(sizes[COLUMNS.n_train], sizes[COLUMNS.n_test], known)]})
 
 
 def load_report_data(tracking_uri: str, grid: str | None, warnings: list[str],
@@ -400,6 +407,6 @@ def load_learning_curves(data: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[COLUMNS.pair_key, COLUMNS.head, "metric", "step", "value"])
 
 
-__all__ = ["CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "cell_sizes", "find_missing", "load_grid_record",
+__all__ = ["ASSUMED_R", "CELL_COLUMNS", "RUN_KEYS", "ReportData", "ReportError", "Scores", "cell_sizes", "find_missing", "load_grid_record",
            "load_learning_curves", "load_predictions", "load_report_data", "load_runs", "select_experiment", "shown_splits",
            "split_runs", "trial_table", "usable_runs", "warn"]

@@ -56,7 +56,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from benchmark.analysis import stats  # noqa: E402
 from benchmark.analysis.comparisons import run_deltas  # noqa: E402
-from benchmark.analysis.report_data import ReportError, load_report_data  # noqa: E402
+from benchmark.analysis.report_data import ASSUMED_R, ReportError, load_report_data  # noqa: E402
 from benchmark.provenance import write_provenance  # noqa: E402
 from benchmark.schema import COLUMNS  # noqa: E402
 from benchmark.store import resolve_tracking_uri  # noqa: E402
@@ -78,8 +78,7 @@ def pool_deltas(uri: str, grid: str, metric: str) -> tuple[dict[tuple[str, str],
         if wide.shape[1] != 2:
             raise SystemExit(f"{grid}: {head_a} − {head_b} needs two seeds per split, got {wide.shape[1]}")
         out[head_a, head_b] = wide.to_numpy()
-    sizes = data.sizes.mean()  # the pool's splits all have one size
-    return out, data.record.assumed_r(sizes[COLUMNS.n_train], sizes[COLUMNS.n_test])
+    return out, float(data.sizes[ASSUMED_R].mean())  # the pool's splits all have one size, so one r
 
 
 def _population(sub: np.ndarray, ratio: float) -> dict:
