@@ -11,16 +11,21 @@ import pandas as pd
 import torch
 
 from benchmark.config import GridConfig
-from benchmark.data import make_split
+from benchmark.data import DatasetInfo, make_split
 from benchmark.data.cell_data import CellData, LabelMap, RowTable, dataset_labels, epoch_orders
 from benchmark.run.seeding import CellSeeds
 from benchmark.schema import DATA_CONTEXTS, Cell, DatasetRef
 
 
+def grid_labels(grid: GridConfig, name: str, data_root: str | None) -> tuple[pd.DataFrame, DatasetInfo]:
+    """Label table and scale of a dataset of ``grid``: built-in, or declared in its ``custom_datasets``."""
+    return dataset_labels(name, data_root, grid.custom_datasets.get(name))
+
+
 def load_cell_data(grid: GridConfig, cell: Cell, data_root: str | None = None) -> CellData:
     """Labels, the split of ``cell.split``, the label map (training part only) and the epoch orders."""
     data_root = data_root or grid.data_root
-    train_labels, train_info = dataset_labels(cell.dataset, data_root, grid.custom_datasets.get(cell.dataset))
+    train_labels, train_info = grid_labels(grid, cell.dataset, data_root)
     parts = make_split(train_labels, seed=cell.split, fractions=grid.split_fractions)
     index = pd.Series(np.arange(len(train_labels)), index=train_labels.index)
     train_idx = np.array(index.loc[parts["train"].index])
@@ -29,7 +34,7 @@ def load_cell_data(grid: GridConfig, cell: Cell, data_root: str | None = None) -
     if cell.test_dataset == cell.dataset:
         test_idx, test_info = np.array(index.loc[parts["test"].index]), train_info
     else:
-        test_labels, test_info = dataset_labels(cell.test_dataset, data_root, grid.custom_datasets.get(cell.test_dataset))
+        test_labels, test_info = grid_labels(grid, cell.test_dataset, data_root)
         tables.append(test_labels)
         infos.append(test_info)
         names.append(cell.test_dataset)
@@ -64,4 +69,4 @@ def input_refs(data: CellData, cell: Cell, parts: tuple[str, ...] = ("train", "v
     return tuple(refs)
 
 
-__all__ = ["input_refs", "load_cell_data"]
+__all__ = ["grid_labels", "input_refs", "load_cell_data"]

@@ -192,9 +192,9 @@ def estimate_seconds(grid: GridConfig, todo: dict, trials: int, workers: int = 1
 
 def _rows(grid: GridConfig, dataset: str) -> int:
     if dataset in grid.custom_datasets:
-        from benchmark.data.cell_data import dataset_labels
+        from benchmark.run.cell_data import grid_labels
 
-        return len(dataset_labels(dataset, grid.data_root, grid.custom_datasets.get(dataset))[0])
+        return len(grid_labels(grid, dataset, grid.data_root)[0])
     return dataset_info(dataset).n_rows
 
 

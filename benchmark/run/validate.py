@@ -22,7 +22,7 @@ import timm
 from huggingface_hub import try_to_load_from_cache
 from timm.models import get_pretrained_cfg
 
-from benchmark.data.cell_data import dataset_labels
+from benchmark.run.cell_data import grid_labels
 from benchmark.config import BackboneSpec, ConfigError, GridConfig
 from benchmark.data import DataError, check_patch_size
 from benchmark.data.policy import DEFAULT_CROP_PCT
@@ -140,7 +140,7 @@ def _dataset_problems(grid: GridConfig, name: str, data_root: str | None, dry_ru
     if dry_run and name == "bundled" and name not in grid.custom_datasets and not bundled_is_built():
         return []
     try:
-        labels, _ = dataset_labels(name, data_root or grid.data_root, grid.custom_datasets.get(name))
+        labels, _ = grid_labels(grid, name, data_root or grid.data_root)
         for patch, crop_pct in sorted(patches, reverse=True):  # the largest patch names every undersized image
             check_patch_size(labels, grid.image_policies[name], patch, crop_pct)
     except (DataError, OSError) as exc:
